@@ -1,0 +1,32 @@
+"""The WebSocket close codes ws-supervisor uses, each for one reason only."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["CloseCode"]
+
+
+class CloseCode(enum.IntEnum):
+    """Close codes; the README's table documents each one."""
+
+    NORMAL = 1000
+    """The client or the application ended the connection."""
+    GOING_AWAY = 1001
+    """The daemon is shutting down (drain)."""
+    POLICY = 1008
+    """A policy was broken (authentication, rate)."""
+    TOO_BIG = 1009
+    """A message was larger than allowed."""
+    INTERNAL_ERROR = 1011
+    """The manager crashed more often than the restart intensity allows."""
+    SERVICE_RESTART = 1012
+    """The user's supervisor crashed and was restarted; reconnect."""
+    TRY_AGAIN_LATER = 1013
+    """The quota turned out to be full after the upgrade."""
+    SUPERSEDED = 4001
+    """A newer connection resumed the same thread."""
+    EVICTED = 4002
+    """Closed to make room: evicted at quota, or shed at an emergency level."""
+    IDLE_TIMEOUT = 4003
+    """No longer live: idle past the idle timeout, or keepalive missed."""
