@@ -1,0 +1,202 @@
+"""The settings of a ws-supervisor node, as frozen attrs classes.
+
+One class per TOML table, plus the root :class:`Config`. Every default is the
+production value, so ``Config()`` is the production configuration. Range
+checks are attrs validators (so a hand-built config is checked too); their
+messages are the ones the loader reports. Reading, type checking and
+environment overrides live in :mod:`supervisor.configload`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import attrs
+
+__all__ = [
+    "AdminConfig",
+    "CleanupConfig",
+    "Config",
+    "CriticalAction",
+    "EmergencyAction",
+    "LogLevel",
+    "LoggingConfig",
+    "PoolConfig",
+    "ProfileName",
+    "QuotaBackend",
+    "QuotaConfig",
+    "QuotaPolicyName",
+    "RestartConfig",
+    "RestartType",
+    "ServerConfig",
+    "ThresholdsConfig",
+    "TimeoutsConfig",
+    "threshold_order_problem",
+]
+
+ProfileName = Literal["production", "staging", "ci", "dev"]
+QuotaBackend = Literal["memory"]
+QuotaPolicyName = Literal["reject", "evict_oldest_idle"]
+CriticalAction = Literal["emergency_cleanup", "none"]
+EmergencyAction = Literal["shed_idle", "none"]
+RestartType = Literal["permanent", "transient", "temporary"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+_Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+def _check(ok: Callable[[Any], bool], requirement: str) -> _Validator:
+    """A validator raising ``ValueError("<requirement>, got <value>")`` when ``ok`` fails."""
+
+    def validate(_instance: Any, _attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not ok(value):
+            raise ValueError(f"{requirement}, got {value!r}")
+
+    return validate
+
+
+def _at_least(low: float) -> _Validator:
+    return _check(lambda v: v >= low, f"must be >= {low}")
+
+
+def _positive() -> _Validator:
+    return _check(lambda v: v > 0, "must be > 0")
+
+
+def _port() -> _Validator:
+    return _check(lambda v: 0 <= v <= 65535, "must be in [0, 65535]")
+
+
+def _ratio() -> _Validator:
+    return _check(lambda v: 0 < v <= 1, "must be in (0, 1]")
+
+
+def _tick() -> _Validator:
+    return _check(lambda v: 0 < v <= 60, "must be in (0, 60]")
+
+
+def _ws_path() -> _Validator:
+    return _check(lambda v: v.startswith("/"), "must start with '/'")
+
+
+@attrs.frozen
+class ServerConfig:
+    """The WebSocket listener. An empty ``node_id`` is generated per process."""
+
+    host: str = "0.0.0.0"
+    port: int = attrs.field(default=8765, validator=_port())
+    path: str = attrs.field(default="/ws", validator=_ws_path())
+    node_id: str = ""
+
+
+@attrs.frozen
+class AdminConfig:
+    """The admin HTTP endpoint; ``token_env`` names the env var holding its bearer token."""
+
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=8766, validator=_port())
+    token_env: str = ""
+
+
+@attrs.frozen
+class QuotaConfig:
+    """Per-user and per-node caps on connection managers."""
+
+    backend: QuotaBackend = "memory"
+    max_managers_per_user: int = attrs.field(default=20, validator=_at_least(1))
+    node_max_managers: int = attrs.field(default=10000, validator=_at_least(1))
+    policy: QuotaPolicyName = "reject"
+    proactive_cleanup_ratio: float = attrs.field(default=0.5, validator=_ratio())
+
+
+def threshold_order_problem(warning: float, critical: float, emergency: float) -> str | None:
+    """Why the three load thresholds are out of order, or None when they are fine."""
+    if warning < critical < emergency:
+        return None
+    return (
+        "must satisfy warning < critical < emergency, "
+        f"got warning={warning!r}, critical={critical!r}, emergency={emergency!r}"
+    )
+
+
+@attrs.frozen
+class ThresholdsConfig:
+    """Usage levels, as shares of a user's quota and of ``node_max_managers``.
+
+    ``critical_action`` runs when a user (or the node) reaches critical,
+    ``emergency_action`` at emergency; shedding closes only connections idle
+    for ``shed_min_idle`` seconds or more.
+    """
+
+    warning: float = attrs.field(default=0.5, validator=_ratio())
+    critical: float = attrs.field(default=0.8, validator=_ratio())
+    emergency: float = attrs.field(default=0.9, validator=_ratio())
+    critical_action: CriticalAction = "emergency_cleanup"
+    emergency_action: EmergencyAction = "shed_idle"
+    shed_min_idle: float = attrs.field(default=60.0, validator=_at_least(0))
+
+    def __attrs_post_init__(self) -> None:
+        problem = threshold_order_problem(self.warning, self.critical, self.emergency)
+        if problem is not None:
+            raise ValueError(problem)
+
+
+@attrs.frozen
+class RestartConfig:
+    """Restart strategy: at most ``max_restarts`` within ``within_seconds``."""
+
+    type: RestartType = "transient"
+    max_restarts: int = attrs.field(default=3, validator=_at_least(0))
+    within_seconds: float = attrs.field(default=10.0, validator=_positive())
+
+
+@attrs.frozen
+class CleanupConfig:
+    """How long an emergency cleanup may take and how often the background sweep runs."""
+
+    emergency_cleanup_timeout: float = attrs.field(default=15.0, validator=_positive())
+    background_interval: float = attrs.field(default=120.0, validator=_positive())
+    empty_supervisor_ttl: float = attrs.field(default=60.0, validator=_at_least(0))
+
+
+@attrs.frozen
+class PoolConfig:
+    """Warm connections kept per user, and how long an idle one is kept."""
+
+    size: int = attrs.field(default=4, validator=_at_least(0))
+    idle_seconds: float = attrs.field(default=30.0, validator=_at_least(0))
+
+
+@attrs.frozen
+class TimeoutsConfig:
+    """WebSocket keep-alive, idle limit and the supervisor's tick."""
+
+    ping_interval: float = attrs.field(default=20.0, validator=_positive())
+    ping_timeout: float = attrs.field(default=20.0, validator=_positive())
+    idle_timeout: float = attrs.field(default=600.0, validator=_positive())
+    tick_interval: float = attrs.field(default=0.5, validator=_tick())
+
+
+@attrs.frozen
+class LoggingConfig:
+    """Log level and whether lines are JSON."""
+
+    level: LogLevel = "INFO"
+    json: bool = False
+
+
+@attrs.frozen
+class Config:
+    """A whole node configuration; ``Config()`` is production."""
+
+    profile: ProfileName = "production"
+    server: ServerConfig = attrs.field(factory=ServerConfig)
+    admin: AdminConfig = attrs.field(factory=AdminConfig)
+    quota: QuotaConfig = attrs.field(factory=QuotaConfig)
+    thresholds: ThresholdsConfig = attrs.field(factory=ThresholdsConfig)
+    restart: RestartConfig = attrs.field(factory=RestartConfig)
+    cleanup: CleanupConfig = attrs.field(factory=CleanupConfig)
+    pool: PoolConfig = attrs.field(factory=PoolConfig)
+    timeouts: TimeoutsConfig = attrs.field(factory=TimeoutsConfig)
+    logging: LoggingConfig = attrs.field(factory=LoggingConfig)
