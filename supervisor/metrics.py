@@ -1,0 +1,131 @@
+"""Prometheus metrics of the supervision tree, on an explicit registry.
+
+:class:`MetricsObserver` is the :class:`~supervisor.observer.Observer` the
+shell plugs into the tree. No label ever holds a user id, a thread id or any
+other unbounded value: every label's values are listed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from supervisor.observer import AdmissionResult, CleanupReason
+
+__all__ = ["LEVELS", "MetricsObserver"]
+
+LEVELS = ("ok", "warning", "critical", "emergency")
+
+_FAST_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+
+class MetricsObserver:
+    """Counts the tree's events into Prometheus metrics; thread-safe."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.managers_active = Gauge(
+            "ws_supervisor_managers_active", "Connections holding a slot on this node.", registry=r
+        )
+        self.users_active = Gauge(
+            "ws_supervisor_users_active", "Users holding one or more slots.", registry=r
+        )
+        self.admissions = Counter(
+            "ws_supervisor_admissions", "Admission decisions.", ["result"], registry=r
+        )
+        self.cleanups = Counter(
+            "ws_supervisor_cleanups", "Connections cleaned up.", ["reason", "result"], registry=r
+        )
+        self.cleanup_duration = Histogram(
+            "ws_supervisor_cleanup_duration_seconds",
+            "From cleanup start to the manager retired.",
+            ["reason"],
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.release_latency_seconds = Histogram(
+            "ws_supervisor_release_latency_seconds",
+            "From a close or timeout detected to its slot free.",
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.users_at_level = Gauge(
+            "ws_supervisor_users_at_level", "Users per usage level.", ["level"], registry=r
+        )
+        self.level_changes = Counter(
+            "ws_supervisor_level_changes", "Level changes.", ["scope", "level"], registry=r
+        )
+        self.mismatches = Counter(
+            "ws_supervisor_thread_id_mismatches",
+            "Releases or cleanups for a key that is not held (must stay 0).",
+            registry=r,
+        )
+        self.restarts = Counter("ws_supervisor_restarts", "Crashed actors restarted.", registry=r)
+        self.abandoned_actors = Counter(
+            "ws_supervisor_abandoned_actors",
+            "Actors or closes abandoned after the cleanup timeout.",
+            registry=r,
+        )
+        self.pool_reuses = Counter(
+            "ws_supervisor_pool_reuses", "Pooled managers reused.", registry=r
+        )
+        for level in LEVELS:
+            self.users_at_level.labels(level).set(0)
+
+    def admission(self, result: AdmissionResult) -> None:
+        self.admissions.labels(result).inc()
+
+    def cleanup(self, reason: CleanupReason, result: str, duration: float) -> None:
+        self.cleanups.labels(reason, result).inc()
+        self.cleanup_duration.labels(reason).observe(duration)
+
+    def release_latency(self, seconds: float) -> None:
+        self.release_latency_seconds.observe(seconds)
+
+    def usage(self, managers: int, users: int, levels: Mapping[str, int]) -> None:
+        self.managers_active.set(managers)
+        self.users_active.set(users)
+        for level in LEVELS:
+            self.users_at_level.labels(level).set(levels.get(level, 0))
+
+    def level_changed(self, scope: str, old: str, new: str) -> None:
+        self.level_changes.labels(scope, new).inc()
+
+    def thread_id_mismatch(self) -> None:
+        self.mismatches.inc()
+
+    def restart(self) -> None:
+        self.restarts.inc()
+
+    def abandoned(self) -> None:
+        self.abandoned_actors.inc()
+
+    def pool_reuse(self) -> None:
+        self.pool_reuses.inc()
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric."""
+        return generate_latest(self.registry)
+
+    def value(self, name: str, labels: Mapping[str, str] | None = None) -> float:
+        """One sample's current value (0 if never set); for tests and dumps."""
+        found = self.registry.get_sample_value(name, dict(labels or {}))
+        return 0.0 if found is None else found

@@ -1,0 +1,126 @@
+"""Who holds which slot: the quota ledger interface and its in-memory implementation.
+
+A slot is named by an isolation key and held by one connection (its
+websocket id). The user supervisor is the only writer for its user, so the
+ledger only has to make each call atomic; a shared store (Redis) can take the
+in-memory ledger's place without the actors changing.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from typing import Protocol
+
+__all__ = ["AcquireResult", "InMemoryLedger", "Ledger"]
+
+
+class AcquireResult(enum.Enum):
+    """The answer of :meth:`Ledger.acquire`."""
+
+    ACQUIRED = "acquired"
+    HELD = "held"
+    """The key is already held (by another connection): supersede or refuse."""
+    USER_FULL = "user_full"
+    NODE_FULL = "node_full"
+
+
+class Ledger(Protocol):
+    """The quota's book of slots; every method is atomic and thread-safe."""
+
+    def acquire(self, user_id: str, key: str, holder: str, limit: int) -> AcquireResult:
+        """Take a slot for ``key`` if the user holds fewer than ``limit``."""
+        ...
+
+    def transfer(self, user_id: str, key: str, old_holder: str, new_holder: str) -> bool:
+        """Hand ``key``'s slot from one connection to another; False if not held by ``old``."""
+        ...
+
+    def release(self, user_id: str, key: str, holder: str) -> bool:
+        """Free ``key``'s slot if ``holder`` holds it; False otherwise (a mismatch)."""
+        ...
+
+    def renew(self, user_id: str, key: str, holder: str) -> bool:
+        """Extend ``key``'s lease; False if ``holder`` does not hold it."""
+        ...
+
+    def release_user(self, user_id: str) -> int:
+        """Free every slot of a user; return how many were held."""
+        ...
+
+    def usage(self, user_id: str) -> int:
+        """Slots the user holds."""
+        ...
+
+    def total(self) -> int:
+        """Slots held on this node, all users together."""
+        ...
+
+    def holders(self, user_id: str) -> dict[str, str]:
+        """The user's slots: isolation key to holding websocket id."""
+        ...
+
+
+class InMemoryLedger:
+    """The ledger of one process, with a node-wide cap on slots."""
+
+    def __init__(self, node_limit: int) -> None:
+        self.node_limit = node_limit
+        self._slots: dict[str, dict[str, str]] = {}
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def acquire(self, user_id: str, key: str, holder: str, limit: int) -> AcquireResult:
+        with self._lock:
+            slots = self._slots.get(user_id, {})
+            if key in slots:
+                return AcquireResult.HELD
+            if len(slots) >= limit:
+                return AcquireResult.USER_FULL
+            if self._total >= self.node_limit:
+                return AcquireResult.NODE_FULL
+            self._slots[user_id] = slots
+            slots[key] = holder
+            self._total += 1
+            return AcquireResult.ACQUIRED
+
+    def transfer(self, user_id: str, key: str, old_holder: str, new_holder: str) -> bool:
+        with self._lock:
+            slots = self._slots.get(user_id, {})
+            if slots.get(key) != old_holder:
+                return False
+            slots[key] = new_holder
+            return True
+
+    def release(self, user_id: str, key: str, holder: str) -> bool:
+        with self._lock:
+            slots = self._slots.get(user_id, {})
+            if slots.get(key) != holder:
+                return False
+            del slots[key]
+            self._total -= 1
+            if not slots:
+                del self._slots[user_id]
+            return True
+
+    def renew(self, user_id: str, key: str, holder: str) -> bool:
+        with self._lock:
+            return self._slots.get(user_id, {}).get(key) == holder
+
+    def release_user(self, user_id: str) -> int:
+        with self._lock:
+            freed = len(self._slots.pop(user_id, {}))
+            self._total -= freed
+            return freed
+
+    def usage(self, user_id: str) -> int:
+        with self._lock:
+            return len(self._slots.get(user_id, {}))
+
+    def total(self) -> int:
+        with self._lock:
+            return self._total
+
+    def holders(self, user_id: str) -> dict[str, str]:
+        with self._lock:
+            return dict(self._slots.get(user_id, {}))

@@ -1,0 +1,86 @@
+"""Which connections are no longer live, which to evict, which to shed, which to abandon."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Literal
+
+import attrs
+
+__all__ = ["ChildView", "ReapPolicy", "ReapReason"]
+
+ChildState = Literal["connecting", "connected", "closing", "disconnected"]
+
+
+class ReapReason(enum.Enum):
+    """Why a connection is no longer live."""
+
+    CLOSED = "closed"
+    """Its connection is already gone."""
+    KEEPALIVE = "keepalive"
+    """No sign of life within the keepalive deadline (ping interval + timeout)."""
+    IDLE = "idle"
+    """No message either way for longer than the idle timeout."""
+
+
+@attrs.frozen
+class ChildView:
+    """What the policy needs to know of one supervised connection.
+
+    ``last_seen`` is the last keepalive sign of life (a pong or a frame);
+    ``None`` where the connection does not report keepalive, and then the
+    keepalive rule does not apply to it.
+    """
+
+    websocket_id: str
+    state: ChildState
+    last_activity: float
+    last_seen: float | None = None
+
+
+@attrs.frozen
+class ReapPolicy:
+    """The rules for reaping, evicting and shedding; times in seconds."""
+
+    idle_timeout: float
+    keepalive_deadline: float
+    cleanup_timeout: float
+
+    def not_live(self, child: ChildView, now: float) -> ReapReason | None:
+        """Why ``child`` is no longer live, or None if it is."""
+        if child.state == "disconnected":
+            return ReapReason.CLOSED
+        if child.last_seen is not None and now - child.last_seen > self.keepalive_deadline:
+            return ReapReason.KEEPALIVE
+        if now - child.last_activity > self.idle_timeout:
+            return ReapReason.IDLE
+        return None
+
+    def sweep(self, children: Iterable[ChildView], now: float) -> list[tuple[str, ReapReason]]:
+        """Every child that is no longer live, with the reason."""
+        found = ((child.websocket_id, self.not_live(child, now)) for child in children)
+        return [(ws_id, reason) for ws_id, reason in found if reason is not None]
+
+    def is_overdue(self, since: float, now: float) -> bool:
+        """True when a close or stop started at ``since`` has taken too long: abandon it."""
+        return now - since >= self.cleanup_timeout
+
+    @staticmethod
+    def oldest_idle(children: Iterable[ChildView]) -> str | None:
+        """The connected child idle the longest: the one to evict."""
+        live = [child for child in children if child.state == "connected"]
+        if not live:
+            return None
+        return min(live, key=lambda child: child.last_activity).websocket_id
+
+    @staticmethod
+    def shed(children: Iterable[ChildView], now: float, keep: int, min_idle: float) -> list[str]:
+        """Longest-idle children to close, idle at least ``min_idle``, until ``keep`` remain."""
+        live = sorted(
+            (child for child in children if child.state == "connected"),
+            key=lambda child: child.last_activity,
+        )
+        excess = max(0, len(live) - keep)
+        idle = [child.websocket_id for child in live if now - child.last_activity >= min_idle]
+        return idle[:excess]
