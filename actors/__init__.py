@@ -1,0 +1,15 @@
+"""The pykka actors of the supervision tree and the messages between them.
+
+Nothing in this package imports asyncio or websockets: an actor reaches its
+connection only through a :class:`actors.ports.Port`, and the shell in
+:mod:`supervisor` carries frames and closes across the thread boundary.
+
+- :mod:`actors.messages`: every message, as immutable types.
+- :mod:`actors.ports`: the port, the handler and the admission ticket.
+- :mod:`actors.manager`: one manager actor per connection.
+- :mod:`actors.user_supervisor`: one supervisor per user; owns the quota.
+- :mod:`actors.root`: the root monitor; levels, cleanup, restarts.
+- :mod:`actors.ticker`: the one timer thread of the tree.
+"""
+
+__all__: list[str] = []

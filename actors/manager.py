@@ -1,0 +1,150 @@
+"""The manager actor: one per connection, reusable through the pool."""
+
+from __future__ import annotations
+
+import collections
+import logging
+from types import TracebackType
+from typing import Any
+
+import pykka
+
+from actors.messages import (
+    Attach,
+    ChildFailed,
+    ChildStopped,
+    Crash,
+    Detach,
+    Inbound,
+    ManagerIdle,
+    Outbound,
+)
+from actors.ports import Handler, ManagerStats, Port
+from supervisor.clock import Clock
+from supervisor.context import UserExecutionContext
+from supervisor.errors import InjectedFault
+
+__all__ = ["ManagerActor"]
+
+log = logging.getLogger(__name__)
+
+
+class ManagerActor(pykka.ThreadingActor):
+    """Serves one connection at a time: runs the handler, sends through the port.
+
+    States: ``disconnected`` (idle, in the pool or new), ``connecting`` (being
+    attached), ``connected``, ``closing``. Every hook runs on the actor's own
+    thread, except ``__init__`` (the supervisor's thread). A crash tells the
+    supervisor from ``on_failure``; the end of the thread from ``on_stop``:
+    these two messages are the link pykka does not have.
+    """
+
+    use_daemon_thread = True
+
+    def __init__(self, supervisor: pykka.ActorRef[Any], clock: Clock) -> None:
+        super().__init__()
+        self._supervisor = supervisor
+        self._clock = clock
+        self.state = "disconnected"
+        self.context: UserExecutionContext | None = None
+        self._port: Port | None = None
+        self._stats: ManagerStats | None = None
+        self._handler: Handler | None = None
+        self._outbound: collections.deque[str] = collections.deque()
+
+    def on_receive(self, message: Any) -> Any:
+        """Runs on the manager's thread for every message."""
+        if isinstance(message, Inbound):
+            self._inbound(message)
+        elif isinstance(message, Outbound):
+            if self._is_current(message.websocket_id):
+                self.send(message.text)
+        elif isinstance(message, Attach):
+            self.reset_for_new_connection(message.context, message.port, message.stats)
+            self._handler = message.handler
+        elif isinstance(message, Detach):
+            self._detach()
+        elif isinstance(message, Crash):
+            raise InjectedFault(message.reason)
+        return None
+
+    def reset_for_new_connection(
+        self, context: UserExecutionContext, port: Port, stats: ManagerStats
+    ) -> None:
+        """Take on a new connection, keeping nothing of the previous one."""
+        self.state = "connecting"
+        self.context = context
+        self._port = port
+        self._stats = stats
+        self._outbound.clear()
+        self.state = "connected"
+        self._flush()
+
+    def is_reusable(self) -> bool:
+        """True when idle with nothing left of a previous connection."""
+        return (
+            self.state == "disconnected"
+            and self.context is None
+            and self._port is None
+            and not self._outbound
+        )
+
+    def send(self, text: str) -> None:
+        """Queue one frame for the client and flush what the connection can take."""
+        self._outbound.append(text)
+        self._flush()
+
+    def _flush(self) -> None:
+        port, stats = self._port, self._stats
+        if self.state != "connected" or port is None or stats is None or not self._outbound:
+            return
+        while self._outbound:
+            port.send_text(self._outbound.popleft())
+            stats.messages_out += 1
+        stats.outbound_queued = 0
+        stats.last_activity = self._clock.monotonic()
+
+    def _inbound(self, message: Inbound) -> None:
+        if not self._is_current(message.websocket_id):
+            return  # a late frame of a previous connection: never cross connections
+        assert self.context is not None and self._stats is not None and self._handler is not None
+        now = self._clock.monotonic()
+        self._stats.messages_in += 1
+        self._stats.last_activity = now
+        if self._stats.last_seen is not None:
+            self._stats.last_seen = now  # a frame is a sign of life too
+        self._handler(self.context, message.text, self.send)
+
+    def _is_current(self, websocket_id: str) -> bool:
+        return self.context is not None and self.context.websocket_id == websocket_id
+
+    def _detach(self) -> None:
+        self.state = "closing"
+        self.context = None
+        self._port = None
+        self._stats = None
+        self._handler = None
+        self._outbound.clear()
+        self.state = "disconnected"
+        self._tell_supervisor(ManagerIdle(self.actor_urn, self.is_reusable()))
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Runs on the manager's thread after a crash: tell the supervisor."""
+        if self.context is not None:
+            failed = ChildFailed(self.context.websocket_id, self.actor_urn, repr(exception_value))
+            self._tell_supervisor(failed)
+
+    def on_stop(self) -> None:
+        """Runs on the manager's thread just before it ends."""
+        self._tell_supervisor(ChildStopped(self.actor_urn))
+
+    def _tell_supervisor(self, message: object) -> None:
+        try:
+            self._supervisor.tell(message)
+        except pykka.ActorDeadError:
+            log.debug("manager %s: supervisor already stopped", self.actor_urn)

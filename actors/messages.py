@@ -1,0 +1,222 @@
+"""Every message of the supervision tree, as immutable types.
+
+Each message says who sends it and who receives it. Messages are only ever
+sent with ``tell``; the few ``ask`` messages (named ``Get…``) are asked from
+outside the actor world (the shell or a test), never by one actor of another.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pykka
+
+from actors.ports import AdmissionTicket, Handler, ManagerStats, Port
+from supervisor.context import UserExecutionContext
+from supervisor.observer import CleanupReason
+
+__all__ = [
+    "Admit",
+    "Attach",
+    "ChildFailed",
+    "ChildStopped",
+    "Cleanup",
+    "ConnectionClosed",
+    "Crash",
+    "Detach",
+    "GetSnapshot",
+    "GetSupervisors",
+    "Inbound",
+    "ManagerIdle",
+    "Orphan",
+    "Outbound",
+    "ReapConnection",
+    "Shed",
+    "SupervisorFailed",
+    "Tick",
+    "UsageReport",
+]
+
+# --- shell -> root -> user supervisor ---------------------------------------
+
+
+@attrs.frozen
+class Admit:
+    """Ask for a slot for a new connection; answered once through ``ticket``.
+
+    Shell to root; the root forwards it to the user's supervisor.
+    """
+
+    context: UserExecutionContext
+    port: Port
+    ticket: AdmissionTicket
+
+
+@attrs.frozen
+class Tick:
+    """The time is ``now`` (monotonic): check every timer. Ticker to root to supervisors."""
+
+    now: float
+
+
+@attrs.frozen
+class GetSnapshot:
+    """Ask: the receiver's state as plain JSON-ready data (root or user supervisor)."""
+
+
+@attrs.frozen
+class GetSupervisors:
+    """Ask the root: a dict of user id to the user supervisor's ref."""
+
+
+# --- shell -> user supervisor (through a ConnectionHandle) --------------------
+
+
+@attrs.frozen
+class ConnectionClosed:
+    """The connection ``websocket_id`` has closed; free its slot now.
+
+    ``detected_at`` is the monotonic time the shell saw the close, for the
+    release-latency histogram; ``code`` the close code, if known.
+    """
+
+    websocket_id: str
+    detected_at: float
+    code: int | None = None
+
+
+@attrs.frozen
+class ReapConnection:
+    """Close ``websocket_id`` for ``reason`` (4003 for a timeout) and free its slot."""
+
+    websocket_id: str
+    reason: CleanupReason = "timeout"
+
+
+# --- shell -> manager (through a ConnectionHandle) ----------------------------
+
+
+@attrs.frozen
+class Inbound:
+    """One text frame from the client of ``websocket_id``."""
+
+    websocket_id: str
+    text: str
+
+
+@attrs.frozen
+class Outbound:
+    """One text frame for the client of ``websocket_id``. Supervisor to manager."""
+
+    websocket_id: str
+    text: str
+
+
+# --- user supervisor <-> manager ---------------------------------------------
+
+
+@attrs.frozen
+class Attach:
+    """Serve this connection from now on. Supervisor to manager."""
+
+    context: UserExecutionContext
+    port: Port
+    stats: ManagerStats
+    handler: Handler
+
+
+@attrs.frozen
+class Detach:
+    """The connection is gone: forget it and report whether you can be reused."""
+
+
+@attrs.frozen
+class ManagerIdle:
+    """Manager to supervisor, after :class:`Detach`: detached, and reusable or not."""
+
+    actor_urn: str
+    reusable: bool
+
+
+@attrs.frozen
+class ChildFailed:
+    """Manager to supervisor, from ``on_failure``: I crashed while serving ``websocket_id``."""
+
+    websocket_id: str
+    actor_urn: str
+    error: str
+
+
+@attrs.frozen
+class ChildStopped:
+    """Manager to supervisor, from ``on_stop``: my thread is ending."""
+
+    actor_urn: str
+
+
+# --- root <-> user supervisor -------------------------------------------------
+
+
+@attrs.frozen
+class UsageReport:
+    """Supervisor to root after every change: ``used`` of ``limit`` slots.
+
+    ``admits_seen`` counts the admissions the supervisor has handled, so the
+    root never stops a supervisor that still has an admission on its way.
+    """
+
+    user_id: str
+    used: int
+    limit: int
+    pool_idle: int
+    admits_seen: int
+
+
+@attrs.frozen
+class Cleanup:
+    """Root to supervisor: reap every connection that is no longer live.
+
+    ``trigger`` is ``emergency`` (a critical level) or ``timeout`` (the
+    background sweep).
+    """
+
+    trigger: CleanupReason
+
+
+@attrs.frozen
+class Shed:
+    """Root to supervisor: close the longest-idle connections until ``keep`` remain."""
+
+    keep: int
+    min_idle: float
+
+
+@attrs.frozen
+class Orphan:
+    """A connection left behind by a crashed supervisor."""
+
+    context: UserExecutionContext
+    port: Port | None
+    manager: pykka.ActorRef[Any] | None
+    holds_slot: bool
+
+
+@attrs.frozen
+class SupervisorFailed:
+    """Supervisor to root, from ``on_failure``: I crashed; here is what I held."""
+
+    user_id: str
+    actor_urn: str
+    orphans: tuple[Orphan, ...]
+    idle_managers: tuple[pykka.ActorRef[Any], ...]
+
+
+# --- fault injection -----------------------------------------------------------
+
+
+@attrs.frozen
+class Crash:
+    """Any actor: raise :class:`supervisor.errors.InjectedFault` (for fault tests)."""
+
+    reason: str = "injected"

@@ -1,0 +1,260 @@
+"""The root monitor actor: finds user supervisors, watches usage levels, cleans up."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+from types import TracebackType
+from typing import Any
+
+import pykka
+
+from actors.base import DispatchingActor
+from actors.messages import (
+    Admit,
+    Cleanup,
+    GetSnapshot,
+    GetSupervisors,
+    Shed,
+    SupervisorFailed,
+    Tick,
+    UsageReport,
+)
+from actors.ports import Admission
+from actors.runtime import Runtime
+from actors.ticker import stop_and_wait
+from actors.user_supervisor import UserSupervisorActor
+from supervisor.codes import CloseCode
+from supervisor.policies.thresholds import Action, Level
+
+__all__ = ["RootMonitorActor"]
+
+log = logging.getLogger(__name__)
+
+_ALERTS_KEPT = 50
+
+
+class RootMonitorActor(DispatchingActor):
+    """Sees every user's usage and the node's; one per tree.
+
+    Every hook runs on the root's own thread except ``__init__`` (the thread
+    that starts the tree). It never blocks on another actor while running;
+    only ``on_stop`` waits, with a deadline, for the supervisors to stop.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self._rt = runtime
+        self._sups: dict[str, pykka.ActorRef[Any]] = {}
+        self._usage: dict[str, UsageReport] = {}
+        self._levels: dict[str, Level] = {}
+        self._forwarded: collections.Counter[str] = collections.Counter()
+        self._empty_since: dict[str, float] = {}
+        self._node_level = Level.OK
+        self._node_used = 0
+        self._alerts: collections.deque[dict[str, Any]] = collections.deque(maxlen=_ALERTS_KEPT)
+        self._last_background: float | None = None
+        self._supervisor_restarts = 0
+        self._dispatch = {
+            Admit: self._route,
+            UsageReport: self._usage_report,
+            Tick: self._tick,
+            SupervisorFailed: self._supervisor_failed,
+            Runtime: self._reconfigure,
+            GetSupervisors: lambda _: dict(self._sups),
+            GetSnapshot: self._snapshot,
+        }
+
+    # --- routing ----------------------------------------------------------------------
+
+    def _route(self, msg: Admit) -> None:
+        user_id = msg.context.user_id
+        if user_id not in self._sups and self._node_level >= Level.EMERGENCY:
+            msg.ticket.offer(Admission("rejected_node", reason="node_emergency", retry_after=5.0))
+            self._rt.observer.admission("rejected_node")
+            return
+        self._forwarded[user_id] += 1
+        self._empty_since.pop(user_id, None)
+        try:
+            self._supervisor(user_id).tell(msg)
+        except pykka.ActorDeadError:  # crashed; its SupervisorFailed is on the way
+            del self._sups[user_id]
+            self._supervisor(user_id).tell(msg)
+
+    def _supervisor(self, user_id: str) -> pykka.ActorRef[Any]:
+        ref = self._sups.get(user_id)
+        if ref is None:
+            ref = UserSupervisorActor.start(user_id, self.actor_ref, self._rt)
+            self._sups[user_id] = ref
+        return ref
+
+    # --- usage and levels ------------------------------------------------------------------
+
+    def _usage_report(self, report: UsageReport) -> None:
+        user_id = report.user_id
+        if user_id not in self._sups:
+            return  # from a supervisor that has already been stopped or replaced
+        previous = self._usage.get(user_id)
+        self._usage[user_id] = report
+        self._node_used += report.used - (previous.used if previous else 0)
+        idle = report.used == 0 and report.pool_idle == 0
+        if idle and report.admits_seen == self._forwarded[user_id]:
+            self._empty_since.setdefault(user_id, self._rt.clock.monotonic())
+        else:
+            self._empty_since.pop(user_id, None)
+        self._set_user_level(user_id, self._rt.thresholds.classify(report.used, report.limit))
+        self._update_node()
+
+    def _set_user_level(self, user_id: str, level: Level) -> None:
+        old = self._levels.get(user_id, Level.OK)
+        self._levels[user_id] = level
+        if level == old:
+            return
+        self._alert("user", old, level, user_id)
+        ref = self._sups.get(user_id)
+        if ref is not None and level > old:
+            limit = self._usage[user_id].limit
+            self._act(ref, self._new_actions(old, level), limit)
+
+    def _update_node(self) -> None:
+        level = self._rt.thresholds.classify(
+            self._node_used, self._rt.config.quota.node_max_managers
+        )
+        old, self._node_level = self._node_level, level
+        if level != old:
+            self._alert("node", old, level, None)
+            if level > old:
+                for user_id, ref in self._sups.items():
+                    limit = self._usage[user_id].limit if user_id in self._usage else 1
+                    self._act(ref, self._new_actions(old, level), limit)
+        counts = collections.Counter(level.label for level in self._levels.values())
+        users = sum(1 for report in self._usage.values() if report.used > 0)
+        self._rt.observer.usage(self._node_used, users, counts)
+
+    def _new_actions(self, old: Level, new: Level) -> list[Action]:
+        before = set(self._rt.thresholds.actions(old))
+        return [action for action in self._rt.thresholds.actions(new) if action not in before]
+
+    def _act(self, ref: pykka.ActorRef[Any], actions: list[Action], limit: int) -> None:
+        for action in actions:
+            if action is Action.EMERGENCY_CLEANUP:
+                message: Cleanup | Shed = Cleanup("emergency")
+            else:
+                keep = self._rt.thresholds.below_critical(limit)
+                message = Shed(keep, self._rt.config.thresholds.shed_min_idle)
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(message)
+
+    def _alert(self, scope: str, old: Level, new: Level, user_id: str | None) -> None:
+        self._alerts.append(
+            {
+                "at": round(self._rt.clock.wall(), 3),
+                "scope": scope,
+                "user_id": user_id,
+                "from": old.label,
+                "to": new.label,
+            }
+        )
+        self._rt.observer.level_changed(scope, old.label, new.label)
+        logger = log.warning if new > old else log.info
+        logger("level %s -> %s scope=%s user_id=%s", old.label, new.label, scope, user_id)
+
+    # --- time ---------------------------------------------------------------------------------
+
+    def _tick(self, tick: Tick) -> None:
+        for ref in list(self._sups.values()):
+            self._tell(ref, tick)
+        cleanup = self._rt.config.cleanup
+        if self._last_background is None:
+            self._last_background = tick.now
+        elif tick.now - self._last_background >= cleanup.background_interval:
+            self._last_background = tick.now
+            for ref in list(self._sups.values()):
+                self._tell(ref, Cleanup("timeout"))
+        for user_id, since in list(self._empty_since.items()):
+            if tick.now - since >= cleanup.empty_supervisor_ttl:
+                self._retire_supervisor(user_id)
+
+    def _retire_supervisor(self, user_id: str) -> None:
+        ref = self._sups.pop(user_id)
+        self._empty_since.pop(user_id, None)
+        self._usage.pop(user_id, None)
+        self._levels.pop(user_id, None)
+        self._forwarded.pop(user_id, None)
+        ref.stop(block=False)
+        log.debug("stopped empty supervisor user_id=%s", user_id)
+
+    @staticmethod
+    def _tell(ref: pykka.ActorRef[Any], message: object) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            ref.tell(message)
+
+    # --- failures ----------------------------------------------------------------------------
+
+    def _supervisor_failed(self, msg: SupervisorFailed) -> None:
+        user_id = msg.user_id
+        for orphan in msg.orphans:
+            if orphan.port is not None:
+                try:
+                    orphan.port.close(int(CloseCode.SERVICE_RESTART), "supervisor restarted")
+                except Exception:
+                    log.exception("port close failed websocket_id=%s", orphan.context.websocket_id)
+            if orphan.holds_slot:
+                self._rt.observer.cleanup("crash", "ok", 0.0)
+        stop_refs = [o.manager for o in msg.orphans if o.manager is not None]
+        for ref in [*stop_refs, *msg.idle_managers]:
+            ref.stop(block=False)
+        freed = self._rt.ledger.release_user(user_id)
+        self._supervisor_restarts += 1
+        self._rt.observer.restart()
+        log.error(
+            "user supervisor crashed user_id=%s orphans=%d slots_freed=%d; restarting",
+            user_id,
+            len(msg.orphans),
+            freed,
+        )
+        current = self._sups.get(user_id)
+        if current is None or current.actor_urn == msg.actor_urn:
+            self._sups.pop(user_id, None)
+            self._supervisor(user_id)
+        self._usage_report(
+            UsageReport(user_id, 0, self._rt.quota.limit, 0, self._forwarded[user_id])
+        )
+
+    def _reconfigure(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        for ref in self._sups.values():
+            self._tell(ref, runtime)
+
+    # --- state and end of life --------------------------------------------------------------
+
+    def _snapshot(self, _: GetSnapshot) -> dict[str, Any]:
+        t = self._rt.thresholds
+        return {
+            "node_level": self._node_level.label,
+            "node_used": self._node_used,
+            "node_limit": self._rt.config.quota.node_max_managers,
+            "users": len(self._sups),
+            "levels": dict(collections.Counter(lv.label for lv in self._levels.values())),
+            "user_levels": {user: lv.label for user, lv in self._levels.items()},
+            "thresholds": {"warning": t.warning, "critical": t.critical, "emergency": t.emergency},
+            "supervisor_restarts": self._supervisor_restarts,
+            "alerts": list(self._alerts),
+        }
+
+    def on_stop(self) -> None:
+        """Runs on the root's thread at shutdown: stop every supervisor, with a deadline."""
+        late = stop_and_wait(self._sups.values(), self._rt.config.cleanup.emergency_cleanup_timeout)
+        if late:
+            log.error("%d user supervisor(s) did not stop in time", late)
+        self._sups.clear()
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Runs on the root's thread after a crash: stop the supervisors, slots freed."""
+        self.on_stop()

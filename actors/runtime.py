@@ -1,0 +1,55 @@
+"""What every actor of one tree shares: settings, policies, clock, ledger, observer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from actors.ports import Handler
+from supervisor.clock import Clock
+from supervisor.config import Config
+from supervisor.observer import Observer
+from supervisor.policies.ledger import Ledger
+from supervisor.policies.quota import QuotaPolicy
+from supervisor.policies.reaping import ReapPolicy
+from supervisor.policies.thresholds import Thresholds
+
+__all__ = ["Runtime"]
+
+
+@attrs.frozen
+class Runtime:
+    """Immutable; a reload builds a new one and sends it down the tree.
+
+    ``handler_factory`` makes one application handler per connection, so a
+    reused manager carries nothing of its previous connection.
+    """
+
+    config: Config
+    clock: Clock
+    ledger: Ledger
+    observer: Observer
+    handler_factory: Callable[[], Handler]
+    quota: QuotaPolicy = attrs.field(init=False)
+    reap: ReapPolicy = attrs.field(init=False)
+    thresholds: Thresholds = attrs.field(init=False)
+
+    @quota.default
+    def _quota(self) -> QuotaPolicy:
+        q = self.config.quota
+        return QuotaPolicy(q.max_managers_per_user, q.proactive_cleanup_ratio, q.policy)
+
+    @reap.default
+    def _reap(self) -> ReapPolicy:
+        t = self.config.timeouts
+        return ReapPolicy(
+            idle_timeout=t.idle_timeout,
+            keepalive_deadline=t.ping_interval + t.ping_timeout,
+            cleanup_timeout=self.config.cleanup.emergency_cleanup_timeout,
+        )
+
+    @thresholds.default
+    def _thresholds(self) -> Thresholds:
+        t = self.config.thresholds
+        return Thresholds(t.warning, t.critical, t.emergency, t.critical_action, t.emergency_action)

@@ -1,0 +1,448 @@
+"""The user supervisor actor: one per user; owns the user's quota and its managers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from types import TracebackType
+from typing import Any
+
+import pykka
+
+from actors.base import DispatchingActor
+from actors.children import Child, Children
+from actors.manager import ManagerActor
+from actors.messages import (
+    Admit,
+    Attach,
+    ChildFailed,
+    ChildStopped,
+    Cleanup,
+    ConnectionClosed,
+    Detach,
+    GetSnapshot,
+    Inbound,
+    ManagerIdle,
+    Orphan,
+    ReapConnection,
+    Shed,
+    SupervisorFailed,
+    Tick,
+    UsageReport,
+)
+from actors.ports import Admission, ConnectionHandle, ManagerStats
+from actors.runtime import Runtime
+from actors.ticker import stop_and_wait
+from supervisor.codes import CloseCode
+from supervisor.context import UserExecutionContext
+from supervisor.observer import AdmissionResult, CleanupReason
+from supervisor.policies.ledger import AcquireResult
+from supervisor.policies.quota import Verdict
+from supervisor.policies.reaping import ReapPolicy
+from supervisor.policies.restart import RestartIntensity, should_restart
+
+__all__ = ["UserSupervisorActor"]
+
+log = logging.getLogger(__name__)
+
+_CODE_FOR: dict[CleanupReason, CloseCode] = {
+    "timeout": CloseCode.IDLE_TIMEOUT,
+    "proactive": CloseCode.IDLE_TIMEOUT,
+    "emergency": CloseCode.IDLE_TIMEOUT,
+    "evict": CloseCode.EVICTED,
+    "supersede": CloseCode.SUPERSEDED,
+    "crash": CloseCode.INTERNAL_ERROR,
+    "shutdown": CloseCode.GOING_AWAY,
+    "close": CloseCode.NORMAL,
+}
+
+
+class UserSupervisorActor(DispatchingActor):
+    """Admits, supervises and cleans up one user's connections.
+
+    Every hook runs on this actor's own thread except ``__init__`` (the
+    root's thread). Decisions come from the pure policies in the
+    :class:`~actors.runtime.Runtime`; this class carries messages to them and
+    acts on the answers. Every change of usage is reported to the root.
+    """
+
+    def __init__(self, user_id: str, root: pykka.ActorRef[Any], runtime: Runtime) -> None:
+        super().__init__()
+        self.user_id = user_id
+        self._root = root
+        self._rt = runtime
+        self._children = Children()
+        self._admits_seen = 0
+        self._restarts = 0
+        self._last_report: UsageReport | None = None
+        self._dispatch = {
+            Admit: self._admit,
+            ConnectionClosed: self._closed,
+            Inbound: self._forward,
+            Tick: self._tick,
+            ChildFailed: self._child_failed,
+            ManagerIdle: self._manager_idle,
+            ChildStopped: self._child_stopped,
+            ReapConnection: self._reap_connection,
+            Cleanup: self._cleanup,
+            Shed: self._shed,
+            Runtime: self._reconfigure,
+            GetSnapshot: self._snapshot,
+        }
+
+    # --- admission --------------------------------------------------------------
+
+    def _admit(self, msg: Admit) -> None:
+        self._admits_seen += 1
+        now = self._rt.clock.monotonic()
+        ctx = msg.context
+        holder = self._children.holder(ctx.isolation_key)
+        if holder is None and self._rt.quota.should_sweep(self._children.used):
+            self._sweep(now, "proactive")
+        victim = ReapPolicy.oldest_idle(child.view() for child in self._children.connected())
+        verdict = self._rt.quota.decide(self._children.used, holder is not None, victim is not None)
+        result: AdmissionResult | None
+        if holder is not None:  # verdict is SUPERSEDE
+            result = self._supersede(holder, ctx, now)
+        elif verdict is Verdict.REJECT:
+            result = None
+        else:
+            if verdict is Verdict.EVICT and victim is not None:
+                self._reap(self._children.by_id[victim], "evict", now)
+            result = self._acquire(ctx, "evicted" if verdict is Verdict.EVICT else "admitted")
+        if result in (None, "rejected_quota", "rejected_node"):
+            self._refuse(msg, result or "rejected_quota")
+        else:
+            assert result is not None
+            self._start(msg, result, now)
+        self._report()
+
+    def _supersede(self, old: Child, ctx: UserExecutionContext, now: float) -> AdmissionResult:
+        key = ctx.isolation_key
+        if not self._rt.ledger.transfer(
+            self.user_id, key, old.context.websocket_id, ctx.websocket_id
+        ):
+            self._mismatch("transfer", old.context)
+        old.holds_slot = False
+        self._children.drop_key(old)
+        self._reap(old, "supersede", now)
+        return "superseded"
+
+    def _acquire(self, ctx: UserExecutionContext, admitted: AdmissionResult) -> AdmissionResult:
+        answer = self._rt.ledger.acquire(
+            self.user_id, ctx.isolation_key, ctx.websocket_id, self._rt.quota.limit
+        )
+        if answer is AcquireResult.ACQUIRED:
+            return admitted
+        return "rejected_node" if answer is AcquireResult.NODE_FULL else "rejected_quota"
+
+    def _refuse(self, msg: Admit, result: AdmissionResult) -> None:
+        reason = "node_full" if result == "rejected_node" else "quota_full"
+        msg.ticket.offer(Admission(result, reason=reason, retry_after=1.0))
+        self._rt.observer.admission(result)
+        log.info(
+            "refused user_id=%s websocket_id=%s reason=%s",
+            self.user_id,
+            msg.context.websocket_id,
+            reason,
+        )
+
+    def _start(self, msg: Admit, result: AdmissionResult, now: float) -> None:
+        ctx = msg.context
+        stats = ManagerStats(connected_at=self._rt.clock.wall(), last_activity=now)
+        manager = self._take_manager()
+        handle = ConnectionHandle(ctx, self.actor_ref, manager, stats, self._rt.clock)
+        intensity = RestartIntensity(
+            self._rt.config.restart.max_restarts, self._rt.config.restart.within_seconds
+        )
+        child = Child(ctx, msg.port, handle, stats, manager, intensity)
+        self._children.add(child)
+        self._attach(child)
+        if not msg.ticket.offer(Admission(result, handle=handle)):
+            self._free_slot(child, now)  # the caller gave up waiting: undo at once
+            self._finish(child, "close", "ok", now)
+            return
+        self._rt.observer.admission(result)
+        log.info(
+            "admitted user_id=%s isolation_key=%s websocket_id=%s result=%s",
+            self.user_id,
+            ctx.isolation_key,
+            ctx.websocket_id,
+            result,
+        )
+
+    def _attach(self, child: Child) -> None:
+        assert child.manager is not None
+        handler = self._rt.handler_factory()
+        child.manager.tell(Attach(child.context, child.port, child.stats, handler))
+
+    def _take_manager(self) -> pykka.ActorRef[Any]:
+        pool = self._children.pool
+        while pool:
+            ref, _ = pool.popleft()
+            if ref.is_alive():
+                self._rt.observer.pool_reuse()
+                return ref
+        return ManagerActor.start(self.actor_ref, self._rt.clock)
+
+    # --- closing and freeing ------------------------------------------------------
+
+    def _reap(self, child: Child, reason: CleanupReason, now: float, why: str = "") -> None:
+        """Close ``child``'s connection for ``reason`` and free its slot now."""
+        if child.state == "closing":
+            return
+        code = _CODE_FOR[reason]
+        try:
+            child.port.close(int(code), why or reason)
+        except Exception:
+            log.exception("port close failed websocket_id=%s", child.context.websocket_id)
+        if child.holds_slot:
+            self._free_slot(child, now)
+        child.state = "closing"
+        child.closing_since = now
+        child.close_reason = reason
+        log.info(
+            "reaping user_id=%s isolation_key=%s websocket_id=%s reason=%s code=%d",
+            self.user_id,
+            child.context.isolation_key,
+            child.context.websocket_id,
+            reason,
+            code,
+        )
+
+    def _free_slot(self, child: Child, detected_at: float) -> None:
+        ctx = child.context
+        if not self._rt.ledger.release(self.user_id, ctx.isolation_key, ctx.websocket_id):
+            self._mismatch("release", ctx)
+        self._children.drop_key(child)
+        child.holds_slot = False
+        latency = self._rt.clock.monotonic() - detected_at
+        self._rt.observer.release_latency(max(0.0, latency))
+
+    def _finish(self, child: Child, reason: CleanupReason, result: str, started: float) -> None:
+        self._children.remove(child)
+        now = self._rt.clock.monotonic()
+        self._rt.observer.cleanup(reason, result, max(0.0, now - started))
+        if child.manager is not None:
+            self._retire(child.manager, now)
+
+    def _retire(self, manager: pykka.ActorRef[Any], now: float) -> None:
+        room = len(self._children.pool) + len(self._children.detaching)
+        if room < self._rt.config.pool.size:
+            try:
+                manager.tell(Detach())
+            except pykka.ActorDeadError:
+                return
+            self._children.detaching[manager.actor_urn] = (manager, now)
+        else:
+            self._stop_manager(manager, now)
+
+    def _stop_manager(self, manager: pykka.ActorRef[Any], now: float) -> None:
+        if manager.is_alive():
+            self._children.stopping[manager.actor_urn] = (manager, now)
+            manager.stop(block=False)
+
+    def _mismatch(self, operation: str, ctx: UserExecutionContext) -> None:
+        self._rt.observer.thread_id_mismatch()
+        log.error(
+            "thread_id mismatch on %s user_id=%s isolation_key=%s websocket_id=%s",
+            operation,
+            self.user_id,
+            ctx.isolation_key,
+            ctx.websocket_id,
+        )
+
+    # --- messages from the shell and the managers -------------------------------------
+
+    def _closed(self, msg: ConnectionClosed) -> None:
+        child = self._children.by_id.get(msg.websocket_id)
+        if child is None:
+            if msg.websocket_id not in self._children.retired:
+                self._rt.observer.thread_id_mismatch()
+                log.error(
+                    "close for unknown websocket_id=%s user_id=%s", msg.websocket_id, self.user_id
+                )
+            return
+        if child.holds_slot:
+            self._free_slot(child, msg.detected_at)
+        started = child.closing_since if child.closing_since is not None else msg.detected_at
+        self._finish(child, child.close_reason or "close", "ok", started)
+        self._report()
+
+    def _forward(self, msg: Inbound) -> None:
+        child = self._children.by_id.get(msg.websocket_id)
+        if child is not None and child.manager is not None and child.state == "connected":
+            # a dead manager crashed again: its ChildFailed is on the way
+            with contextlib.suppress(pykka.ActorDeadError):
+                child.manager.tell(msg)
+
+    def _child_failed(self, msg: ChildFailed) -> None:
+        child = self._children.by_id.get(msg.websocket_id)
+        if child is None or child.manager is None or child.manager.actor_urn != msg.actor_urn:
+            return
+        child.manager = None
+        now = self._rt.clock.monotonic()
+        restart = should_restart(self._rt.config.restart.type, crashed=True)
+        if child.state == "connected" and restart and child.intensity.allow(now):
+            child.manager = ManagerActor.start(self.actor_ref, self._rt.clock)
+            child.handle.rebind(child.manager)
+            child.stats.restarts += 1
+            self._restarts += 1
+            self._attach(child)
+            self._rt.observer.restart()
+            log.warning(
+                "restarted manager websocket_id=%s isolation_key=%s error=%s",
+                msg.websocket_id,
+                child.context.isolation_key,
+                msg.error,
+            )
+        else:
+            self._reap(child, "crash", now, "crashed beyond the restart limit")
+            self._report()
+
+    def _manager_idle(self, msg: ManagerIdle) -> None:
+        entry = self._children.detaching.pop(msg.actor_urn, None)
+        if entry is None:  # abandoned earlier, answering late: it must still end
+            self._stop_late_manager(msg.actor_urn)
+            return
+        now = self._rt.clock.monotonic()
+        if msg.reusable and len(self._children.pool) < self._rt.config.pool.size:
+            self._children.pool.append((entry[0], now))
+        else:
+            self._stop_manager(entry[0], now)
+        self._report()
+
+    @staticmethod
+    def _stop_late_manager(actor_urn: str) -> None:
+        ref = pykka.ActorRegistry.get_by_urn(actor_urn)
+        if ref is not None:
+            ref.stop(block=False)
+
+    def _child_stopped(self, msg: ChildStopped) -> None:
+        self._children.stopping.pop(msg.actor_urn, None)
+
+    # --- messages from the root -----------------------------------------------------------
+
+    def _tick(self, msg: Tick) -> None:
+        now = msg.now
+        self._sweep(now, "timeout")
+        for child in self._children.closing():
+            assert child.closing_since is not None
+            if self._rt.reap.is_overdue(child.closing_since, now):
+                self._abandon_close(child, now)
+        for table in (self._children.detaching, self._children.stopping):
+            for urn, (ref, since) in list(table.items()):
+                if self._rt.reap.is_overdue(since, now):
+                    del table[urn]
+                    ref.stop(block=False)  # if it ever wakes up, it ends
+                    self._rt.observer.abandoned()
+                    log.warning("abandoned manager %s of user_id=%s", urn, self.user_id)
+        pool = self._children.pool
+        while pool and now - pool[0][1] >= self._rt.config.pool.idle_seconds:
+            self._stop_manager(pool.popleft()[0], now)
+        self._report()
+
+    def _abandon_close(self, child: Child, now: float) -> None:
+        assert child.closing_since is not None
+        self._rt.observer.abandoned()
+        log.warning(
+            "abandoned close websocket_id=%s isolation_key=%s after %.1fs",
+            child.context.websocket_id,
+            child.context.isolation_key,
+            now - child.closing_since,
+        )
+        manager, child.manager = child.manager, None
+        self._finish(child, child.close_reason or "close", "abandoned", child.closing_since)
+        if manager is not None:
+            self._stop_manager(manager, now)
+
+    def _sweep(self, now: float, trigger: CleanupReason) -> None:
+        views = [child.view() for child in self._children.connected()]
+        for websocket_id, reason in self._rt.reap.sweep(views, now):
+            self._reap(
+                self._children.by_id[websocket_id], trigger, now, f"not live: {reason.value}"
+            )
+
+    def _cleanup(self, msg: Cleanup) -> None:
+        self._sweep(self._rt.clock.monotonic(), msg.trigger)
+        self._report()
+
+    def _shed(self, msg: Shed) -> None:
+        now = self._rt.clock.monotonic()
+        views = [child.view() for child in self._children.connected()]
+        for websocket_id in ReapPolicy.shed(views, now, msg.keep, msg.min_idle):
+            self._reap(self._children.by_id[websocket_id], "evict", now, "shed at emergency")
+        self._report()
+
+    def _reap_connection(self, msg: ReapConnection) -> None:
+        child = self._children.by_id.get(msg.websocket_id)
+        if child is not None:
+            self._reap(child, msg.reason, self._rt.clock.monotonic())
+            self._report()
+
+    def _reconfigure(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        self._report()
+
+    def _report(self) -> None:
+        report = UsageReport(
+            self.user_id,
+            self._children.used,
+            self._rt.quota.limit,
+            len(self._children.pool),
+            self._admits_seen,
+        )
+        if report != self._last_report:
+            self._last_report = report
+            with contextlib.suppress(pykka.ActorDeadError):  # the tree is stopping
+                self._root.tell(report)
+
+    # --- state and end of life ------------------------------------------------------------------
+
+    def _snapshot(self, _: GetSnapshot) -> dict[str, Any]:
+        from actors.snapshot import user_snapshot  # noqa: PLC0415
+
+        return user_snapshot(
+            self.user_id, self._children, self._rt.quota.limit, self._restarts, self._rt.clock
+        )
+
+    def on_stop(self) -> None:
+        """Runs on the supervisor's thread at shutdown: close (1001), free, stop all."""
+        now = self._rt.clock.monotonic()
+        for child in list(self._children.by_id.values()):
+            if child.state == "connected":
+                self._reap(child, "shutdown", now, "server shutting down")
+            manager, child.manager = child.manager, None
+            self._finish(child, child.close_reason or "shutdown", "ok", now)
+            if manager is not None:
+                self._children.stopping[manager.actor_urn] = (manager, now)
+        refs = self._children.managers()
+        self._children.pool.clear()
+        late = stop_and_wait(refs, self._rt.config.cleanup.emergency_cleanup_timeout)
+        for _ in range(late):
+            self._rt.observer.abandoned()
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Runs on the supervisor's thread after a crash: hand everything to the root."""
+        orphans = tuple(
+            Orphan(
+                child.context,
+                child.port if child.state == "connected" else None,
+                child.manager,
+                child.holds_slot,
+            )
+            for child in self._children.by_id.values()
+        )
+        idle = tuple(ref for ref, _ in self._children.pool) + tuple(
+            ref
+            for ref, _ in (*self._children.detaching.values(), *self._children.stopping.values())
+        )
+        try:
+            self._root.tell(SupervisorFailed(self.user_id, self.actor_urn, orphans, idle))
+        except pykka.ActorDeadError:
+            log.error("user supervisor %s crashed while the root is gone", self.user_id)

@@ -1,0 +1,184 @@
+"""The supervision tree as one object: start it, admit connections, dump it, stop it.
+
+This is the embedding API for plain threads. Its blocking calls
+(:meth:`SupervisionTree.admit`, :meth:`SupervisionTree.snapshot`) must never
+run on an asyncio event loop; the loop uses :meth:`SupervisionTree.admit_nowait`
+with a callback that hops back with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import pykka
+
+from actors.messages import Admit, Crash, GetSnapshot, GetSupervisors, Tick
+from actors.ports import Admission, AdmissionTicket, Handler, Port
+from actors.root import RootMonitorActor
+from actors.runtime import Runtime
+from actors.ticker import Ticker, stop_and_wait
+from supervisor.clock import Clock, SystemClock
+from supervisor.config import Config
+from supervisor.context import UserExecutionContext
+from supervisor.errors import TreeNotRunning
+from supervisor.observer import NullObserver, Observer
+from supervisor.policies.ledger import InMemoryLedger, Ledger
+
+__all__ = ["SupervisionTree", "echo_handler"]
+
+
+def echo_handler(context: UserExecutionContext, text: str, send: Callable[[str], None]) -> None:
+    """The simplest application: send every frame back as it came."""
+    send(text)
+
+
+class SupervisionTree:
+    """A root monitor, its user supervisors and their managers, plus the ticker."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        observer: Observer | None = None,
+        ledger: Ledger | None = None,
+        handler_factory: Callable[[], Handler] = lambda: echo_handler,
+        tick: bool = True,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.ledger: Ledger = ledger or InMemoryLedger(config.quota.node_max_managers)
+        self._runtime = Runtime(
+            config, self.clock, self.ledger, observer or NullObserver(), handler_factory
+        )
+        self._tick = tick
+        self._root: pykka.ActorRef[Any] | None = None
+        self._ticker: Ticker | None = None
+        self._lock = threading.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> SupervisionTree:
+        """Start the root monitor and, unless disabled, the ticker."""
+        with self._lock:
+            if self._root is not None:
+                return self
+            self._root = RootMonitorActor.start(self._runtime)
+            if self._tick:
+                interval = self.config.timeouts.tick_interval
+                self._ticker = Ticker(self._root, self.clock, interval).start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Close every connection (1001), free every slot, stop every actor."""
+        with self._lock:
+            root, self._root = self._root, None
+            ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.stop()
+        if root is not None:
+            limit = timeout or self.config.cleanup.emergency_cleanup_timeout * 2 + 1.0
+            stop_and_wait([root], limit)
+
+    def __enter__(self) -> SupervisionTree:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._root is not None and self._root.is_alive()
+
+    def _root_ref(self) -> pykka.ActorRef[Any]:
+        root = self._root
+        if root is None or not root.is_alive():
+            raise TreeNotRunning("the supervision tree is not running")
+        return root
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def admit_nowait(
+        self,
+        context: UserExecutionContext,
+        port: Port,
+        on_answer: Callable[[Admission], None] | None = None,
+    ) -> AdmissionTicket:
+        """Ask for a slot without blocking; the answer comes through the ticket.
+
+        ``on_answer`` runs on the supervisor's thread and must only hand the
+        answer over (``loop.call_soon_threadsafe``). A caller that stops
+        waiting calls ``ticket.withdraw()``; a late admission is then undone.
+        """
+        ticket = AdmissionTicket(on_answer)
+        self._root_ref().tell(Admit(context, port, ticket))
+        return ticket
+
+    def admit(self, context: UserExecutionContext, port: Port, timeout: float = 5.0) -> Admission:
+        """Ask for a slot and wait for the answer (blocking: never on an event loop)."""
+        ticket = self.admit_nowait(context, port)
+        answer = ticket.wait(timeout)
+        if answer is None and ticket.withdraw():
+            return Admission("rejected_unavailable", reason="no answer in time")
+        answer = answer or ticket.wait(0)
+        assert answer is not None
+        return answer
+
+    def tick(self, now: float | None = None) -> None:
+        """Send one tick by hand (for trees started with ``tick=False``)."""
+        self._root_ref().tell(Tick(self.clock.monotonic() if now is None else now))
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply new quota, thresholds and timeouts to the running tree."""
+        runtime = Runtime(
+            config, self.clock, self.ledger, self._runtime.observer, self._runtime.handler_factory
+        )
+        self.config, self._runtime = config, runtime
+        self._root_ref().tell(runtime)
+
+    def crash_user_supervisor(self, user_id: str, timeout: float = 2.0) -> bool:
+        """Fault injection: make the user's supervisor crash; False if it has none."""
+        ref = self.supervisors(timeout).get(user_id)
+        if ref is None:
+            return False
+        ref.tell(Crash("crash_user_supervisor"))
+        return True
+
+    def supervisors(self, timeout: float = 2.0) -> dict[str, pykka.ActorRef[Any]]:
+        """The live user supervisors by user id (blocking)."""
+        found: dict[str, pykka.ActorRef[Any]] = self._root_ref().ask(
+            GetSupervisors(), block=True, timeout=timeout
+        )
+        return found
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def snapshot(self, timeout: float = 2.0) -> dict[str, Any]:
+        """The whole tree as JSON-ready data: ``{"root": {...}, "users": [...]}`` (blocking)."""
+        deadline = time.monotonic() + timeout
+        root = self._root_ref()
+        sups = self.supervisors(timeout)
+        root_state: dict[str, Any] = root.ask(GetSnapshot(), block=True, timeout=timeout)
+        futures = {user: ref.ask(GetSnapshot(), block=False) for user, ref in sups.items()}
+        levels: dict[str, str] = root_state.pop("user_levels")
+        users = []
+        for user_id, future in sorted(futures.items()):
+            try:
+                state: dict[str, Any] = future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except (pykka.Timeout, pykka.ActorDeadError):
+                state = {"user_id": user_id, "error": "no answer in time", "managers": []}
+            state["level"] = levels.get(user_id, "ok")
+            users.append(state)
+        root_state["threads"] = threading.active_count()
+        root_state["slots_held"] = self.ledger.total()
+        return {"root": root_state, "users": users}

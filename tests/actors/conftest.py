@@ -1,0 +1,18 @@
+"""Fixtures for tests of the actors: a fresh metrics registry and a manual clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from supervisor.clock import ManualClock
+from supervisor.metrics import MetricsObserver
+
+
+@pytest.fixture
+def metrics() -> MetricsObserver:
+    return MetricsObserver()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()

@@ -1,0 +1,90 @@
+"""Shared helpers for the test suite: waiting, configs, ports, trees."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from actors.ports import Admission, ConnectionHandle, QueuePort
+from supervisor.config import Config
+from supervisor.configload import config_to_dict, load_profile, parse_config
+from supervisor.context import UserExecutionContext
+from supervisor.tree import SupervisionTree
+
+__all__ = [
+    "ACTOR_THREAD_PREFIXES",
+    "actor_threads",
+    "connect",
+    "make_config",
+    "wait_for_value",
+    "wait_until",
+]
+
+ACTOR_THREAD_PREFIXES = ("ManagerActor", "UserSupervisorActor", "RootMonitorActor", "ws-supervisor")
+
+
+def actor_threads() -> list[threading.Thread]:
+    """Threads of actors and of the ticker that are still alive."""
+    return [t for t in threading.enumerate() if t.name.startswith(ACTOR_THREAD_PREFIXES)]
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 5.0, what: str | Callable[[], str] = ""
+) -> None:
+    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds.
+
+    ``what`` names what was awaited; a callable is called at the failure, to
+    describe the state then.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout}s waiting for {described or predicate}")
+        time.sleep(0.002)
+
+
+def wait_for_value(read: Callable[[], float], expected: float, timeout: float = 5.0) -> None:
+    """Wait until ``read()`` returns ``expected`` (a metric, a count)."""
+    wait_until(lambda: read() == expected, timeout, f"value {expected}")
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def make_config(overrides: Mapping[str, Any] | None = None) -> Config:
+    """The ci profile with ``overrides`` (a nested dict of TOML tables) applied."""
+    base = config_to_dict(load_profile("ci", env={}))
+    return parse_config(_merge(base, overrides or {}))
+
+
+def connect(
+    tree: SupervisionTree,
+    user_id: str,
+    thread_id: str | None = None,
+    *,
+    confirm_close: bool = True,
+    timeout: float = 5.0,
+) -> tuple[Admission, QueuePort, UserExecutionContext]:
+    """Admit one connection through a :class:`QueuePort`, as a threaded caller would."""
+    context = UserExecutionContext.from_websocket_request(user_id, thread_id)
+    port = QueuePort(confirm_close=confirm_close)
+    admission = tree.admit(context, port, timeout=timeout)
+    if admission.handle is not None:
+        port.bind(admission.handle)
+    return admission, port, context
+
+
+def handle_of(admission: Admission) -> ConnectionHandle:
+    """The handle of an admission that must have been admitted."""
+    assert admission.handle is not None, f"not admitted: {admission}"
+    return admission.handle
