@@ -7,6 +7,7 @@ outside the actor world (the shell or a test), never by one actor of another.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -31,6 +32,7 @@ __all__ = [
     "ManagerIdle",
     "Orphan",
     "Outbound",
+    "Push",
     "ReapConnection",
     "Shed",
     "SupervisorFailed",
@@ -51,6 +53,20 @@ class Admit:
     context: UserExecutionContext
     port: Port
     ticket: AdmissionTicket
+
+
+@attrs.frozen
+class Push:
+    """Deliver ``text`` to the user's connection on ``thread_id``, or to all of them.
+
+    Shell to root to the user's supervisor; ``reply`` is called once, on an
+    actor thread, with the number of connections it was handed to.
+    """
+
+    user_id: str
+    thread_id: str | None
+    text: str
+    reply: Callable[[int], None]
 
 
 @attrs.frozen

@@ -16,6 +16,7 @@ from actors.messages import (
     Cleanup,
     GetSnapshot,
     GetSupervisors,
+    Push,
     Shed,
     SupervisorFailed,
     Tick,
@@ -58,6 +59,7 @@ class RootMonitorActor(DispatchingActor):
         self._supervisor_restarts = 0
         self._dispatch = {
             Admit: self._route,
+            Push: self._push,
             UsageReport: self._usage_report,
             Tick: self._tick,
             SupervisorFailed: self._supervisor_failed,
@@ -81,6 +83,16 @@ class RootMonitorActor(DispatchingActor):
         except pykka.ActorDeadError:  # crashed; its SupervisorFailed is on the way
             del self._sups[user_id]
             self._supervisor(user_id).tell(msg)
+
+    def _push(self, msg: Push) -> None:
+        ref = self._sups.get(msg.user_id)
+        if ref is None:
+            msg.reply(0)
+            return
+        try:
+            ref.tell(msg)
+        except pykka.ActorDeadError:
+            msg.reply(0)
 
     def _supervisor(self, user_id: str) -> pykka.ActorRef[Any]:
         ref = self._sups.get(user_id)

@@ -24,6 +24,8 @@ from actors.messages import (
     Inbound,
     ManagerIdle,
     Orphan,
+    Outbound,
+    Push,
     ReapConnection,
     Shed,
     SupervisorFailed,
@@ -79,6 +81,7 @@ class UserSupervisorActor(DispatchingActor):
             Admit: self._admit,
             ConnectionClosed: self._closed,
             Inbound: self._forward,
+            Push: self._push,
             Tick: self._tick,
             ChildFailed: self._child_failed,
             ManagerIdle: self._manager_idle,
@@ -275,6 +278,17 @@ class UserSupervisorActor(DispatchingActor):
             # a dead manager crashed again: its ChildFailed is on the way
             with contextlib.suppress(pykka.ActorDeadError):
                 child.manager.tell(msg)
+
+    def _push(self, msg: Push) -> None:
+        delivered = 0
+        for child in self._children.connected():
+            if msg.thread_id is not None and child.context.thread_id != msg.thread_id:
+                continue
+            if child.manager is not None:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    child.manager.tell(Outbound(child.context.websocket_id, msg.text))
+                    delivered += 1
+        msg.reply(delivered)
 
     def _child_failed(self, msg: ChildFailed) -> None:
         child = self._children.by_id.get(msg.websocket_id)

@@ -17,6 +17,7 @@ import attrs
 __all__ = [
     "AdminConfig",
     "CleanupConfig",
+    "Compression",
     "Config",
     "CriticalAction",
     "EmergencyAction",
@@ -42,6 +43,7 @@ CriticalAction = Literal["emergency_cleanup", "none"]
 EmergencyAction = Literal["shed_idle", "none"]
 RestartType = Literal["permanent", "transient", "temporary"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+Compression = Literal["deflate", "none"]
 
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
@@ -76,18 +78,35 @@ def _tick() -> _Validator:
     return _check(lambda v: 0 < v <= 60, "must be in (0, 60]")
 
 
+def _import_path() -> _Validator:
+    return _check(
+        lambda v: v.count(":") == 1 and all(part.strip() for part in v.split(":")),
+        "must be 'package.module:Name'",
+    )
+
+
 def _ws_path() -> _Validator:
     return _check(lambda v: v.startswith("/"), "must start with '/'")
 
 
 @attrs.frozen
 class ServerConfig:
-    """The WebSocket listener. An empty ``node_id`` is generated per process."""
+    """The WebSocket listener. An empty ``node_id`` is generated per process.
+
+    ``app`` is the application handler, ``package.module:Name`` (a class or a
+    factory called once per connection); ``admission_timeout`` bounds the
+    wait for the supervisor's answer; ``drain_timeout`` bounds a shutdown.
+    """
 
     host: str = "0.0.0.0"
     port: int = attrs.field(default=8765, validator=_port())
     path: str = attrs.field(default="/ws", validator=_ws_path())
     node_id: str = ""
+    app: str = attrs.field(default="supervisor.apps:EchoApp", validator=_import_path())
+    compression: Compression = "deflate"
+    max_message_size: int = attrs.field(default=1_048_576, validator=_at_least(1))
+    admission_timeout: float = attrs.field(default=5.0, validator=_positive())
+    drain_timeout: float = attrs.field(default=10.0, validator=_positive())
 
 
 @attrs.frozen

@@ -8,6 +8,7 @@ with a callback that hops back with ``call_soon_threadsafe``.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -16,14 +17,14 @@ from typing import Any
 
 import pykka
 
-from actors.messages import Admit, Crash, GetSnapshot, GetSupervisors, Tick
+from actors.messages import Admit, Crash, GetSnapshot, GetSupervisors, Push, Tick
 from actors.ports import Admission, AdmissionTicket, Handler, Port
 from actors.root import RootMonitorActor
 from actors.runtime import Runtime
 from actors.ticker import Ticker, stop_and_wait
 from supervisor.clock import Clock, SystemClock
 from supervisor.config import Config
-from supervisor.context import UserExecutionContext
+from supervisor.context import UserExecutionContext, validate_id
 from supervisor.errors import TreeNotRunning
 from supervisor.observer import NullObserver, Observer
 from supervisor.policies.ledger import InMemoryLedger, Ledger
@@ -133,6 +134,28 @@ class SupervisionTree:
         answer = answer or ticket.wait(0)
         assert answer is not None
         return answer
+
+    def push_nowait(
+        self, user_id: str, thread_id: str | None, text: str, reply: Callable[[int], None]
+    ) -> None:
+        """Deliver ``text`` to a thread's connection, or all the user's; ``reply(count)``.
+
+        ``reply`` runs on an actor thread. Ids are validated first, so a bad
+        one raises :class:`~supervisor.errors.InvalidIdError` here.
+        """
+        validate_id("user_id", user_id)
+        if thread_id is not None:
+            validate_id("thread_id", thread_id)
+        self._root_ref().tell(Push(user_id, thread_id, text, reply))
+
+    def push(self, user_id: str, thread_id: str | None, text: str, timeout: float = 2.0) -> int:
+        """Deliver and wait for the count (blocking: never on an event loop)."""
+        done: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.push_nowait(user_id, thread_id, text, done.put)
+        try:
+            return done.get(timeout=timeout)
+        except queue.Empty:
+            return 0
 
     def tick(self, now: float | None = None) -> None:
         """Send one tick by hand (for trees started with ``tick=False``)."""

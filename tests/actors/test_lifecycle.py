@@ -166,3 +166,18 @@ def test_the_snapshot_is_plain_json_with_the_documented_fields(tree: Supervision
         "restarts",
     ):
         assert key in manager
+
+
+def test_a_push_reaches_the_threads_connection_or_all_the_users_and_never_another_user(
+    tree: SupervisionTree,
+) -> None:
+    _, first, ctx = connect(tree, "alice")
+    _, second, _ = connect(tree, "alice")
+    _, bobs, _ = connect(tree, "bob")
+    assert tree.push("alice", ctx.thread_id, "to one thread") == 1
+    assert first.frames.get(timeout=2) == "to one thread"
+    assert tree.push("alice", None, "to all") == 2
+    assert first.frames.get(timeout=2) == second.frames.get(timeout=2) == "to all"
+    assert tree.push("carol", None, "to nobody") == 0
+    assert tree.push("bob", ctx.thread_id, "alice's thread under bob's name") == 0
+    assert bobs.frames.empty() and second.frames.empty()
