@@ -40,6 +40,8 @@ class Child:
     holds_slot: bool = True
     closing_since: float | None = None
     close_reason: CleanupReason | None = None
+    held_frames: list[Any] = attrs.Factory(list)
+    """Frames that arrived while the manager was dead, for its restart."""
 
     def view(self) -> ChildView:
         """What the reaping policy needs to know of this child."""

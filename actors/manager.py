@@ -136,8 +136,19 @@ class ManagerActor(pykka.ThreadingActor):
     ) -> None:
         """Runs on the manager's thread after a crash: tell the supervisor."""
         if self.context is not None:
-            failed = ChildFailed(self.context.websocket_id, self.actor_urn, repr(exception_value))
+            websocket_id = self.context.websocket_id
+            pending = tuple(self._drain_inbox(websocket_id))
+            failed = ChildFailed(websocket_id, self.actor_urn, repr(exception_value), pending)
             self._tell_supervisor(failed)
+
+    def _drain_inbox(self, websocket_id: str) -> list[Inbound | Outbound]:
+        """The frames for ``websocket_id`` left in the inbox (the actor has stopped)."""
+        found: list[Inbound | Outbound] = []
+        while not self.actor_inbox.empty():
+            message = self.actor_inbox.get().message
+            if isinstance(message, Inbound | Outbound) and message.websocket_id == websocket_id:
+                found.append(message)
+        return found
 
     def on_stop(self) -> None:
         """Runs on the manager's thread just before it ends."""

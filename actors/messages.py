@@ -157,11 +157,16 @@ class ManagerIdle:
 
 @attrs.frozen
 class ChildFailed:
-    """Manager to supervisor, from ``on_failure``: I crashed while serving ``websocket_id``."""
+    """Manager to supervisor, from ``on_failure``: I crashed while serving ``websocket_id``.
+
+    ``pending`` holds the frames still in its inbox, oldest first, so that a
+    restart loses only the frame that crashed it.
+    """
 
     websocket_id: str
     actor_urn: str
     error: str
+    pending: tuple[Inbound | Outbound, ...] = ()
 
 
 @attrs.frozen

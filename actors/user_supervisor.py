@@ -274,10 +274,14 @@ class UserSupervisorActor(DispatchingActor):
 
     def _forward(self, msg: Inbound) -> None:
         child = self._children.by_id.get(msg.websocket_id)
-        if child is not None and child.manager is not None and child.state == "connected":
-            # a dead manager crashed again: its ChildFailed is on the way
-            with contextlib.suppress(pykka.ActorDeadError):
-                child.manager.tell(msg)
+        if child is None or child.state != "connected":
+            return
+        try:
+            if child.manager is None:
+                raise pykka.ActorDeadError("between a crash and its restart")
+            child.manager.tell(msg)
+        except pykka.ActorDeadError:
+            child.held_frames.append(msg)  # its ChildFailed is on the way: replay at restart
 
     def _push(self, msg: Push) -> None:
         delivered = 0
@@ -303,6 +307,9 @@ class UserSupervisorActor(DispatchingActor):
             child.stats.restarts += 1
             self._restarts += 1
             self._attach(child)
+            for frame in (*msg.pending, *child.held_frames):
+                child.manager.tell(frame)
+            child.held_frames.clear()
             self._rt.observer.restart()
             log.warning(
                 "restarted manager websocket_id=%s isolation_key=%s error=%s",

@@ -172,3 +172,15 @@ def test_a_crashed_user_supervisor_closes_its_connections_with_1012_and_frees_ev
         assert not bob_port.is_closed and tree.ledger.usage("bob") == 1
         assert tree.snapshot()["root"]["supervisor_restarts"] == 1
         assert metrics.value("ws_supervisor_thread_id_mismatches_total") == 0
+
+
+def test_frames_sent_right_behind_a_crashing_one_are_replayed_to_the_restarted_manager(
+    crashing_tree: SupervisionTree, metrics: MetricsObserver
+) -> None:
+    admission, port, _ = connect(crashing_tree, "alice")
+    handle = handle_of(admission)
+    handle.deliver("boom")
+    for n in range(20):
+        handle.deliver(f"frame {n}")
+    assert [port.frames.get(timeout=2) for _ in range(20)] == [f"frame {n}" for n in range(20)]
+    assert metrics.value("ws_supervisor_restarts_total") == 1
