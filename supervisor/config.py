@@ -16,11 +16,14 @@ import attrs
 
 __all__ = [
     "AdminConfig",
+    "AuthConfig",
+    "AuthMode",
     "CleanupConfig",
     "Compression",
     "Config",
     "CriticalAction",
     "EmergencyAction",
+    "JwtAlgorithm",
     "LogLevel",
     "LoggingConfig",
     "PoolConfig",
@@ -44,6 +47,8 @@ EmergencyAction = Literal["shed_idle", "none"]
 RestartType = Literal["permanent", "transient", "temporary"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 Compression = Literal["deflate", "none"]
+AuthMode = Literal["query", "jwt"]
+JwtAlgorithm = Literal["HS256", "RS256"]
 
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
@@ -89,6 +94,13 @@ def _ws_path() -> _Validator:
     return _check(lambda v: v.startswith("/"), "must start with '/'")
 
 
+def _not_reserved_env() -> _Validator:
+    return _check(
+        lambda v: not v.startswith("WS_SUPERVISOR_"),
+        "must not start with 'WS_SUPERVISOR_' (reserved for config overrides)",
+    )
+
+
 @attrs.frozen
 class ServerConfig:
     """The WebSocket listener. An empty ``node_id`` is generated per process.
@@ -116,6 +128,28 @@ class AdminConfig:
     host: str = "127.0.0.1"
     port: int = attrs.field(default=8766, validator=_port())
     token_env: str = ""
+
+
+@attrs.frozen
+class AuthConfig:
+    """How a WebSocket handshake is authenticated (see :mod:`supervisor.auth`).
+
+    ``mode`` "jwt" takes the user id from the ``sub`` of a JWT signed with
+    ``jwt_algorithm``: HS256 with the secret in the env var named by
+    ``secret_env``, RS256 with the PEM public key in ``public_key_file``.
+    ``audience`` and ``issuer`` are checked when not empty; ``leeway`` is the
+    clock skew allowed, in seconds. ``mode`` "query" trusts a ``user_id``
+    query parameter and is allowed only in the dev and ci profiles.
+    """
+
+    mode: AuthMode = "jwt"
+    jwt_algorithm: JwtAlgorithm = "HS256"
+    secret_env: str = attrs.field(default="WSS_JWT_SECRET", validator=_not_reserved_env())
+    public_key_file: str = ""
+    audience: str = ""
+    issuer: str = ""
+    leeway: float = attrs.field(default=0.0, validator=_at_least(0))
+    require_exp: bool = True
 
 
 @attrs.frozen
@@ -212,6 +246,7 @@ class Config:
     profile: ProfileName = "production"
     server: ServerConfig = attrs.field(factory=ServerConfig)
     admin: AdminConfig = attrs.field(factory=AdminConfig)
+    auth: AuthConfig = attrs.field(factory=AuthConfig)
     quota: QuotaConfig = attrs.field(factory=QuotaConfig)
     thresholds: ThresholdsConfig = attrs.field(factory=ThresholdsConfig)
     restart: RestartConfig = attrs.field(factory=RestartConfig)

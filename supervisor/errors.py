@@ -7,7 +7,8 @@ The tree::
     ├── InvalidIdError (ValueError)    a user, thread, run or request id that fails validation
     ├── AdmissionRefused               a connection that the quota or the node cap turns away
     ├── TreeNotRunning                 a call into a supervision tree that is stopped
-    └── InjectedFault                  raised on purpose by the fault-injection messages
+    ├── InjectedFault                  raised on purpose by the fault-injection messages
+    └── AuthError                      a WebSocket handshake that does not authenticate
 
 Callers catch :class:`WsSupervisorError` to handle all of them; nothing else
 in the code base derives from :class:`Exception` directly.
@@ -21,6 +22,7 @@ import attrs
 
 __all__ = [
     "AdmissionRefused",
+    "AuthError",
     "ConfigError",
     "ConfigIssue",
     "InjectedFault",
@@ -83,3 +85,15 @@ class TreeNotRunning(WsSupervisorError):
 
 class InjectedFault(WsSupervisorError):
     """Raised on purpose by a fault-injection message, to exercise crash handling."""
+
+
+class AuthError(WsSupervisorError):
+    """A WebSocket handshake that does not authenticate.
+
+    ``reason`` is short, never echoes the token and is what the server sends
+    in the 401 response body.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"authentication failed: {reason}")

@@ -93,11 +93,13 @@ def test_the_dev_profile_is_production_on_loopback() -> None:
     production = load_profile("production", env={})
     assert config.profile == "dev"
     assert config.server.host == "127.0.0.1"
+    assert config.auth.mode == "query"
     as_production = parse_config(
         {
             **config_to_dict(config),
             "profile": "production",
             "server": config_to_dict(production)["server"],
+            "auth": config_to_dict(production)["auth"],
         }
     )
     assert as_production == production
