@@ -1,62 +1,79 @@
-"""The ``ws-supervisor`` command; the only place that exits the process."""
+"""The ``ws-supervisor`` command; the only place that exits the process.
+
+Exit status: 0 done, 1 forced exit (a second SIGINT), 2 bad usage or config,
+3 the admin endpoint could not be read.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import signal
+import os
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from supervisor.config import Config
-from supervisor.configload import PROFILES, check_config_file, load_config, load_profile
-from supervisor.errors import ConfigError
-from supervisor.logs import configure_logging
-from supervisor.metrics import MetricsObserver
-from supervisor.tree import SupervisionTree
+from supervisor.configload import PROFILES, check_config_file, load_config, profile_path
+from supervisor.errors import ConfigError, WsSupervisorError
 
 __all__ = ["main"]
 
 EXIT_OK = 0
+EXIT_FORCED = 1
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ws-supervisor", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the supervision tree")
+    serve = commands.add_parser("serve", help="run the daemon")
     source = serve.add_mutually_exclusive_group()
     source.add_argument("--config", type=Path, help="a TOML config file")
     source.add_argument("--profile", choices=PROFILES, help="a bundled profile")
-    serve.add_argument(
-        "--state-every",
-        type=float,
-        default=5.0,
-        help="print the tree's state every N seconds (0: never)",
-    )
+    dump = commands.add_parser("dump", help="print the actor tree of a running daemon")
+    dump.add_argument("--admin", default="http://127.0.0.1:8766", help="the admin listener URL")
+    dump.add_argument("--token-env", default="", help="env var holding the admin bearer token")
+    dump.add_argument("--json", action="store_true", help="print the raw JSON")
     check = commands.add_parser("check-config", help="validate a config file")
     check.add_argument("file", type=Path)
     return parser
 
 
-def _load(args: argparse.Namespace) -> Config:
-    if args.profile:
-        return load_profile(args.profile)
-    return load_config(args.config)
-
-
 def _serve(args: argparse.Namespace) -> int:
-    config = _load(args)
+    from supervisor.daemon import Daemon, ForcedExit  # noqa: PLC0415 - keep dump/check light
+    from supervisor.logs import configure_logging  # noqa: PLC0415
+
+    path = profile_path(args.profile) if args.profile else args.config
+    config = load_config(path)
     configure_logging(config.logging)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    with SupervisionTree(config, observer=MetricsObserver()) as tree:
-        print(json.dumps(tree.snapshot()), flush=True)
-        while not stop.wait(args.state_every or None):
-            print(json.dumps(tree.snapshot()), flush=True)
+    daemon = Daemon(config, config_path=path)
+
+    async def run() -> None:
+        daemon.install_signal_handlers()
+        await daemon.serve()
+
+    try:
+        asyncio.run(run())
+    except ForcedExit:
+        return EXIT_FORCED
+    return EXIT_OK
+
+
+def _dump(args: argparse.Namespace) -> int:
+    from supervisor.dump import fetch_state, render_state  # noqa: PLC0415
+
+    token = os.environ.get(args.token_env) if args.token_env else None
+    try:
+        state = fetch_state(args.admin, token)
+    except WsSupervisorError as error:
+        print(f"ws-supervisor dump: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if args.json:
+        print(json.dumps(state, indent=2))
+    else:
+        print(render_state(state, color=sys.stdout.isatty()))
     return EXIT_OK
 
 
@@ -72,10 +89,9 @@ def _check_config(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
+    commands = {"serve": _serve, "dump": _dump, "check-config": _check_config}
     try:
-        if args.command == "serve":
-            return _serve(args)
-        return _check_config(args)
+        return commands[args.command](args)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return EXIT_USAGE

@@ -49,8 +49,10 @@ class SupervisionTree:
         ledger: Ledger | None = None,
         handler_factory: Callable[[], Handler] = lambda: echo_handler,
         tick: bool = True,
+        node_id: str = "",
     ) -> None:
         self.config = config
+        self.node_id = node_id
         self.clock: Clock = clock or SystemClock()
         self.ledger: Ledger = ledger or InMemoryLedger(config.quota.node_max_managers)
         self._runtime = Runtime(
@@ -202,6 +204,7 @@ class SupervisionTree:
                 state = {"user_id": user_id, "error": "no answer in time", "managers": []}
             state["level"] = levels.get(user_id, "ok")
             users.append(state)
+        root_state["node_id"] = self.node_id
         root_state["threads"] = threading.active_count()
         root_state["slots_held"] = self.ledger.total()
         return {"root": root_state, "users": users}

@@ -1,0 +1,238 @@
+"""The daemon's lifecycle: startup, main loop, ordered shutdown, and its signals.
+
+Everything here runs on the event loop, except the blocking calls into the
+tree, which run on daemon threads (:func:`off_loop`) so that a forced exit
+never waits for them. Signals are captured here and nowhere else:
+
+- SIGTERM, SIGINT: drain (stop accepting, close every connection with 1001,
+  stop every actor); a second SIGINT forces the exit;
+- SIGHUP: reload quota, thresholds and timeouts from the config file;
+- SIGUSR1: write the state dump and every thread's stack to the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import attrs
+
+from supervisor.admin import AdminServer, TreeAdminBackend
+from supervisor.apps import load_app
+from supervisor.auth import Authenticator
+from supervisor.clock import SystemClock
+from supervisor.config import Config
+from supervisor.configload import load_config
+from supervisor.errors import ConfigError, ConfigIssue
+from supervisor.metrics import MetricsObserver
+from supervisor.observer_fanout import FanoutObserver
+from supervisor.policies.readiness import Readiness
+from supervisor.server import WebSocketFront
+from supervisor.tree import SupervisionTree
+
+__all__ = ["Daemon", "ForcedExit", "off_loop"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+class ForcedExit(Exception):
+    """A second SIGINT: stop now, without waiting for the drain."""
+
+
+async def off_loop(function: Callable[[], T]) -> T:
+    """Run a blocking call on a fresh daemon thread and await its result."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = function()
+        except BaseException as error:
+            loop.call_soon_threadsafe(settle, None, error)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="ws-supervisor-offloop", daemon=True).start()
+    return await done
+
+
+def _admin_token(config: Config, env: Mapping[str, str]) -> str | None:
+    token = env.get(config.admin.token_env) if config.admin.token_env else None
+    if not token and config.admin.host not in _LOOPBACK:
+        issue = ConfigIssue("admin.token_env", "an admin listener off loopback needs a token")
+        raise ConfigError([issue])
+    return token or None
+
+
+class Daemon:
+    """One ws-supervisor node: the tree, the WebSocket front and the admin listener."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        env: Mapping[str, str] = os.environ,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.node_id = config.server.node_id or (
+            f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        )
+        self.metrics = MetricsObserver()
+        self.readiness = Readiness(SystemClock())
+        self.tree = SupervisionTree(
+            config,
+            observer=FanoutObserver(self.metrics, self.readiness),
+            handler_factory=load_app(config.server.app),
+            node_id=self.node_id,
+        )
+        self.front = WebSocketFront(
+            config, self.tree, Authenticator.from_config(config.auth, config.profile, env)
+        )
+        backend = TreeAdminBackend(self.tree, self.metrics, self.readiness)
+        token = _admin_token(config, env)
+        self.admin = AdminServer(config.admin.host, config.admin.port, backend, token)
+        self._stopping: asyncio.Event | None = None
+        self._interrupts = 0
+        self._forced: asyncio.Event | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def serve(self, on_ready: Callable[[Daemon], None] | None = None) -> None:
+        """Start, run until asked to stop, then drain; raises :class:`ForcedExit`."""
+        self._stopping = asyncio.Event()
+        self._forced = asyncio.Event()
+        await self.startup()
+        if on_ready is not None:
+            on_ready(self)
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.shutdown()
+
+    async def startup(self) -> None:
+        """Start the tree (off the loop), then the listeners."""
+        await off_loop(self.tree.start)
+        await self.front.start()
+        await self.admin.start()
+        log.info(
+            "ws-supervisor node %s serving ws://%s:%d%s admin http://%s:%d profile=%s",
+            self.node_id,
+            self.config.server.host,
+            self.front.port,
+            self.config.server.path,
+            self.config.admin.host,
+            self.admin.port,
+            self.config.profile,
+        )
+
+    async def shutdown(self) -> None:
+        """Ordered: not ready, stop accepting, close all (1001) and stop actors, close admin."""
+        assert self._forced is not None
+        self.readiness.set_draining(True)
+        self.front.stop_accepting()
+        drain = asyncio.ensure_future(self._drain())
+        forced = asyncio.ensure_future(self._forced.wait())
+        await asyncio.wait([drain, forced], return_when=asyncio.FIRST_COMPLETED)
+        forced.cancel()
+        if not drain.done():
+            drain.cancel()
+            self.front.abort()
+            await self.admin.close()
+            raise ForcedExit
+        await self.admin.close()
+        log.info("ws-supervisor node %s stopped", self.node_id)
+
+    async def _drain(self) -> None:
+        await off_loop(self.tree.stop)
+        if not await self.front.wait_closed(self.config.server.drain_timeout):
+            log.warning("connections still open after the drain timeout: aborting them")
+            self.front.abort()
+
+    # --- signals ---------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        """Loop: route SIGTERM, SIGINT, SIGHUP and SIGUSR1 to this daemon."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self._interrupt)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGUSR1, lambda: asyncio.ensure_future(self.dump()))
+
+    def request_stop(self) -> None:
+        """Begin the drain (idempotent)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    def _interrupt(self) -> None:
+        self._interrupts += 1
+        if self._interrupts > 1 and self._forced is not None:
+            log.warning("second SIGINT: forcing exit")
+            self._forced.set()
+        self.request_stop()
+
+    async def reload(self) -> bool:
+        """Re-read the config file and apply what can change live; False if rejected."""
+        if self.config_path is None:
+            log.warning("reload: no config file to read (started from defaults)")
+            return False
+        path = self.config_path
+        try:
+            new = await off_loop(lambda: load_config(path))
+        except ConfigError as error:
+            log.error("reload rejected, keeping the running config: %s", error)
+            return False
+        live = attrs.evolve(
+            self.config,
+            quota=new.quota,
+            thresholds=new.thresholds,
+            restart=new.restart,
+            cleanup=new.cleanup,
+            pool=new.pool,
+            timeouts=attrs.evolve(
+                new.timeouts,
+                ping_interval=self.config.timeouts.ping_interval,
+                ping_timeout=self.config.timeouts.ping_timeout,
+            ),
+        )
+        if attrs.evolve(new, logging=self.config.logging) != attrs.evolve(
+            live, logging=self.config.logging
+        ):
+            log.warning("reload: listener, auth and keepalive settings apply at the next restart")
+        self.tree.reconfigure(live)
+        self.config = live
+        log.info("reload applied: max_managers_per_user=%d", live.quota.max_managers_per_user)
+        return True
+
+    async def dump(self) -> None:
+        """Write the tree's state and every thread's stack to the log."""
+        state = await off_loop(self.tree.snapshot)
+        log.warning("state dump: %s", json.dumps(state))
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        for ident, frame in sys._current_frames().items():
+            stack = "".join(traceback.format_stack(frame))
+            log.warning("thread %s (%s):\n%s", names.get(ident, "?"), ident, stack)

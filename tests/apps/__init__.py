@@ -1,0 +1,1 @@
+"""Applications used by the integration tests, loaded by import path like any app."""

@@ -1,0 +1,237 @@
+"""The real daemon on loopback, with real websockets clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from supervisor.codes import CloseCode
+from supervisor.daemon import Daemon
+from tests.apps.faulty import RELEASE
+from tests.helpers import actor_threads
+from tests.integration.harness import running_daemon, ws_url
+
+pytestmark = pytest.mark.asyncio
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> Any:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def open_client(url: str) -> tuple[ClientConnection, dict[str, Any]]:
+    ws = await connect(url)
+    return ws, await recv_json(ws)
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def used(daemon: Daemon, user: str = "alice") -> int:
+    return daemon.tree.ledger.usage(user)
+
+
+async def test_the_21st_connection_gets_429_and_the_next_is_admitted_once_one_closes() -> None:
+    async with running_daemon(
+        {"quota": {"max_managers_per_user": 20}, "thresholds": {"emergency_action": "none"}}
+    ) as daemon:
+        clients = [await connect(ws_url(daemon)) for _ in range(20)]
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(ws_url(daemon))
+        assert refused.value.response.status_code == 429
+        assert refused.value.response.headers["Retry-After"] == "1"
+        await clients[0].close()
+        started = time.monotonic()
+        await wait_for(lambda: used(daemon) == 19, what="slot freed on close")
+        freed_in = time.monotonic() - started
+        again = await connect(ws_url(daemon))
+        assert used(daemon) == 20 and freed_in < 1.0
+        for ws in [again, *clients[1:]]:
+            await ws.close()
+        await wait_for(lambda: used(daemon) == 0, what="every slot free")
+
+
+async def test_the_first_frame_is_the_welcome_with_every_id() -> None:
+    async with running_daemon() as daemon:
+        ws, welcome = await open_client(ws_url(daemon))
+        assert welcome["type"] == "welcome" and welcome["user_id"] == "alice"
+        assert welcome["run_id"] in welcome["thread_id"]
+        (user,) = daemon.tree.snapshot()["users"]
+        (manager,) = user["managers"]
+        assert manager["websocket_id"] == welcome["websocket_id"]
+        assert manager["isolation_key"] == f"alice:{welcome['thread_id']}"
+        await ws.close()
+
+
+async def test_ping_echo_and_every_bad_frame_get_an_answer_and_the_connection_stays_open() -> None:
+    async with running_daemon() as daemon:
+        ws, _ = await open_client(ws_url(daemon))
+        await ws.send(json.dumps({"type": "ping"}))
+        assert await recv_json(ws) == {"type": "pong"}
+        await ws.send(json.dumps({"type": "echo", "data": {"n": [1, 2]}}))
+        assert await recv_json(ws) == {"type": "echo", "data": {"n": [1, 2]}}
+        bad = {
+            "{not json": "invalid_json",
+            "[1, 2]": "not_an_object",
+            '{"data": 1}': "missing_type",
+            '{"type": "nope"}': "unknown_type",
+            "[" * 50 + "]" * 50: "not_an_object",
+            '{"type": "x", "d": ' + "[" * 40 + "]" * 40 + "}": "too_deep",
+        }
+        for frame, code in bad.items():
+            await ws.send(frame)
+            answer = await recv_json(ws)
+            assert (answer["type"], answer["code"]) == ("error", code), frame
+        await ws.send(b"\x00\x01binary")
+        assert (await recv_json(ws))["code"] == "binary_not_supported"
+        await ws.send(json.dumps({"type": "ping"}))
+        assert await recv_json(ws) == {"type": "pong"}
+        await ws.close()
+
+
+async def test_a_wrong_path_a_missing_user_and_a_bad_thread_id_are_refused_before_the_upgrade() -> (
+    None
+):
+    async with running_daemon() as daemon:
+        base = f"ws://127.0.0.1:{daemon.front.port}"
+        cases = {
+            f"{base}/other?user_id=alice": 404,
+            f"{base}/ws": 401,
+            f"{base}/ws?user_id=a:b": 401,
+            f"{base}/ws?user_id=alice&thread_id=x:y": 400,
+            f"{base}/ws?user_id=alice&thread_id=" + "t" * 200: 400,
+        }
+        for url, status in cases.items():
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(url)
+            assert refused.value.response.status_code == status, url
+        assert daemon.tree.ledger.total() == 0
+
+
+async def test_resuming_a_thread_supersedes_the_old_connection_with_4001_and_holds_one_slot() -> (
+    None
+):
+    async with running_daemon() as daemon:
+        old, welcome = await open_client(ws_url(daemon))
+        new, again = await open_client(ws_url(daemon, thread_id=welcome["thread_id"]))
+        assert again["thread_id"] == welcome["thread_id"]
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(old.recv(), 5)
+        assert old.close_code == CloseCode.SUPERSEDED
+        assert used(daemon) == 1
+        await new.send(json.dumps({"type": "echo", "data": "still served"}))
+        assert (await recv_json(new))["data"] == "still served"
+        await new.close()
+        await wait_for(lambda: used(daemon) == 0, what="slot freed")
+
+
+async def test_a_crashing_handler_is_restarted_then_closed_with_1011_and_its_slot_freed() -> None:
+    async with running_daemon(
+        {"server": {"app": "tests.apps.faulty:FaultyApp"}, "restart": {"max_restarts": 2}}
+    ) as daemon:
+        ws, _ = await open_client(ws_url(daemon))
+        for _ in range(2):
+            await ws.send(json.dumps({"type": "crash"}))
+            await ws.send(json.dumps({"type": "echo", "data": "after a restart"}))
+            assert (await recv_json(ws))["data"] == "after a restart"
+        await ws.send(json.dumps({"type": "crash"}))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == CloseCode.INTERNAL_ERROR
+        await wait_for(lambda: used(daemon) == 0, what="slot freed after 1011")
+
+
+async def test_a_crashed_user_supervisor_closes_with_1012_and_the_user_reconnects_at_once() -> None:
+    async with running_daemon() as daemon:
+        clients = [(await open_client(ws_url(daemon)))[0] for _ in range(3)]
+        bob, _ = await open_client(ws_url(daemon, user="bob"))
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, daemon.tree.crash_user_supervisor, "alice")
+        for ws in clients:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+            assert ws.close_code == CloseCode.SERVICE_RESTART
+        await wait_for(lambda: used(daemon) == 0, what="alice's slots freed")
+        again, welcome = await open_client(ws_url(daemon))
+        assert welcome["type"] == "welcome"
+        await bob.send(json.dumps({"type": "ping"}))
+        assert await recv_json(bob) == {"type": "pong"}
+        await again.close()
+        await bob.close()
+
+
+async def test_a_hanging_handler_is_abandoned_within_the_cleanup_timeout_and_its_slot_freed() -> (
+    None
+):
+    RELEASE.clear()
+    try:
+        async with running_daemon({"server": {"app": "tests.apps.faulty:FaultyApp"}}) as daemon:
+            ws, _ = await open_client(ws_url(daemon))
+            await ws.send(json.dumps({"type": "hang"}))
+            await asyncio.sleep(0.05)
+            await ws.close()
+            await wait_for(lambda: used(daemon) == 0, what="slot freed though the handler hangs")
+            timeout = daemon.config.cleanup.emergency_cleanup_timeout
+            abandoned = "ws_supervisor_abandoned_actors_total"
+            await wait_for(
+                lambda: daemon.metrics.value(abandoned) == 1,
+                timeout + 2,
+                what="the hung manager abandoned",
+            )
+    finally:
+        RELEASE.set()
+
+
+async def test_500_connections_closed_at_once_free_every_slot_within_2_seconds() -> None:
+    async with running_daemon(
+        {"quota": {"max_managers_per_user": 20}, "thresholds": {"emergency_action": "none"}}
+    ) as daemon:
+        clients = []
+        for n in range(500):
+            clients.append(await connect(ws_url(daemon, user=f"user{n // 20}")))
+        assert daemon.tree.ledger.total() == 500
+        started = time.monotonic()
+        for ws in clients:
+            ws.transport.abort()  # dropped, no close frame: the server sees the TCP close
+        await wait_for(lambda: daemon.tree.ledger.total() == 0, 2.0, what="500 slots free")
+        assert time.monotonic() - started < 2.0
+
+
+async def test_1000_connections_over_10_users_each_used_and_closed_leave_0_managers() -> None:
+    async with running_daemon() as daemon:
+
+        async def user_session(user: str) -> None:
+            for _ in range(100):
+                ws, _ = await open_client(ws_url(daemon, user=user))
+                await ws.send(json.dumps({"type": "echo", "data": user}))
+                assert (await recv_json(ws))["data"] == user
+                await ws.close()
+
+        await asyncio.gather(*(user_session(f"user{n}") for n in range(10)))
+        await wait_for(lambda: daemon.tree.ledger.total() == 0, what="0 slots")
+        state = await asyncio.get_running_loop().run_in_executor(None, daemon.tree.snapshot)
+        assert sum(len(u["managers"]) for u in state["users"]) == 0
+        mismatches = daemon.metrics.value("ws_supervisor_thread_id_mismatches_total")
+        assert mismatches == 0
+
+
+async def test_after_the_daemon_stops_no_actor_thread_or_listener_is_left() -> None:
+    async with running_daemon() as daemon:
+        ws, _ = await open_client(ws_url(daemon))
+        port = daemon.front.port
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), 5)
+    assert ws.close_code == CloseCode.GOING_AWAY
+    assert actor_threads() == [] or all(not t.is_alive() for t in actor_threads())
+    with pytest.raises(OSError):
+        await connect(f"ws://127.0.0.1:{port}/ws?user_id=alice", open_timeout=2)

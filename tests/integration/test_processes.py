@@ -1,0 +1,185 @@
+"""Real processes: killed and frozen clients, and the daemon under signals and its CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from supervisor.codes import CloseCode
+from tests.integration.harness import CLI, ROOT, DaemonProcess, python, running_daemon, ws_url
+
+CLIENT = str(Path(__file__).with_name("client_proc.py"))
+
+
+def start_clients(url: str, count: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [python(), CLIENT, url, str(count)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])
+async def test_a_killed_or_frozen_client_process_has_its_slots_freed_within_the_keepalive_deadline(
+    how: signal.Signals,
+) -> None:
+    async with running_daemon() as daemon:
+        loop = asyncio.get_running_loop()
+        proc = await loop.run_in_executor(None, start_clients, ws_url(daemon), 3)
+        try:
+            assert daemon.tree.ledger.usage("alice") == 3
+            proc.send_signal(how)
+            started = time.monotonic()
+            timeouts = daemon.config.timeouts
+            bound = timeouts.ping_interval + timeouts.ping_timeout + 1.0
+            while daemon.tree.ledger.usage("alice") and time.monotonic() - started < bound + 2:
+                await asyncio.sleep(0.01)
+            elapsed = time.monotonic() - started
+            assert daemon.tree.ledger.usage("alice") == 0
+            assert elapsed <= bound, f"freed after {elapsed:.2f}s, bound {bound}s"
+        finally:
+            proc.kill()
+            proc.wait(5)
+            if proc.stdout:
+                proc.stdout.close()
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "node.toml"
+    shutil.copy(ROOT / "config" / "ci.toml", path)
+    return path
+
+
+@pytest.fixture
+def daemon_proc(config_file: Path) -> Iterator[DaemonProcess]:
+    proc = DaemonProcess(config_file)
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.kill()
+
+
+def set_quota(path: Path, value: int | str) -> None:
+    text = path.read_text()
+    lines = [
+        f"max_managers_per_user = {value}" if line.startswith("max_managers_per_user") else line
+        for line in text.splitlines()
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def _refused(url: str) -> int | None:
+    try:
+        ws = await connect(url)
+    except InvalidStatus as error:
+        return error.response.status_code
+    await ws.close()
+    return None
+
+
+@pytest.mark.asyncio
+async def test_sigterm_drains_every_connection_with_1001_and_exits_0(
+    daemon_proc: DaemonProcess,
+) -> None:
+    clients = [await connect(daemon_proc.url(user)) for user in ("alice", "bob", "bob")]
+    daemon_proc.signal(signal.SIGTERM)
+    for ws in clients:
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == CloseCode.GOING_AWAY
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, daemon_proc.wait, 20) == 0
+
+
+@pytest.mark.asyncio
+async def test_sighup_applies_a_new_quota_live_and_rejects_a_bad_file(
+    daemon_proc: DaemonProcess, config_file: Path
+) -> None:
+    set_quota(config_file, 2)
+    daemon_proc.signal(signal.SIGHUP)
+    await asyncio.sleep(0.5)
+    clients = [await connect(daemon_proc.url()) for _ in range(2)]
+    assert await _refused(daemon_proc.url()) == 429
+    set_quota(config_file, '"three"')  # invalid: rejected, the quota of 2 stays
+    daemon_proc.signal(signal.SIGHUP)
+    await asyncio.sleep(0.5)
+    assert await _refused(daemon_proc.url()) == 429
+    set_quota(config_file, 3)
+    daemon_proc.signal(signal.SIGHUP)
+    await asyncio.sleep(0.5)
+    assert await _refused(daemon_proc.url()) is None
+    for ws in clients:
+        assert ws.state.name == "OPEN"  # nothing dropped by the reloads
+        await ws.close()
+
+
+@pytest.mark.asyncio
+async def test_dump_prints_the_tree_and_json(daemon_proc: DaemonProcess) -> None:
+    ws = await connect(daemon_proc.url("dora"))
+    welcome = json.loads(await ws.recv())
+    loop = asyncio.get_running_loop()
+    text = await loop.run_in_executor(
+        None,
+        lambda: subprocess.run(
+            [CLI, "dump", "--admin", daemon_proc.admin], capture_output=True, text=True, timeout=20
+        ),
+    )
+    assert text.returncode == 0, text.stderr
+    assert "dora" in text.stdout and welcome["websocket_id"] in text.stdout
+    raw = await loop.run_in_executor(
+        None,
+        lambda: subprocess.run(
+            [CLI, "dump", "--admin", daemon_proc.admin, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ),
+    )
+    state = json.loads(raw.stdout)
+    assert [u["user_id"] for u in state["users"]] == ["dora"]
+    await ws.close()
+
+
+def test_dump_against_a_dead_admin_url_fails_cleanly_with_exit_3() -> None:
+    result = subprocess.run(
+        [CLI, "dump", "--admin", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr and "127.0.0.1:9" in result.stderr
+
+
+def test_check_config_reports_every_problem_with_its_key_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[quota]\nmax_managers_per_user = 20.9\npolicy = "maybe"\n'
+        '[logging]\njson = "false"\n[nope]\nx = 1\n'
+    )
+    result = subprocess.run(
+        [CLI, "check-config", str(bad)], capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode == 2
+    for path in ("quota.max_managers_per_user", "quota.policy", "logging.json", "nope"):
+        assert path in result.stderr
+    assert "Traceback" not in result.stderr
+    good = subprocess.run(
+        [CLI, "check-config", str(ROOT / "config" / "production.toml")],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert good.returncode == 0, good.stderr
