@@ -235,3 +235,57 @@ async def test_after_the_daemon_stops_no_actor_thread_or_listener_is_left() -> N
     assert actor_threads() == [] or all(not t.is_alive() for t in actor_threads())
     with pytest.raises(OSError):
         await connect(f"ws://127.0.0.1:{port}/ws?user_id=alice", open_timeout=2)
+
+
+async def _http(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, Any]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    writer.write(head.encode() + body)
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    await writer.wait_closed()
+    status_line, _, rest = raw.partition(b"\r\n")
+    payload = rest.partition(b"\r\n\r\n")[2]
+    return int(status_line.split()[1]), json.loads(payload) if payload else None
+
+
+async def test_push_over_http_reaches_the_threads_connection_and_never_another_users() -> None:
+    async with running_daemon() as daemon:
+        alice, welcome = await open_client(ws_url(daemon))
+        alice2, _ = await open_client(ws_url(daemon))
+        bob, _ = await open_client(ws_url(daemon, user="bob"))
+        port = daemon.admin.port
+        body = {"user_id": "alice", "thread_id": welcome["thread_id"], "message": {"n": 1}}
+        status, answer = await _http(port, "POST", "/v1/push", json.dumps(body).encode())
+        assert (status, answer) == (200, {"delivered": 1})
+        assert await recv_json(alice) == {"n": 1}
+        body = {"user_id": "bob", "thread_id": welcome["thread_id"], "message": "forged"}
+        status, answer = await _http(port, "POST", "/v1/push", json.dumps(body).encode())
+        assert (status, answer) == (200, {"delivered": 0})
+        status, answer = await _http(
+            port, "POST", "/v1/push", json.dumps({"user_id": "alice", "message": 2}).encode()
+        )
+        assert answer == {"delivered": 2}
+        assert await recv_json(alice) == 2 and await recv_json(alice2) == 2
+        await bob.send(json.dumps({"type": "ping"}))
+        assert await recv_json(bob) == {"type": "pong"}  # nothing pushed came first
+        for ws in (alice, alice2, bob):
+            await ws.close()
+
+
+async def test_the_admin_endpoints_answer_as_documented_while_serving() -> None:
+    async with running_daemon() as daemon:
+        ws, _ = await open_client(ws_url(daemon))
+        port = daemon.admin.port
+        assert (await _http(port, "GET", "/healthz"))[0] == 200
+        assert await _http(port, "GET", "/readyz") == (200, {"ready": True})
+        status, state = await _http(port, "GET", "/debug/state")
+        assert status == 200 and state["users"][0]["user_id"] == "alice"
+        assert state["root"]["node_id"] == daemon.node_id
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        metrics = (await asyncio.wait_for(reader.read(), 5)).decode()
+        writer.close()
+        assert 'ws_supervisor_admissions_total{result="admitted"} 1.0' in metrics
+        assert "user_id" not in metrics and "alice" not in metrics
+        await ws.close()

@@ -183,3 +183,37 @@ def test_check_config_reports_every_problem_with_its_key_path(tmp_path: Path) ->
         timeout=20,
     )
     assert good.returncode == 0, good.stderr
+
+
+@pytest.mark.asyncio
+async def test_sigusr1_writes_the_state_and_the_stacks_and_a_second_sigint_forces_exit(
+    config_file: Path,
+) -> None:
+    proc = DaemonProcess(
+        config_file,
+        env={
+            "WS_SUPERVISOR_SERVER_APP": "tests.apps.faulty:FaultyApp",
+            "WS_SUPERVISOR_CLEANUP_EMERGENCY_CLEANUP_TIMEOUT": "20.0",
+            "PYTHONPATH": str(ROOT),
+        },
+    )
+    try:
+        proc.wait_ready()
+        ws = await connect(proc.url("erin"))
+        await ws.recv()
+        await ws.send(json.dumps({"type": "hang"}))  # its manager will not stop for 20 s
+        proc.signal(signal.SIGUSR1)
+        await asyncio.sleep(0.5)
+        proc.signal(signal.SIGINT)  # the drain waits on the hung manager...
+        await asyncio.sleep(0.5)
+        assert proc.proc.poll() is None
+        started = time.monotonic()
+        proc.signal(signal.SIGINT)  # ...until the second SIGINT
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, proc.wait, 10) == 1
+        assert time.monotonic() - started < 5
+        output = proc.output()
+        assert "state dump" in output and '"user_id": "erin"' in output
+        assert "thread MainThread" in output and "second SIGINT" in output
+    finally:
+        proc.kill()
