@@ -3,7 +3,7 @@
 Everything in this module runs on the event loop. The blocking calls into the
 tree never do: :class:`TreeAdminBackend` takes snapshots on the loop's default
 executor and pushes without blocking (the count comes back from an actor
-thread through ``loop.call_soon_threadsafe``).
+thread through :func:`supervisor.bridge.reply_future`).
 
 Routes: ``GET /metrics`` (Prometheus text), ``GET /healthz``, ``GET /readyz``,
 ``GET /debug/state`` and ``POST /v1/push`` (JSON). One request per connection
@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import attrs
 import pykka
 
+from supervisor.bridge import reply_future
 from supervisor.errors import InvalidIdError, TreeNotRunning, WsSupervisorError
 from supervisor.metrics import MetricsObserver
 from supervisor.policies.readiness import Readiness
@@ -116,17 +117,8 @@ class TreeAdminBackend:
 
     async def push(self, user_id: str, thread_id: str | None, message: Any) -> int:
         """Raises :class:`InvalidIdError` (bad ids) or :class:`BackendUnavailable`."""
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[int] = loop.create_future()
-
-        def settle(count: int) -> None:  # on the loop
-            if not answer.done():
-                answer.set_result(count)
-
-        def reply(count: int) -> None:  # on an actor thread
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(settle, count)
-
+        answer: asyncio.Future[int]
+        answer, reply = reply_future(asyncio.get_running_loop())
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
         try:
             self.tree.push_nowait(user_id, thread_id, text, reply)

@@ -13,7 +13,8 @@ import collections
 import contextlib
 import json
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import attrs
 from websockets.asyncio.server import ServerConnection
@@ -24,7 +25,62 @@ from supervisor.codes import CloseCode
 from supervisor.context import UserExecutionContext
 from supervisor.tree import SupervisionTree
 
-__all__ = ["Keepalive", "WebSocketPort", "admit", "keepalive", "serve_connection", "welcome_frame"]
+__all__ = [
+    "Keepalive",
+    "WebSocketPort",
+    "admit",
+    "keepalive",
+    "off_loop",
+    "reply_future",
+    "serve_connection",
+    "welcome_frame",
+]
+
+
+T = TypeVar("T")
+
+
+def reply_future(loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Future[T], Callable[[T], None]]:
+    """A future on ``loop``, and the callback that completes it from any thread."""
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(value: T) -> None:  # on the loop
+        if not future.done():
+            future.set_result(value)
+
+    def reply(value: T) -> None:  # on an actor thread
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(settle, value)
+
+    return future, reply
+
+
+async def off_loop(function: Callable[[], T]) -> T:
+    """Run a blocking call on a fresh daemon thread and await its result.
+
+    A daemon thread, not the default executor: a forced exit never waits for it.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = function()
+        except BaseException as error:
+            loop.call_soon_threadsafe(settle, None, error)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="ws-supervisor-offloop", daemon=True).start()
+    return await future
 
 
 class WebSocketPort:
@@ -105,16 +161,8 @@ async def admit(
     tree: SupervisionTree, context: UserExecutionContext, port: WebSocketPort, timeout: float
 ) -> Admission:
     """Loop: ask the tree for a slot without blocking the loop."""
-    loop = asyncio.get_running_loop()
-    answer: asyncio.Future[Admission] = loop.create_future()
-
-    def resolve(admission: Admission) -> None:
-        if not answer.done():
-            answer.set_result(admission)
-
-    def hand_over(admission: Admission) -> None:  # runs on the supervisor's thread
-        loop.call_soon_threadsafe(resolve, admission)
-
+    answer: asyncio.Future[Admission]
+    answer, hand_over = reply_future(asyncio.get_running_loop())
     ticket = tree.admit_nowait(context, port, hand_over)
     try:
         return await asyncio.wait_for(asyncio.shield(answer), timeout)

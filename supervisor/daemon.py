@@ -31,6 +31,7 @@ import attrs
 from supervisor.admin import AdminServer, TreeAdminBackend
 from supervisor.apps import load_app
 from supervisor.auth import Authenticator
+from supervisor.bridge import off_loop
 from supervisor.clock import SystemClock
 from supervisor.config import Config
 from supervisor.configload import load_config
@@ -41,7 +42,7 @@ from supervisor.policies.readiness import Readiness
 from supervisor.server import WebSocketFront
 from supervisor.tree import SupervisionTree
 
-__all__ = ["Daemon", "ForcedExit", "off_loop"]
+__all__ = ["Daemon", "ForcedExit"]
 
 log = logging.getLogger(__name__)
 
@@ -52,31 +53,6 @@ _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 class ForcedExit(Exception):
     """A second SIGINT: stop now, without waiting for the drain."""
-
-
-async def off_loop(function: Callable[[], T]) -> T:
-    """Run a blocking call on a fresh daemon thread and await its result."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if done.done():
-            return
-        if error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(result)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            result = function()
-        except BaseException as error:
-            loop.call_soon_threadsafe(settle, None, error)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=run, name="ws-supervisor-offloop", daemon=True).start()
-    return await done
 
 
 def _admin_token(config: Config, env: Mapping[str, str]) -> str | None:

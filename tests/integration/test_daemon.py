@@ -289,3 +289,24 @@ async def test_the_admin_endpoints_answer_as_documented_while_serving() -> None:
         assert 'ws_supervisor_admissions_total{result="admitted"} 1.0' in metrics
         assert "user_id" not in metrics and "alice" not in metrics
         await ws.close()
+
+
+async def test_a_new_user_gets_503_at_node_emergency_and_known_users_still_connect() -> None:
+    async with running_daemon(
+        {
+            "quota": {"node_max_managers": 10},
+            "thresholds": {"emergency_action": "none", "critical_action": "none"},
+        }
+    ) as daemon:
+        clients = [await connect(ws_url(daemon, user=f"user{n % 3}")) for n in range(9)]
+        await wait_for(lambda: daemon.tree.ledger.total() == 9)
+        await asyncio.sleep(0.05)  # the root has classified the node (9/10: emergency)
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(ws_url(daemon, user="newcomer"))
+        assert refused.value.response.status_code == 503
+        known = await connect(ws_url(daemon, user="user0"))  # the last slot of the node
+        with pytest.raises(InvalidStatus) as full:
+            await connect(ws_url(daemon, user="user1"))
+        assert full.value.response.status_code == 503  # node cap reached
+        for ws in [known, *clients]:
+            await ws.close()

@@ -65,3 +65,16 @@ def test_only_the_context_builds_an_isolation_key() -> None:
             if pattern in text and path.name != "context.py":
                 builders.append(f"{path.name}: {pattern}")
     assert builders == []
+
+
+def test_only_the_bridge_hands_work_from_other_threads_to_the_event_loop() -> None:
+    crossings = [
+        path.name
+        for path in _module_files("supervisor") + _module_files("actors")
+        if path.name != "bridge.py"
+        and (
+            ".call_soon_threadsafe(" in path.read_text()
+            or "run_coroutine_threadsafe(" in path.read_text()
+        )
+    ]
+    assert crossings == []
