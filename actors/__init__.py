@@ -8,6 +8,7 @@ connection only through a :class:`actors.ports.Port`, and the shell in
 - :mod:`actors.ports`: the port, the handler and the admission ticket.
 - :mod:`actors.manager`: one manager actor per connection.
 - :mod:`actors.user_supervisor`: one supervisor per user; owns the quota.
+- :mod:`actors.keeper`: how a supervisor closes, frees and retires a connection.
 - :mod:`actors.root`: the root monitor; levels, cleanup, restarts.
 - :mod:`actors.ticker`: the one timer thread of the tree.
 """

@@ -11,6 +11,7 @@ import pykka
 
 from actors.base import DispatchingActor
 from actors.children import Child, Children
+from actors.keeper import ChildKeeper
 from actors.manager import ManagerActor
 from actors.messages import (
     Admit,
@@ -19,7 +20,6 @@ from actors.messages import (
     ChildStopped,
     Cleanup,
     ConnectionClosed,
-    Detach,
     GetSnapshot,
     Inbound,
     ManagerIdle,
@@ -35,9 +35,8 @@ from actors.messages import (
 from actors.ports import Admission, ConnectionHandle, ManagerStats
 from actors.runtime import Runtime
 from actors.ticker import stop_and_wait
-from supervisor.codes import CloseCode
 from supervisor.context import UserExecutionContext
-from supervisor.observer import AdmissionResult, CleanupReason
+from supervisor.observer import AdmissionResult
 from supervisor.policies.ledger import AcquireResult
 from supervisor.policies.quota import Verdict
 from supervisor.policies.reaping import ReapPolicy
@@ -47,19 +46,8 @@ __all__ = ["UserSupervisorActor"]
 
 log = logging.getLogger(__name__)
 
-_CODE_FOR: dict[CleanupReason, CloseCode] = {
-    "timeout": CloseCode.IDLE_TIMEOUT,
-    "proactive": CloseCode.IDLE_TIMEOUT,
-    "emergency": CloseCode.IDLE_TIMEOUT,
-    "evict": CloseCode.EVICTED,
-    "supersede": CloseCode.SUPERSEDED,
-    "crash": CloseCode.INTERNAL_ERROR,
-    "shutdown": CloseCode.GOING_AWAY,
-    "close": CloseCode.NORMAL,
-}
 
-
-class UserSupervisorActor(DispatchingActor):
+class UserSupervisorActor(ChildKeeper, DispatchingActor):
     """Admits, supervises and cleans up one user's connections.
 
     Every hook runs on this actor's own thread except ``__init__`` (the
@@ -188,73 +176,6 @@ class UserSupervisorActor(DispatchingActor):
                 return ref
         return ManagerActor.start(self.actor_ref, self._rt.clock)
 
-    # --- closing and freeing ------------------------------------------------------
-
-    def _reap(self, child: Child, reason: CleanupReason, now: float, why: str = "") -> None:
-        """Close ``child``'s connection for ``reason`` and free its slot now."""
-        if child.state == "closing":
-            return
-        code = _CODE_FOR[reason]
-        try:
-            child.port.close(int(code), why or reason)
-        except Exception:
-            log.exception("port close failed websocket_id=%s", child.context.websocket_id)
-        if child.holds_slot:
-            self._free_slot(child, now)
-        child.state = "closing"
-        child.closing_since = now
-        child.close_reason = reason
-        log.info(
-            "reaping user_id=%s isolation_key=%s websocket_id=%s reason=%s code=%d",
-            self.user_id,
-            child.context.isolation_key,
-            child.context.websocket_id,
-            reason,
-            code,
-        )
-
-    def _free_slot(self, child: Child, detected_at: float) -> None:
-        ctx = child.context
-        if not self._rt.ledger.release(self.user_id, ctx.isolation_key, ctx.websocket_id):
-            self._mismatch("release", ctx)
-        self._children.drop_key(child)
-        child.holds_slot = False
-        latency = self._rt.clock.monotonic() - detected_at
-        self._rt.observer.release_latency(max(0.0, latency))
-
-    def _finish(self, child: Child, reason: CleanupReason, result: str, started: float) -> None:
-        self._children.remove(child)
-        now = self._rt.clock.monotonic()
-        self._rt.observer.cleanup(reason, result, max(0.0, now - started))
-        if child.manager is not None:
-            self._retire(child.manager, now)
-
-    def _retire(self, manager: pykka.ActorRef[Any], now: float) -> None:
-        room = len(self._children.pool) + len(self._children.detaching)
-        if room < self._rt.config.pool.size:
-            try:
-                manager.tell(Detach())
-            except pykka.ActorDeadError:
-                return
-            self._children.detaching[manager.actor_urn] = (manager, now)
-        else:
-            self._stop_manager(manager, now)
-
-    def _stop_manager(self, manager: pykka.ActorRef[Any], now: float) -> None:
-        if manager.is_alive():
-            self._children.stopping[manager.actor_urn] = (manager, now)
-            manager.stop(block=False)
-
-    def _mismatch(self, operation: str, ctx: UserExecutionContext) -> None:
-        self._rt.observer.thread_id_mismatch()
-        log.error(
-            "thread_id mismatch on %s user_id=%s isolation_key=%s websocket_id=%s",
-            operation,
-            self.user_id,
-            ctx.isolation_key,
-            ctx.websocket_id,
-        )
-
     # --- messages from the shell and the managers -------------------------------------
 
     def _closed(self, msg: ConnectionClosed) -> None:
@@ -362,27 +283,6 @@ class UserSupervisorActor(DispatchingActor):
         while pool and now - pool[0][1] >= self._rt.config.pool.idle_seconds:
             self._stop_manager(pool.popleft()[0], now)
         self._report()
-
-    def _abandon_close(self, child: Child, now: float) -> None:
-        assert child.closing_since is not None
-        self._rt.observer.abandoned()
-        log.warning(
-            "abandoned close websocket_id=%s isolation_key=%s after %.1fs",
-            child.context.websocket_id,
-            child.context.isolation_key,
-            now - child.closing_since,
-        )
-        manager, child.manager = child.manager, None
-        self._finish(child, child.close_reason or "close", "abandoned", child.closing_since)
-        if manager is not None:
-            self._stop_manager(manager, now)
-
-    def _sweep(self, now: float, trigger: CleanupReason) -> None:
-        views = [child.view() for child in self._children.connected()]
-        for websocket_id, reason in self._rt.reap.sweep(views, now):
-            self._reap(
-                self._children.by_id[websocket_id], trigger, now, f"not live: {reason.value}"
-            )
 
     def _cleanup(self, msg: Cleanup) -> None:
         self._sweep(self._rt.clock.monotonic(), msg.trigger)

@@ -1,0 +1,128 @@
+"""How a user supervisor lets go of a connection: close, free the slot, retire the manager.
+
+A mixin of :class:`~actors.user_supervisor.UserSupervisorActor`; every method
+runs on that supervisor's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pykka
+
+from actors.children import Child, Children
+from actors.messages import Detach
+from actors.runtime import Runtime
+from supervisor.codes import CloseCode
+from supervisor.context import UserExecutionContext
+from supervisor.observer import CleanupReason
+
+__all__ = ["ChildKeeper"]
+
+log = logging.getLogger("actors.user_supervisor")
+
+_CODE_FOR: dict[CleanupReason, CloseCode] = {
+    "timeout": CloseCode.IDLE_TIMEOUT,
+    "proactive": CloseCode.IDLE_TIMEOUT,
+    "emergency": CloseCode.IDLE_TIMEOUT,
+    "evict": CloseCode.EVICTED,
+    "supersede": CloseCode.SUPERSEDED,
+    "crash": CloseCode.INTERNAL_ERROR,
+    "shutdown": CloseCode.GOING_AWAY,
+    "close": CloseCode.NORMAL,
+}
+
+
+class ChildKeeper:
+    """Closing, freeing and retiring, for a supervisor with ``_rt`` and ``_children``."""
+
+    user_id: str
+    _rt: Runtime
+    _children: Children
+
+    def _reap(self, child: Child, reason: CleanupReason, now: float, why: str = "") -> None:
+        """Close ``child``'s connection for ``reason`` and free its slot now."""
+        if child.state == "closing":
+            return
+        code = _CODE_FOR[reason]
+        try:
+            child.port.close(int(code), why or reason)
+        except Exception:
+            log.exception("port close failed websocket_id=%s", child.context.websocket_id)
+        if child.holds_slot:
+            self._free_slot(child, now)
+        child.state = "closing"
+        child.closing_since = now
+        child.close_reason = reason
+        log.info(
+            "reaping user_id=%s isolation_key=%s websocket_id=%s reason=%s code=%d",
+            self.user_id,
+            child.context.isolation_key,
+            child.context.websocket_id,
+            reason,
+            code,
+        )
+
+    def _free_slot(self, child: Child, detected_at: float) -> None:
+        ctx = child.context
+        if not self._rt.ledger.release(self.user_id, ctx.isolation_key, ctx.websocket_id):
+            self._mismatch("release", ctx)
+        self._children.drop_key(child)
+        child.holds_slot = False
+        latency = self._rt.clock.monotonic() - detected_at
+        self._rt.observer.release_latency(max(0.0, latency))
+
+    def _finish(self, child: Child, reason: CleanupReason, result: str, started: float) -> None:
+        self._children.remove(child)
+        now = self._rt.clock.monotonic()
+        self._rt.observer.cleanup(reason, result, max(0.0, now - started))
+        if child.manager is not None:
+            self._retire(child.manager, now)
+
+    def _retire(self, manager: pykka.ActorRef[Any], now: float) -> None:
+        room = len(self._children.pool) + len(self._children.detaching)
+        if room < self._rt.config.pool.size:
+            try:
+                manager.tell(Detach())
+            except pykka.ActorDeadError:
+                return
+            self._children.detaching[manager.actor_urn] = (manager, now)
+        else:
+            self._stop_manager(manager, now)
+
+    def _stop_manager(self, manager: pykka.ActorRef[Any], now: float) -> None:
+        if manager.is_alive():
+            self._children.stopping[manager.actor_urn] = (manager, now)
+            manager.stop(block=False)
+
+    def _mismatch(self, operation: str, ctx: UserExecutionContext) -> None:
+        self._rt.observer.thread_id_mismatch()
+        log.error(
+            "thread_id mismatch on %s user_id=%s isolation_key=%s websocket_id=%s",
+            operation,
+            self.user_id,
+            ctx.isolation_key,
+            ctx.websocket_id,
+        )
+
+    def _abandon_close(self, child: Child, now: float) -> None:
+        assert child.closing_since is not None
+        self._rt.observer.abandoned()
+        log.warning(
+            "abandoned close websocket_id=%s isolation_key=%s after %.1fs",
+            child.context.websocket_id,
+            child.context.isolation_key,
+            now - child.closing_since,
+        )
+        manager, child.manager = child.manager, None
+        self._finish(child, child.close_reason or "close", "abandoned", child.closing_since)
+        if manager is not None:
+            self._stop_manager(manager, now)
+
+    def _sweep(self, now: float, trigger: CleanupReason) -> None:
+        views = [child.view() for child in self._children.connected()]
+        for websocket_id, reason in self._rt.reap.sweep(views, now):
+            self._reap(
+                self._children.by_id[websocket_id], trigger, now, f"not live: {reason.value}"
+            )
