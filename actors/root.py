@@ -54,6 +54,8 @@ class RootMonitorActor(DispatchingActor):
         self._empty_since: dict[str, float] = {}
         self._node_level = Level.OK
         self._node_used = 0
+        self._users_active = 0  # kept as counts, not recounted: O(1) per report
+        self._level_counts: collections.Counter[str] = collections.Counter()
         self._alerts: collections.deque[dict[str, Any]] = collections.deque(maxlen=_ALERTS_KEPT)
         self._last_background: float | None = None
         self._supervisor_restarts = 0
@@ -110,6 +112,7 @@ class RootMonitorActor(DispatchingActor):
         previous = self._usage.get(user_id)
         self._usage[user_id] = report
         self._node_used += report.used - (previous.used if previous else 0)
+        self._users_active += (report.used > 0) - (previous is not None and previous.used > 0)
         idle = report.used == 0 and report.pool_idle == 0
         if idle and report.admits_seen == self._forwarded[user_id]:
             self._empty_since.setdefault(user_id, self._rt.clock.monotonic())
@@ -119,8 +122,12 @@ class RootMonitorActor(DispatchingActor):
         self._update_node()
 
     def _set_user_level(self, user_id: str, level: Level) -> None:
-        old = self._levels.get(user_id, Level.OK)
+        old = self._levels.get(user_id)
         self._levels[user_id] = level
+        if old is not None:
+            self._level_counts[old.label] -= 1
+        self._level_counts[level.label] += 1
+        old = Level.OK if old is None else old
         if level == old:
             return
         self._alert("user", old, level, user_id)
@@ -140,9 +147,7 @@ class RootMonitorActor(DispatchingActor):
                 for user_id, ref in self._sups.items():
                     limit = self._usage[user_id].limit if user_id in self._usage else 1
                     self._act(ref, self._new_actions(old, level), limit)
-        counts = collections.Counter(level.label for level in self._levels.values())
-        users = sum(1 for report in self._usage.values() if report.used > 0)
-        self._rt.observer.usage(self._node_used, users, counts)
+        self._rt.observer.usage(self._node_used, self._users_active, self._level_counts)
 
     def _new_actions(self, old: Level, new: Level) -> list[Action]:
         before = set(self._rt.thresholds.actions(old))
@@ -191,8 +196,13 @@ class RootMonitorActor(DispatchingActor):
     def _retire_supervisor(self, user_id: str) -> None:
         ref = self._sups.pop(user_id)
         self._empty_since.pop(user_id, None)
-        self._usage.pop(user_id, None)
-        self._levels.pop(user_id, None)
+        previous = self._usage.pop(user_id, None)
+        if previous is not None and previous.used > 0:  # pragma: no cover - retired when empty
+            self._users_active -= 1
+            self._node_used -= previous.used
+        level = self._levels.pop(user_id, None)
+        if level is not None:
+            self._level_counts[level.label] -= 1
         self._forwarded.pop(user_id, None)
         ref.stop(block=False)
         log.debug("stopped empty supervisor user_id=%s", user_id)
@@ -248,7 +258,7 @@ class RootMonitorActor(DispatchingActor):
             "node_used": self._node_used,
             "node_limit": self._rt.config.quota.node_max_managers,
             "users": len(self._sups),
-            "levels": dict(collections.Counter(lv.label for lv in self._levels.values())),
+            "levels": {label: n for label, n in self._level_counts.items() if n},
             "user_levels": {user: lv.label for user, lv in self._levels.items()},
             "thresholds": {"warning": t.warning, "critical": t.critical, "emergency": t.emergency},
             "supervisor_restarts": self._supervisor_restarts,
