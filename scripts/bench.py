@@ -1,0 +1,954 @@
+#!/usr/bin/env python3
+"""Benchmark ws-supervisor against a bare websockets echo server, on loopback.
+
+Both servers speak the same JSON protocol (a welcome frame on connect, then
+``echo`` and ``ping`` answered) with the same compression and keepalive
+settings; they run one after the other (alternating, several rounds), each in
+its own process, and the load generator runs in separate processes too. The
+scenarios:
+
+- churn: 50 concurrent clients loop connect, welcome, one echo, close;
+- throughput: 100 connections ping-pong echo frames as fast as they can;
+- rtt: one connection, sequential echo round trips at a low rate;
+- memory: N idle connections, server RSS delta per connection.
+
+Server CPU is read from ``/proc/PID/stat`` (every thread of the server
+process), memory from ``/proc/PID/status``. Linux only.
+
+Usage: scripts/bench [--rounds 3] [--quick] [--compression none] [--json FILE] [--plot FILE.png]
+
+Internal modes (started by the tool itself): ``--serve-bare`` and ``--client SCENARIO``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import queue
+import resource
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+EXIT_NO_MATPLOTLIB = 2
+
+# --- small shared helpers ------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (``pct`` in 0..100); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of ``pid``, in seconds."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS (KiB) and Threads of ``pid``."""
+    found: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "Threads"):
+            found[key] = int(value.split()[0])
+    return found
+
+
+def keepalive_settings() -> tuple[float, float, int]:
+    """(ping_interval, ping_timeout, max_message_size) of the ci profile."""
+    try:
+        with (ROOT / "config" / "ci.toml").open("rb") as file:
+            data = tomllib.load(file)
+        timeouts, server = data["timeouts"], data["server"]
+        return (
+            float(timeouts["ping_interval"]),
+            float(timeouts["ping_timeout"]),
+            int(server["max_message_size"]),
+        )
+    except (OSError, KeyError, ValueError, tomllib.TOMLDecodeError):
+        return 1.0, 1.0, 1 << 20
+
+
+def exec_child(argv: list[str]) -> None:
+    """``--exec CMD...``: die with the parent (SIGTERM), allow many sockets, exec CMD."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG; survives exec
+    raise_fd_limit()
+    os.execvp(argv[0], argv)
+
+
+def raise_fd_limit() -> None:
+    """Let this process hold as many sockets as the hard limit allows."""
+    with contextlib.suppress(ValueError, OSError):
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    """GET ``url``: (status, body)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def supervisor_command() -> list[str]:
+    """How to run ``ws-supervisor``: the venv's entry point, else PATH, else the module."""
+    venv = ROOT / ".venv" / "bin" / "ws-supervisor"
+    if venv.exists():
+        return [str(venv)]
+    found = shutil.which("ws-supervisor")
+    return [found] if found else [sys.executable, "-m", "supervisor.cli"]
+
+
+# --- the bare server ------------------------------------------------------------------
+
+_PONG = json.dumps({"type": "pong"})
+
+
+def _error(code: str, message: str) -> str:
+    return json.dumps({"type": "error", "code": code, "message": message})
+
+
+async def bare_server(port: int, compression: str, max_seconds: float) -> None:
+    """A plain websockets server speaking the daemon's JSON protocol, nothing else."""
+    from websockets.asyncio.server import ServerConnection, serve  # noqa: PLC0415
+
+    ping_interval, ping_timeout, max_size = keepalive_settings()
+
+    async def handler(ws: ServerConnection) -> None:
+        query = dict(parse_qsl(urlsplit(ws.request.path if ws.request else "").query))
+        thread_id = query.get("thread_id") or f"thread_{secrets.token_hex(8)}"
+        welcome = {
+            "type": "welcome",
+            "user_id": query.get("user_id", ""),
+            "thread_id": thread_id,
+            "run_id": f"run_{secrets.token_hex(8)}",
+            "request_id": f"req_{secrets.token_hex(8)}",
+            "websocket_id": f"ws_{secrets.token_hex(8)}",
+        }
+        try:
+            await ws.send(json.dumps(welcome))
+            async for message in ws:
+                if not isinstance(message, str):
+                    await ws.send(_error("binary_not_supported", "frames are JSON text"))
+                    continue
+                try:
+                    frame = json.loads(message)
+                except ValueError:
+                    await ws.send(_error("invalid_json", "not valid JSON"))
+                    continue
+                kind = frame.get("type") if isinstance(frame, dict) else None
+                if kind == "echo":
+                    await ws.send(json.dumps({"type": "echo", "data": frame.get("data")}))
+                elif kind == "ping":
+                    await ws.send(_PONG)
+                else:
+                    await ws.send(_error("unknown_type", "unknown frame type"))
+        except ConnectionClosed:
+            pass
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with serve(
+        handler,
+        HOST,
+        port,
+        compression="deflate" if compression == "deflate" else None,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        max_size=max_size,
+    ) as server:
+        print(f"serving ws://{HOST}:{port}/ws", flush=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max_seconds)
+        server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 5)
+
+
+# --- the load generator (one process per --client run) --------------------------------
+
+
+class StdinLines:
+    """stdin lines on the event loop, read by a daemon thread (never blocks the exit)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.lines: asyncio.Queue[str] = asyncio.Queue()
+
+        def read() -> None:
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(self.lines.put_nowait, line.strip())
+            loop.call_soon_threadsafe(self.lines.put_nowait, "")
+
+        threading.Thread(target=read, name="stdin", daemon=True).start()
+
+    async def next(self) -> str:
+        return await self.lines.get()
+
+
+@dataclass
+class ClientArgs:
+    """What one client process does."""
+
+    scenario: str
+    url: str
+    compression: str
+    concurrency: int
+    duration: float
+    samples: int
+    connections: int
+    tag: str
+
+
+def _emit(kind: str, payload: Any = None) -> None:
+    print(kind if payload is None else f"{kind} {json.dumps(payload)}", flush=True)
+
+
+class Load:
+    """One client process's connections and error counts."""
+
+    def __init__(self, spec: ClientArgs) -> None:
+        self.spec = spec
+        self.compression: Literal["deflate"] | None = (
+            "deflate" if spec.compression == "deflate" else None
+        )
+        self.errors: Counter[str] = Counter()
+        self.held: list[ClientConnection] = []
+
+    async def open(self, user: str) -> ClientConnection:
+        """Connect as ``user`` and read the welcome."""
+        ws = await connect(
+            f"{self.spec.url}?user_id={user}",
+            compression=self.compression,
+            ping_interval=None,
+            open_timeout=15,
+            close_timeout=5,
+            max_size=None,
+        )
+        await asyncio.wait_for(ws.recv(), 15)
+        return ws
+
+    def count(self, error: BaseException) -> None:
+        if isinstance(error, InvalidStatus):
+            self.errors[f"http_{error.response.status_code}"] += 1
+        else:
+            self.errors[type(error).__name__] += 1
+
+    async def setup(self) -> None:
+        if self.spec.scenario in ("throughput", "rtt"):
+            users = [f"{self.spec.tag}-u{i // 10}" for i in range(self.spec.concurrency)]
+            self.held = list(await asyncio.gather(*(self.open(user) for user in users)))
+
+    async def run(self) -> dict[str, Any]:
+        runs = {
+            "churn": self.churn,
+            "throughput": self.throughput,
+            "rtt": self.rtt,
+            "memory": self.memory,
+        }
+        started = time.monotonic()
+        result = await runs[self.spec.scenario]()
+        result["elapsed"] = time.monotonic() - started
+        result["errors"] = dict(self.errors)
+        return result
+
+    async def churn(self) -> dict[str, Any]:
+        latencies: list[float] = []
+        deadline = time.monotonic() + self.spec.duration
+
+        async def loop(user: str) -> None:
+            while time.monotonic() < deadline:
+                t0 = time.perf_counter()
+                try:
+                    async with connect(
+                        f"{self.spec.url}?user_id={user}",
+                        compression=self.compression,
+                        ping_interval=None,
+                        open_timeout=15,
+                        close_timeout=5,
+                    ) as ws:
+                        await asyncio.wait_for(ws.recv(), 15)
+                        latency = time.perf_counter() - t0
+                        await ws.send('{"type": "echo", "data": "churn"}')
+                        await asyncio.wait_for(ws.recv(), 15)
+                    latencies.append(latency)
+                except (OSError, TimeoutError, WebSocketException) as error:
+                    self.count(error)
+                    await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(loop(f"{self.spec.tag}-c{i}") for i in range(self.spec.concurrency)))
+        return {"cycles": len(latencies), "latencies": latencies}
+
+    async def throughput(self) -> dict[str, Any]:
+        deadline = time.monotonic() + self.spec.duration
+        totals: list[int] = []
+
+        async def pingpong(ws: ClientConnection) -> None:
+            sent = 0
+            try:
+                while time.monotonic() < deadline:
+                    await ws.send(f'{{"type": "echo", "data": {sent}}}')
+                    reply = json.loads(await asyncio.wait_for(ws.recv(), 15))
+                    if reply.get("data") != sent:
+                        self.errors["bad_reply"] += 1
+                    sent += 1
+            except (OSError, TimeoutError, WebSocketException) as error:
+                self.count(error)
+            totals.append(sent)
+
+        await asyncio.gather(*(pingpong(ws) for ws in self.held))
+        return {"messages": sum(totals)}
+
+    async def rtt(self) -> dict[str, Any]:
+        (ws,) = self.held
+        rtts: list[float] = []
+        for sample in range(self.spec.samples):
+            t0 = time.perf_counter()
+            await ws.send(f'{{"type": "echo", "data": {sample}}}')
+            await asyncio.wait_for(ws.recv(), 15)
+            rtts.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.005)
+        return {"rtts": rtts}
+
+    async def memory(self) -> dict[str, Any]:
+        gate = asyncio.Semaphore(50)
+
+        async def idle(index: int) -> ClientConnection | None:
+            async with gate:
+                try:
+                    return await self.open(f"{self.spec.tag}-m{index // 20}")
+                except (OSError, TimeoutError, WebSocketException) as error:
+                    self.count(error)
+                    return None
+
+        opened = await asyncio.gather(*(idle(i) for i in range(self.spec.connections)))
+        self.held = [ws for ws in opened if ws is not None]
+        await asyncio.sleep(1.5)  # let a keepalive round go by before the reading
+        return {"opened": len(self.held)}
+
+    async def teardown(self) -> None:
+        await asyncio.gather(*(ws.close() for ws in self.held), return_exceptions=True)
+
+
+async def client_main(spec: ClientArgs) -> None:
+    """ready, wait for go, run, print the result, wait for end, tear down."""
+    stdin = StdinLines(asyncio.get_running_loop())
+    load = Load(spec)
+    await load.setup()
+    _emit("ready")
+    if await stdin.next() == "go":
+        _emit("result", await load.run())
+        await stdin.next()  # "end" (or EOF: the parent is gone)
+    await load.teardown()
+
+
+# --- the orchestrator -----------------------------------------------------------------
+
+
+class Children:
+    """Every child process this run starts; all stopped at the end, whatever happens."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        wrapped = [sys.executable, str(Path(__file__).resolve()), "--exec", *argv]
+        proc = subprocess.Popen(wrapped, text=True, start_new_session=True, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+        deadline = time.monotonic() + 20
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for proc in self.procs:
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+        self.procs.clear()
+
+
+class ClientProc:
+    """One load-generator process and its stdout lines (read by a thread, bounded waits)."""
+
+    def __init__(self, children: Children, argv: list[str]) -> None:
+        self.proc = children.start(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(ROOT)
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put("")
+
+    def expect(self, kind: str, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(f"client: no {kind!r} within {timeout:.0f}s") from None
+            if not line:
+                raise RuntimeError(f"client exited ({self.proc.poll()}) before {kind!r}")
+            head, _, payload = line.partition(" ")
+            if head == kind:
+                return json.loads(payload) if payload else None
+
+    def say(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+
+    def finish(self) -> None:
+        self.say("end")
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@dataclass
+class Server:
+    """One server under test, as a child process."""
+
+    kind: str
+    proc: subprocess.Popen[str]
+    port: int
+    admin_port: int | None
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"ws://{HOST}:{self.port}/ws"
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        ports = [self.port] + ([self.admin_port] if self.admin_port else [])
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.kind} server exited {self.proc.returncode}:\n{self.tail()}"
+                )
+            try:
+                for port in ports:
+                    with socket.create_connection((HOST, port), timeout=0.5):
+                        pass
+                if self.admin_port is None or http_get(self.admin("/healthz"))[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.kind} server not ready in {timeout:.0f}s:\n{self.tail()}")
+
+    def admin(self, path: str) -> str:
+        return f"http://{HOST}:{self.admin_port}{path}"
+
+    def slots_held(self) -> int | None:
+        if self.admin_port is None:
+            return 0
+        try:
+            status, body = http_get(self.admin("/debug/state"))
+            return int(json.loads(body)["root"]["slots_held"]) if status == 200 else None
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def quiesce(self, timeout: float = 10.0) -> None:
+        """Wait until no slot is held (supervised) and let the server settle."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.slots_held() != 0:
+            time.sleep(0.05)
+        time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def start_server(kind: str, children: Children, compression: str, logdir: Path) -> Server:
+    port = free_port()
+    log = logdir / f"{kind}-{port}.log"
+    with log.open("w") as out:
+        if kind == "bare":
+            argv = [sys.executable, str(Path(__file__).resolve()), "--serve-bare"]
+            argv += ["--port", str(port), "--compression", compression]
+            proc = children.start(argv, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT))
+            return Server(kind, proc, port, None, log)
+        admin_port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WS_SUPERVISOR_")}
+        env.update(
+            {
+                "WS_SUPERVISOR_SERVER_HOST": HOST,
+                "WS_SUPERVISOR_SERVER_PORT": str(port),
+                "WS_SUPERVISOR_ADMIN_PORT": str(admin_port),
+                "WS_SUPERVISOR_SERVER_COMPRESSION": compression,
+                "WS_SUPERVISOR_QUOTA_MAX_MANAGERS_PER_USER": "1000",
+                "WS_SUPERVISOR_QUOTA_NODE_MAX_MANAGERS": "20000",
+                "WS_SUPERVISOR_THRESHOLDS_EMERGENCY_ACTION": "none",
+                "WS_SUPERVISOR_LOGGING_LEVEL": "WARNING",
+            }
+        )
+        argv = [*supervisor_command(), "serve", "--profile", "ci"]
+        proc = children.start(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
+        return Server(kind, proc, port, admin_port, log)
+
+
+@dataclass
+class Settings:
+    """Durations and sizes of one benchmark run."""
+
+    rounds: int
+    churn_seconds: float
+    throughput_seconds: float
+    rtt_samples: int
+    idle_connections: int
+    warmup_seconds: float
+    client_procs: int
+    compression: str
+
+
+@dataclass
+class Probe:
+    """The server process at one moment."""
+
+    cpu: float
+    rss_kib: int
+    threads: int
+
+    @classmethod
+    def read(cls, pid: int) -> Probe:
+        status = proc_status(pid)
+        return cls(cpu_seconds(pid), status.get("VmRSS", 0), status.get("Threads", 0))
+
+
+def run_scenario(
+    children: Children,
+    server: Server,
+    settings: Settings,
+    scenario: str,
+    *,
+    procs: int = 1,
+    concurrency: int = 1,
+    duration: float = 0.0,
+) -> tuple[list[dict[str, Any]], Probe, Probe]:
+    """Run one scenario in ``procs`` client processes; (their results, probe before, after)."""
+    script = str(Path(__file__).resolve())
+    clients: list[ClientProc] = []
+    for index in range(procs):
+        share = concurrency // procs + (1 if index < concurrency % procs else 0)
+        argv = [sys.executable, script, "--client", scenario, "--url", server.url]
+        argv += ["--compression", settings.compression, "--concurrency", str(share)]
+        argv += ["--duration", str(duration), "--samples", str(settings.rtt_samples)]
+        argv += ["--connections", str(settings.idle_connections // procs)]
+        argv += ["--tag", f"{scenario}{index}"]
+        clients.append(ClientProc(children, argv))
+    try:
+        for client in clients:
+            client.expect("ready", 60)
+        before = Probe.read(server.proc.pid)
+        for client in clients:
+            client.say("go")
+        bound = duration + settings.rtt_samples * 0.1 + settings.idle_connections * 0.05 + 60
+        results = [client.expect("result", bound) for client in clients]
+        after = Probe.read(server.proc.pid)
+    finally:
+        for client in clients:
+            client.finish()
+    return results, before, after
+
+
+def _errors(results: list[dict[str, Any]]) -> int:
+    return sum(sum(result.get("errors", {}).values()) for result in results)
+
+
+def bench_one(
+    kind: str, children: Children, settings: Settings, logdir: Path
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Start one server, run every scenario against it, stop it: (metrics, latency samples)."""
+    server = start_server(kind, children, settings.compression, logdir)
+    metrics: dict[str, float] = {}
+    samples: dict[str, list[float]] = {}
+    try:
+        server.wait_ready()
+        pid = server.proc.pid
+        metrics["rss_idle_mib"] = Probe.read(pid).rss_kib / 1024
+        run_scenario(
+            children, server, settings, "churn", concurrency=10, duration=settings.warmup_seconds
+        )
+        server.quiesce()
+
+        results, before, after = run_scenario(children, server, settings, "memory")
+        opened = sum(int(result["opened"]) for result in results)
+        metrics["rss_kib_per_conn"] = (after.rss_kib - before.rss_kib) / max(1, opened)
+        metrics["threads_with_idle_conns"] = after.threads
+        metrics["idle_conns_opened"] = opened
+        server.quiesce()
+
+        results, before, after = run_scenario(
+            children,
+            server,
+            settings,
+            "churn",
+            procs=settings.client_procs,
+            concurrency=50,
+            duration=settings.churn_seconds,
+        )
+        latencies = [value for result in results for value in result["latencies"]]
+        elapsed = max(float(result["elapsed"]) for result in results)
+        metrics["conns_per_s"] = len(latencies) / elapsed
+        metrics["connect_p50_ms"] = percentile(latencies, 50) * 1000
+        metrics["connect_p99_ms"] = percentile(latencies, 99) * 1000
+        metrics["cpu_ms_per_conn"] = (after.cpu - before.cpu) / max(1, len(latencies)) * 1000
+        metrics["churn_errors"] = _errors(results)
+        samples["connect_ms"] = [value * 1000 for value in latencies]
+        server.quiesce()
+
+        results, before, after = run_scenario(
+            children,
+            server,
+            settings,
+            "throughput",
+            procs=settings.client_procs,
+            concurrency=100,
+            duration=settings.throughput_seconds,
+        )
+        messages = sum(int(result["messages"]) for result in results)
+        elapsed = max(float(result["elapsed"]) for result in results)
+        metrics["msgs_per_s"] = messages / elapsed
+        metrics["cpu_us_per_msg"] = (after.cpu - before.cpu) / max(1, messages) * 1e6
+        metrics["throughput_errors"] = _errors(results)
+        server.quiesce()
+
+        results, before, after = run_scenario(children, server, settings, "rtt")
+        rtts = [value for result in results for value in result["rtts"]]
+        metrics["rtt_p50_us"] = percentile(rtts, 50) * 1e6
+        metrics["rtt_p99_us"] = percentile(rtts, 99) * 1e6
+        samples["rtt_us"] = [value * 1e6 for value in rtts]
+    finally:
+        server.stop()
+    return metrics, samples
+
+
+# (key, label, the better direction); the table's rows, in order
+METRICS: list[tuple[str, str, str]] = [
+    ("conns_per_s", "churn: connections/s", "higher"),
+    ("connect_p50_ms", "churn: connect->welcome p50 (ms)", "lower"),
+    ("connect_p99_ms", "churn: connect->welcome p99 (ms)", "lower"),
+    ("cpu_ms_per_conn", "churn: server CPU per connection (ms)", "lower"),
+    ("msgs_per_s", "throughput: echo round trips/s", "higher"),
+    ("cpu_us_per_msg", "throughput: server CPU per message (us)", "lower"),
+    ("rtt_p50_us", "idle: echo round trip p50 (us)", "lower"),
+    ("rtt_p99_us", "idle: echo round trip p99 (us)", "lower"),
+    ("rss_kib_per_conn", "memory: server RSS per idle connection (KiB)", "lower"),
+    ("threads_with_idle_conns", "memory: server threads with the idle connections", "lower"),
+    ("rss_idle_mib", "memory: server RSS at start (MiB)", "lower"),
+    ("churn_errors", "churn: client errors", "lower"),
+    ("throughput_errors", "throughput: client errors", "lower"),
+]
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if value == int(value):
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def summarize(per_round: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Medians over rounds, and supervised/bare ratios."""
+    medians: dict[str, dict[str, float]] = {}
+    for kind, rounds in per_round.items():
+        medians[kind] = {
+            key: statistics.median(r[key] for r in rounds) for key in rounds[0] if rounds
+        }
+    ratios: dict[str, float] = {}
+    for key, _, _ in METRICS:
+        bare, supervised = medians["bare"].get(key), medians["supervised"].get(key)
+        if bare and supervised is not None:
+            ratios[key] = supervised / bare
+    return {**medians, "ratios": ratios}
+
+
+def table(summary: dict[str, dict[str, float]]) -> str:
+    rows = [("metric", "bare", "supervised", "ratio s/b", "better")]
+    for key, label, better in METRICS:
+        bare, sup = summary["bare"].get(key), summary["supervised"].get(key)
+        if bare is None or sup is None:
+            continue
+        ratio = summary["ratios"].get(key)
+        rows.append(
+            (label, _fmt(bare), _fmt(sup), "n/a" if ratio is None else f"{ratio:.2f}x", better)
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        if index == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def matplotlib_available() -> bool:
+    try:
+        import matplotlib  # type: ignore[import-not-found, unused-ignore]  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+def plot(path: Path, samples: dict[str, dict[str, list[float]]]) -> None:
+    """CDFs of connect latency and idle round trip, bare vs supervised."""
+    import matplotlib  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
+
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = [("connect_ms", "churn: connect -> welcome (ms)"), ("rtt_us", "idle echo RTT (us)")]
+    for axis, (key, title) in zip(axes, panels, strict=True):
+        for kind in ("bare", "supervised"):
+            values = sorted(samples[kind].get(key, []))
+            if values:
+                fractions = [(i + 1) / len(values) for i in range(len(values))]
+                axis.plot(values, fractions, label=kind)
+        axis.set_xscale("log")
+        axis.set_title(title)
+        axis.set_ylabel("fraction <= x")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def websockets_version() -> str:
+    try:
+        return importlib.metadata.version("websockets")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        return "not installed"
+
+
+def orchestrate(args: argparse.Namespace) -> int:
+    if args.plot and not matplotlib_available():
+        print(
+            "bench: --plot needs matplotlib, which is not installed in this environment "
+            "(pip install matplotlib into .venv; it is not a project dependency)",
+            file=sys.stderr,
+        )
+        return EXIT_NO_MATPLOTLIB
+    settings = Settings(
+        rounds=1 if args.quick else args.rounds,
+        churn_seconds=args.duration or (3.0 if args.quick else 10.0),
+        throughput_seconds=args.duration or (3.0 if args.quick else 10.0),
+        rtt_samples=150 if args.quick else 500,
+        idle_connections=args.connections or (300 if args.quick else 1000),
+        warmup_seconds=0.5 if args.quick else 1.0,
+        client_procs=args.client_procs or max(1, min(4, (os.cpu_count() or 2) // 2)),
+        compression=args.compression,
+    )
+    children = Children()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    per_round: dict[str, list[dict[str, float]]] = {"bare": [], "supervised": []}
+    samples: dict[str, dict[str, list[float]]] = {"bare": {}, "supervised": {}}
+    started = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory(prefix="ws-bench-") as logdir:
+            for number in range(settings.rounds):
+                order = ("bare", "supervised") if number % 2 == 0 else ("supervised", "bare")
+                for kind in order:
+                    print(f"== round {number + 1}/{settings.rounds}: {kind}", file=sys.stderr)
+                    metrics, found = bench_one(kind, children, settings, Path(logdir))
+                    per_round[kind].append(metrics)
+                    for key, values in found.items():
+                        samples[kind].setdefault(key, []).extend(values)
+                    shown = ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
+                    print(f"   {shown}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        children.stop_all()
+    summary = summarize(per_round)
+    print()
+    print(
+        f"ws-supervisor vs bare websockets, {settings.rounds} round(s), median; "
+        f"compression={settings.compression}, {os.cpu_count()} CPUs, "
+        f"{settings.client_procs} client process(es), took {time.monotonic() - started:.0f}s"
+    )
+    print(table(summary))
+    print("ratio = supervised / bare; 'better' says which direction is the good one.")
+    if args.json:
+        meta = {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "websockets": websockets_version(),
+            "platform": platform.platform(),
+            "rounds": settings.rounds,
+            "durations": {
+                "churn_seconds": settings.churn_seconds,
+                "throughput_seconds": settings.throughput_seconds,
+                "rtt_samples": settings.rtt_samples,
+                "idle_connections": settings.idle_connections,
+                "warmup_seconds": settings.warmup_seconds,
+            },
+            "client_procs": settings.client_procs,
+            "compression": settings.compression,
+            "command": shlex.join(sys.argv),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        document = {**summary, "meta": meta, "rounds": per_round}
+        Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+    if args.plot:
+        plot(Path(args.plot), samples)
+        print(f"latency CDFs written to {args.plot}")
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--quick", action="store_true", help="1 round, short runs (< 60 s)")
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds per timed scenario")
+    parser.add_argument("--connections", type=int, default=0, help="idle connections (memory)")
+    parser.add_argument("--compression", choices=("deflate", "none"), default="deflate")
+    parser.add_argument("--client-procs", type=int, default=0, help="load generator processes")
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--plot", metavar="FILE.png", help="latency CDFs (needs matplotlib)")
+    internal = parser.add_argument_group("internal modes")
+    internal.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    internal.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    internal.add_argument("--max-seconds", type=float, default=3600.0, help=argparse.SUPPRESS)
+    internal.add_argument(
+        "--client", choices=("churn", "throughput", "rtt", "memory"), help=argparse.SUPPRESS
+    )
+    internal.add_argument("--url", default="", help=argparse.SUPPRESS)
+    internal.add_argument("--concurrency", type=int, default=1, help=argparse.SUPPRESS)
+    internal.add_argument("--samples", type=int, default=500, help=argparse.SUPPRESS)
+    internal.add_argument("--tag", default="bench", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    return args
+
+
+def _run_bounded(coroutine: Any, seconds: float) -> None:
+    async def bounded() -> None:
+        await asyncio.wait_for(coroutine, seconds)
+
+    asyncio.run(bounded())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["--exec"]:
+        exec_child(arguments[1:])
+    args = parse_args(arguments)
+    if args.serve_bare:
+        asyncio.run(bare_server(args.port, args.compression, args.max_seconds))
+        return 0
+    if args.client:
+        spec = ClientArgs(
+            scenario=args.client,
+            url=args.url,
+            compression=args.compression,
+            concurrency=args.concurrency,
+            duration=args.duration,
+            samples=args.samples,
+            connections=args.connections,
+            tag=args.tag,
+        )
+        hard = args.duration + args.samples * 0.1 + args.connections * 0.1 + 300
+        _run_bounded(client_main(spec), hard)
+        return 0
+    return orchestrate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""``scripts/bench.py --quick`` runs end to end and writes its JSON (the tool works; no speed is
+asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "scripts" / "bench.py"
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+
+POSITIVE = (
+    "conns_per_s",
+    "connect_p50_ms",
+    "connect_p99_ms",
+    "cpu_ms_per_conn",
+    "msgs_per_s",
+    "cpu_us_per_msg",
+    "rtt_p50_us",
+    "rtt_p99_us",
+    "rss_idle_mib",
+    "threads_with_idle_conns",
+)
+
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="the benchmark reads /proc (Linux)"
+)
+
+
+@pytest.mark.timeout(120)
+def test_a_quick_bench_writes_figures_for_both_servers(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    argv = [PYTHON, str(BENCH), "--quick", "--json", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=110, cwd=ROOT, check=False)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    data: dict[str, Any] = json.loads(out.read_text())
+    assert {"bare", "supervised", "ratios", "meta"} <= data.keys()
+    for kind in ("bare", "supervised"):
+        for key in POSITIVE:
+            value = data[kind][key]
+            assert isinstance(value, int | float) and math.isfinite(value) and value > 0, (
+                kind,
+                key,
+            )
+        assert math.isfinite(data[kind]["rss_kib_per_conn"])
+        assert data[kind]["idle_conns_opened"] == data["meta"]["durations"]["idle_connections"]
+    for key in ("conns_per_s", "msgs_per_s", "rtt_p50_us"):
+        assert data["ratios"][key] > 0
+    assert data["meta"]["rounds"] == 1 and data["meta"]["cpu_count"] >= 1
+    assert "ratio" in done.stdout and "supervised" in done.stdout
