@@ -58,6 +58,9 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(run())
     except ForcedExit:
         return EXIT_FORCED
+    except OSError as error:  # a listener that cannot bind: the port is taken, say so
+        print(f"ws-supervisor serve: cannot start: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 

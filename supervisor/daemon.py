@@ -102,10 +102,10 @@ class Daemon:
         """Start, run until asked to stop, then drain; raises :class:`ForcedExit`."""
         self._stopping = asyncio.Event()
         self._forced = asyncio.Event()
-        await self.startup()
-        if on_ready is not None:
-            on_ready(self)
         try:
+            await self.startup()  # a failure here still stops what did start
+            if on_ready is not None:
+                on_ready(self)
             await self._stopping.wait()
         finally:
             await self.shutdown()

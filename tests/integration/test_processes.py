@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -217,3 +218,20 @@ async def test_sigusr1_writes_the_state_and_the_stacks_and_a_second_sigint_force
         assert "thread MainThread" in output and "second SIGINT" in output
     finally:
         proc.kill()
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = DaemonProcess(
+            ROOT / "config" / "ci.toml", env={"WS_SUPERVISOR_SERVER_PORT": str(port)}
+        )
+        try:
+            assert proc.wait(20) == 2
+            output = proc.output()
+        finally:
+            proc.kill()
+    assert "cannot start" in output and "address already in use" in output
+    assert "Traceback" not in output
