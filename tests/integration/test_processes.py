@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import socket
@@ -235,3 +236,28 @@ def test_serve_on_a_port_in_use_says_so_in_one_line_and_exits_2(tmp_path: Path) 
             proc.kill()
     assert "cannot start" in output and "address already in use" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("env", "path"),
+    [({}, "auth.secret_env"), ({"WS_SUPERVISOR_AUTH_MODE": "query"}, "auth.mode")],
+    ids=["no-jwt-secret", "query-auth"],
+)
+def test_production_refuses_to_start_without_a_jwt_secret_or_with_query_auth(
+    env: dict[str, str], path: str
+) -> None:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("WS_SUPERVISOR_") and k != "WSS_JWT_SECRET"
+    }
+    result = subprocess.run(
+        [CLI, "serve", "--profile", "production"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert path in result.stderr and "Traceback" not in result.stderr
