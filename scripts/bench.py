@@ -25,17 +25,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import importlib.metadata
 import json
 import math
 import os
 import platform
 import queue
-import resource
 import secrets
 import shlex
-import shutil
 import signal
 import socket
 import statistics
@@ -45,8 +42,6 @@ import tempfile
 import threading
 import time
 import tomllib
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,32 +50,22 @@ from types import FrameType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
+from _toolkit import (  # scripts/ is on sys.path when run as a script
+    HOST,
+    ROOT,
+    exec_child,
+    free_port,
+    http_get,
+    percentile,
+    supervisor_command,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 EXIT_NO_MATPLOTLIB = 2
 
 # --- small shared helpers ------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile (``pct`` in 0..100); NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -113,40 +98,6 @@ def keepalive_settings() -> tuple[float, float, int]:
         )
     except (OSError, KeyError, ValueError, tomllib.TOMLDecodeError):
         return 1.0, 1.0, 1 << 20
-
-
-def exec_child(argv: list[str]) -> None:
-    """``--exec CMD...``: die with the parent (SIGTERM), allow many sockets, exec CMD."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG; survives exec
-    raise_fd_limit()
-    os.execvp(argv[0], argv)
-
-
-def raise_fd_limit() -> None:
-    """Let this process hold as many sockets as the hard limit allows."""
-    with contextlib.suppress(ValueError, OSError):
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
-    """GET ``url``: (status, body)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def supervisor_command() -> list[str]:
-    """How to run ``ws-supervisor``: the venv's entry point, else PATH, else the module."""
-    venv = ROOT / ".venv" / "bin" / "ws-supervisor"
-    if venv.exists():
-        return [str(venv)]
-    found = shutil.which("ws-supervisor")
-    return [found] if found else [sys.executable, "-m", "supervisor.cli"]
 
 
 # --- the bare server ------------------------------------------------------------------

@@ -24,25 +24,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import math
 import os
 import random
-import resource
 import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import tomllib
-import urllib.error
-import urllib.request
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,11 +46,19 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+from _toolkit import (  # scripts/ is on sys.path when run as a script
+    HOST,
+    ROOT,
+    exec_child,
+    free_port,
+    http_get,
+    percentile,
+    raise_fd_limit,
+    supervisor_command,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 SAMPLE_EVERY = 0.2
@@ -65,51 +68,6 @@ THREAD_ALLOWANCE = 10
 # --- small helpers --------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile (``pct`` in 0..100); NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-def raise_fd_limit() -> None:
-    with contextlib.suppress(ValueError, OSError):
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def exec_child(argv: list[str], death_signal: int) -> None:
-    """``--exec CMD...``: get ``death_signal`` when the parent dies, allow many sockets, exec.
-
-    Client processes get SIGKILL (a frozen one ignores anything else until
-    continued); the daemon gets SIGTERM, so that it drains.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, death_signal)  # PR_SET_PDEATHSIG; survives exec
-    raise_fd_limit()
-    os.execvp(argv[0], argv)
-
-
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
-    """GET ``url``: (status, body)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 def ci_profile() -> dict[str, Any]:
     """config/ci.toml as data ({} if it cannot be read)."""
     try:
@@ -117,14 +75,6 @@ def ci_profile() -> dict[str, Any]:
             return tomllib.load(file)
     except (OSError, tomllib.TOMLDecodeError):
         return {}
-
-
-def supervisor_command() -> list[str]:
-    venv = ROOT / ".venv" / "bin" / "ws-supervisor"
-    if venv.exists():
-        return [str(venv)]
-    found = shutil.which("ws-supervisor")
-    return [found] if found else [sys.executable, "-m", "supervisor.cli"]
 
 
 def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
