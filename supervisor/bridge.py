@@ -23,9 +23,12 @@ from websockets.exceptions import ConnectionClosed
 from actors.ports import Admission, ConnectionHandle
 from supervisor.codes import CloseCode
 from supervisor.context import UserExecutionContext
+from supervisor.policies.limits import InboundRateLimit
 from supervisor.tree import SupervisionTree
 
 __all__ = [
+    "DEFAULT_MAX_OUTBOUND_QUEUE",
+    "SHED_GRACE",
     "Keepalive",
     "WebSocketPort",
     "admit",
@@ -83,30 +86,65 @@ async def off_loop(function: Callable[[], T]) -> T:
     return await future
 
 
+DEFAULT_MAX_OUTBOUND_QUEUE = 1000
+"""Frames a :class:`WebSocketPort` holds for its writer by default (as ``[limits]``)."""
+
+SHED_GRACE = 1.0
+"""Seconds a shed connection's close may take before its TCP connection is aborted."""
+
+
 class WebSocketPort:
     """A websockets connection as a :class:`~actors.ports.Port`.
 
     ``send_text`` and ``close`` run on actor threads: they queue and wake the
     loop once per batch (not once per frame). :meth:`run` is the connection's
     writer task on the loop; frames go out in order, then the close.
+
+    At most ``max_outbound_queue`` frames wait for the writer: beyond that
+    the reader is too slow (or stalled), the waiting frames are dropped and
+    the connection is shed with 4004 (:meth:`shed`).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, connection: ServerConnection) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        connection: ServerConnection,
+        max_outbound_queue: int = DEFAULT_MAX_OUTBOUND_QUEUE,
+    ) -> None:
+        if max_outbound_queue < 1:
+            raise ValueError(f"max_outbound_queue must be >= 1, got {max_outbound_queue!r}")
         self._loop = loop
         self._connection = connection
+        self.max_outbound_queue = max_outbound_queue
         self._lock = threading.Lock()
         self._pending: collections.deque[str] = collections.deque()
         self._close: tuple[int, str] | None = None
+        self._shed: tuple[int, str] | None = None
+        self._shed_task: asyncio.Task[None] | None = None
         self._scheduled = False
         self._wakeup = asyncio.Event()
 
+    @property
+    def shed_code(self) -> int | None:
+        """The close code the connection was shed with (4004, 1008), or None."""
+        return None if self._shed is None else self._shed[0]
+
     def send_text(self, text: str) -> None:
-        """Any thread: queue one frame."""
+        """Any thread: queue one frame; past ``max_outbound_queue`` shed with 4004."""
+        overflow = False
         with self._lock:
+            if self._shed is not None:
+                return
             self._pending.append(text)
+            if len(self._pending) > self.max_outbound_queue:
+                overflow = True
+                self._pending.clear()
+                self._shed = (int(CloseCode.SLOW_CONSUMER), "slow consumer")
             wake = not self._scheduled
             self._scheduled = True
-        if wake:
+        if overflow:
+            self._call_soon(self._start_shed)
+        elif wake:
             self._call_soon(self._wakeup.set)
 
     def close(self, code: int, reason: str) -> None:
@@ -115,6 +153,38 @@ class WebSocketPort:
             if self._close is None:
                 self._close = (code, reason[:120])
         self._call_soon(self._wakeup.set)
+
+    def shed(self, code: int, reason: str) -> None:
+        """Loop: close now, dropping the queued frames; abort if the close stalls.
+
+        The close gets :data:`SHED_GRACE` seconds; a peer that does not read
+        (its TCP window full) cannot hold it up longer: the TCP connection is
+        then aborted, which ends the writer and frees the slot.
+        """
+        with self._lock:
+            if self._shed is not None:
+                return
+            self._pending.clear()
+            self._shed = (code, reason[:120])
+        self._start_shed()
+
+    async def wait_shed(self) -> None:
+        """Loop: wait for a shed close (bounded by :data:`SHED_GRACE`), if one started."""
+        if self._shed_task is not None:
+            await asyncio.shield(self._shed_task)
+
+    def _start_shed(self) -> None:  # on the loop
+        self._wakeup.set()  # an idle writer sees the shed and ends
+        if self._shed_task is None and self._shed is not None:
+            self._shed_task = asyncio.ensure_future(self._close_or_abort(*self._shed))
+
+    async def _close_or_abort(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self._connection.close(code, reason), SHED_GRACE)
+        except ConnectionClosed:
+            pass
+        except TimeoutError:
+            self._connection.transport.abort()
 
     def _call_soon(self, callback: Any) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: the process is ending
@@ -128,15 +198,17 @@ class WebSocketPort:
             return batch, self._close
 
     async def run(self) -> None:
-        """Loop: the writer task; ends when the connection closes."""
+        """Loop: the writer task; ends when the connection closes or is shed."""
         try:
-            while True:
+            while self._shed is None:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 batch, close = self._take()
                 for text in batch:
+                    if self._shed is not None:
+                        return  # the shed task closes the connection
                     await self._connection.send(text)
-                if close is not None:
+                if close is not None and self._shed is None:
                     await self._connection.close(*close)
                     return
         except ConnectionClosed:
@@ -218,11 +290,14 @@ async def serve_connection(
     handle: ConnectionHandle,
     port: WebSocketPort,
     alive: Keepalive | None = None,
+    inbound: InboundRateLimit | None = None,
 ) -> None:
     """Loop: greet, carry frames to the manager until the connection ends, free the slot.
 
     ``ConnectionClosed`` never escapes (a traceback per dropped connection
-    would slow a disconnect storm); the slot is freed however it ends.
+    would slow a disconnect storm); the slot is freed however it ends. A
+    client over its ``inbound`` rate is shed with 1008 (the frame over the
+    rate is not delivered).
     """
     writer: asyncio.Task[None] | None = None
     pinger = None if alive is None else asyncio.create_task(keepalive(connection, handle, alive))
@@ -230,6 +305,9 @@ async def serve_connection(
         await connection.send(welcome_frame(handle.context))
         writer = asyncio.create_task(port.run())  # after the welcome: nothing overtakes it
         async for message in connection:
+            if inbound is not None and not inbound.allow():
+                port.shed(int(CloseCode.POLICY), "message rate exceeded")
+                break
             if isinstance(message, str):
                 handle.deliver(message)
             else:
@@ -237,9 +315,10 @@ async def serve_connection(
     except ConnectionClosed:
         pass
     finally:
-        handle.closed(connection.close_code)
+        handle.closed(connection.close_code if port.shed_code is None else port.shed_code)
         if pinger is not None:
             pinger.cancel()
         if writer is not None:
             port.close(int(CloseCode.NORMAL), "")
             await writer
+        await port.wait_shed()

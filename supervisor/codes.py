@@ -30,3 +30,5 @@ class CloseCode(enum.IntEnum):
     """Closed to make room: evicted at quota, or shed at an emergency level."""
     IDLE_TIMEOUT = 4003
     """No longer live: idle past the idle timeout, or keepalive missed."""
+    SLOW_CONSUMER = 4004
+    """The client read too slowly: more frames waited to be written than allowed."""

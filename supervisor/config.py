@@ -9,6 +9,7 @@ environment overrides live in :mod:`supervisor.configload`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ __all__ = [
     "CriticalAction",
     "EmergencyAction",
     "JwtAlgorithm",
+    "LimitsConfig",
     "LogLevel",
     "LoggingConfig",
     "PoolConfig",
@@ -36,6 +38,7 @@ __all__ = [
     "ServerConfig",
     "ThresholdsConfig",
     "TimeoutsConfig",
+    "parse_origins",
     "threshold_order_problem",
 ]
 
@@ -94,6 +97,26 @@ def _ws_path() -> _Validator:
     return _check(lambda v: v.startswith("/"), "must start with '/'")
 
 
+_ORIGIN_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s,]+")
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """The allowed Origin values in ``text`` (comma-separated); () means any origin."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _origins_ok(text: str) -> bool:
+    if not text.strip():
+        return True
+    return all(_ORIGIN_RE.fullmatch(item.strip()) for item in text.split(","))
+
+
+def _origins() -> _Validator:
+    return _check(
+        _origins_ok, "must be empty or comma-separated origins like 'https://app.example.com'"
+    )
+
+
 def _not_reserved_env() -> _Validator:
     return _check(
         lambda v: not v.startswith("WS_SUPERVISOR_"),
@@ -119,6 +142,12 @@ class ServerConfig:
     max_message_size: int = attrs.field(default=1_048_576, validator=_at_least(1))
     admission_timeout: float = attrs.field(default=5.0, validator=_positive())
     drain_timeout: float = attrs.field(default=10.0, validator=_positive())
+    origins: str = attrs.field(default="", validator=_origins())
+
+    @property
+    def allowed_origins(self) -> tuple[str, ...] | None:
+        """The Origin allow-list parsed from ``origins``; None when any origin is allowed."""
+        return parse_origins(self.origins) or None
 
 
 @attrs.frozen
@@ -232,6 +261,27 @@ class TimeoutsConfig:
 
 
 @attrs.frozen
+class LimitsConfig:
+    """Limits that hold under abuse (see :mod:`supervisor.policies.limits`).
+
+    Handshakes: ``handshakes_per_second_per_address`` with bursts of
+    ``handshake_burst_per_address`` from one client address (429 beyond),
+    at most ``max_concurrent_handshakes`` in progress (503 beyond), each done
+    within ``open_timeout`` seconds. Per connection: ``messages_per_second``
+    inbound with bursts of ``message_burst`` (1008 beyond), and at most
+    ``max_outbound_queue`` frames waiting to be written (4004 beyond).
+    """
+
+    handshakes_per_second_per_address: float = attrs.field(default=20.0, validator=_positive())
+    handshake_burst_per_address: int = attrs.field(default=40, validator=_at_least(1))
+    max_concurrent_handshakes: int = attrs.field(default=1000, validator=_at_least(1))
+    open_timeout: float = attrs.field(default=10.0, validator=_positive())
+    messages_per_second: float = attrs.field(default=50.0, validator=_positive())
+    message_burst: int = attrs.field(default=100, validator=_at_least(1))
+    max_outbound_queue: int = attrs.field(default=1000, validator=_at_least(1))
+
+
+@attrs.frozen
 class LoggingConfig:
     """Log level and whether lines are JSON."""
 
@@ -253,4 +303,5 @@ class Config:
     cleanup: CleanupConfig = attrs.field(factory=CleanupConfig)
     pool: PoolConfig = attrs.field(factory=PoolConfig)
     timeouts: TimeoutsConfig = attrs.field(factory=TimeoutsConfig)
+    limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)

@@ -1,9 +1,13 @@
 """The WebSocket front: identify, admit before the upgrade, then carry frames.
 
-Runs entirely on the event loop. The handshake is answered 404 (wrong path),
-401 (authentication), 400 (a bad thread id), 429 with ``Retry-After`` (quota
-full) or 503 (the node at emergency, or no answer in time) before any
-upgrade, so a refused client never holds a slot.
+Runs entirely on the event loop. The handshake is answered, in this order,
+429 with ``Retry-After`` (too many handshakes from the client's address),
+404 (wrong path), 403 (an Origin not in ``[server] origins``), 503 (too many
+handshakes in progress), 401 (authentication), 400 (a bad thread id), 429
+with ``Retry-After`` (quota full) or 503 (the node at emergency, or no answer
+in time) before any upgrade, so a refused client never holds a slot. The
+limits' decisions live in :mod:`supervisor.policies.limits`; this module only
+carries them out.
 """
 
 from __future__ import annotations
@@ -11,17 +15,22 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import math
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import InvalidHandshake
 from websockets.http11 import Request, Response
+from websockets.typing import Origin
 
 from actors.ports import ConnectionHandle
 from supervisor.auth import Authenticator
 from supervisor.bridge import Keepalive, WebSocketPort, admit, serve_connection
+from supervisor.clock import Clock, SystemClock
 from supervisor.config import Config
 from supervisor.context import UserExecutionContext
 from supervisor.errors import AuthError, InvalidIdError
+from supervisor.policies.limits import AddressLimiter, ConcurrencyGate, InboundRateLimit
 from supervisor.tree import SupervisionTree
 
 __all__ = ["WebSocketFront"]
@@ -38,21 +47,38 @@ _REFUSALS = {
 class WebSocketFront:
     """The public listener of the daemon (``[server]``)."""
 
-    def __init__(self, config: Config, tree: SupervisionTree, auth: Authenticator) -> None:
+    def __init__(
+        self,
+        config: Config,
+        tree: SupervisionTree,
+        auth: Authenticator,
+        clock: Clock | None = None,
+    ) -> None:
         self.config = config
         self.tree = tree
         self.auth = auth
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        limits = config.limits
+        self.handshake_rate = AddressLimiter(
+            limits.handshakes_per_second_per_address,
+            limits.handshake_burst_per_address,
+            clock=self.clock,
+        )
+        self.handshakes = ConcurrencyGate(limits.max_concurrent_handshakes)
         self._admitted: dict[ServerConnection, tuple[ConnectionHandle, WebSocketPort]] = {}
         self.server: Server | None = None
 
     async def start(self) -> None:
         """Bind the listener."""
         server = self.config.server
+        origins = server.allowed_origins
         self.server = await serve(
             self._handler,
             server.host,
             server.port,
             process_request=self._process_request,
+            origins=None if origins is None else [Origin(o) for o in origins],
+            open_timeout=self.config.limits.open_timeout,
             ping_interval=None,  # the bridge's keepalive frees a dead peer's slot at once
             max_size=server.max_message_size,
             compression="deflate" if server.compression == "deflate" else None,
@@ -97,10 +123,34 @@ class WebSocketFront:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
+        address = _address(connection)
+        if not self.handshake_rate.allow(address):
+            wait = self.handshake_rate.retry_after(address)
+            too_many = http.HTTPStatus.TOO_MANY_REQUESTS
+            response = _respond(connection, too_many, "too many handshakes from this address")
+            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            return response
         url = urlsplit(request.path)
         if url.path != self.config.server.path:
             return _respond(connection, http.HTTPStatus.NOT_FOUND, "not found")
-        query = dict(parse_qsl(url.query))
+        try:
+            # websockets checks the Origin only after this hook: check it here, before any slot
+            connection.protocol.process_origin(request.headers)
+        except InvalidHandshake:
+            return _respond(connection, http.HTTPStatus.FORBIDDEN, "origin not allowed")
+        if not self.handshakes.try_enter():
+            return _respond(
+                connection, http.HTTPStatus.SERVICE_UNAVAILABLE, "too many handshakes in progress"
+            )
+        try:
+            return await self._authenticate_and_admit(connection, request, url.query)
+        finally:
+            self.handshakes.leave()
+
+    async def _authenticate_and_admit(
+        self, connection: ServerConnection, request: Request, raw_query: str
+    ) -> Response | None:
+        query = dict(parse_qsl(raw_query))
         try:
             user_id = self.auth.authenticate(request.headers, query)
             context = UserExecutionContext.from_websocket_request(user_id, query.get("thread_id"))
@@ -108,7 +158,9 @@ class WebSocketFront:
             return _respond(connection, http.HTTPStatus.UNAUTHORIZED, error.reason)
         except InvalidIdError as error:
             return _respond(connection, http.HTTPStatus.BAD_REQUEST, str(error))
-        port = WebSocketPort(asyncio.get_running_loop(), connection)
+        port = WebSocketPort(
+            asyncio.get_running_loop(), connection, self.config.limits.max_outbound_queue
+        )
         admission = await admit(self.tree, context, port, self.config.server.admission_timeout)
         if admission.handle is None:
             return _refuse(connection, admission.result, admission.reason, admission.retry_after)
@@ -130,9 +182,24 @@ class WebSocketFront:
         try:
             timeouts = self.config.timeouts
             alive = Keepalive(timeouts.ping_interval, timeouts.ping_timeout)
-            await serve_connection(connection, *admitted, alive)
+            limits = self.config.limits
+            inbound = InboundRateLimit(
+                limits.messages_per_second, limits.message_burst, clock=self.clock
+            )
+            await serve_connection(connection, *admitted, alive, inbound)
         finally:
             self._admitted.pop(connection, None)
+
+
+def _address(connection: ServerConnection) -> str:
+    """The client's address (its host, without the port)."""
+    try:
+        remote = connection.remote_address
+    except (AttributeError, OSError):  # pragma: no cover - a transport already gone
+        return ""
+    if isinstance(remote, tuple | list) and remote:
+        return str(remote[0])
+    return str(remote or "")
 
 
 def _respond(connection: ServerConnection, status: http.HTTPStatus, text: str) -> Response:
