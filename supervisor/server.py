@@ -133,6 +133,8 @@ class WebSocketFront:
         url = urlsplit(request.path)
         if url.path != self.config.server.path:
             return _respond(connection, http.HTTPStatus.NOT_FOUND, "not found")
+        if not is_upgrade(request):
+            return None  # websockets refuses it (400, 426) with the precise reason; no admission
         try:
             # websockets checks the Origin only after this hook: check it here, before any slot
             connection.protocol.process_origin(request.headers)
@@ -200,6 +202,23 @@ def _address(connection: ServerConnection) -> str:
     if isinstance(remote, tuple | list) and remote:
         return str(remote[0])
     return str(remote or "")
+
+
+def is_upgrade(request: Request) -> bool:
+    """True if ``request`` asks for a WebSocket upgrade (checked again, fully, by websockets).
+
+    Checked before authentication and admission, so that a request that can
+    never be upgraded never takes a slot or supersedes a live connection.
+    """
+    headers = request.headers
+    connection = ",".join(headers.get_all("Connection")).lower()
+    upgrade = ",".join(headers.get_all("Upgrade")).strip().lower()
+    return (
+        "upgrade" in (token.strip() for token in connection.split(","))
+        and upgrade == "websocket"
+        and len(headers.get_all("Sec-WebSocket-Key")) == 1
+        and headers.get("Sec-WebSocket-Version") == "13"
+    )
 
 
 def _respond(connection: ServerConnection, status: http.HTTPStatus, text: str) -> Response:
