@@ -1,0 +1,76 @@
+"""Hostile tests: a real daemon on loopback against clients that misbehave on purpose.
+
+The helpers below are shared by the hostile test modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from supervisor.daemon import Daemon
+
+__all__ = ["MISMATCHES", "all_slots_free", "http_request", "open_client", "ping_ok", "recv_json"]
+
+MISMATCHES = "ws_supervisor_thread_id_mismatches_total"
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> Any:
+    """The next frame, parsed."""
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def open_client(url: str, **kwargs: Any) -> tuple[ClientConnection, dict[str, Any]]:
+    """A connected client and its welcome frame."""
+    ws = await connect(url, open_timeout=5, **kwargs)
+    welcome = await recv_json(ws)
+    assert welcome["type"] == "welcome", welcome
+    return ws, welcome
+
+
+async def ping_ok(ws: ClientConnection) -> None:
+    """A ping round trip: the very next frame must be the pong (nothing foreign came first)."""
+    await ws.send(json.dumps({"type": "ping"}))
+    assert await recv_json(ws) == {"type": "pong"}
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+    """Poll ``predicate`` on the loop until true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(0.005)
+
+
+async def all_slots_free(daemon: Daemon) -> None:
+    """Every slot is freed and no close was ever filed under a foreign id."""
+    await wait_for(lambda: daemon.tree.ledger.total() == 0, 5.0, "every slot free")
+    assert daemon.metrics.value(MISMATCHES) == 0
+
+
+async def http_request(
+    port: int, method: str, path: str, body: bytes = b"", timeout: float = 5.0
+) -> tuple[int, bytes]:
+    """One raw HTTP/1.1 request on loopback: (status, body bytes); status 0 if none came.
+
+    No ``Content-Length`` header is sent without a body (websockets closes
+    without an answer on a request that has one).
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        length = f"Content-Length: {len(body)}\r\n" if body else ""
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{length}\r\n".encode() + body)
+        raw = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    if not raw:
+        return 0, b""
+    status_line, _, rest = raw.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
