@@ -190,7 +190,7 @@ def _rsa_public_key(file: str) -> tuple[RSAPublicKey | None, str | None]:
 
 def _options(auth: AuthConfig) -> Options:
     return {
-        "require": ["exp", "sub"] if auth.require_exp else ["sub"],
+        "require": list(auth.claims_required),
         "verify_aud": bool(auth.audience),
         "enforce_minimum_key_length": True,
     }

@@ -93,6 +93,15 @@ def _import_path() -> _Validator:
     )
 
 
+def _claim_list() -> _Validator:
+    return _check(
+        lambda v: (
+            v == "" or all(re.fullmatch(r"[a-z_][a-z0-9_]*", c.strip()) for c in v.split(","))
+        ),
+        "must be claim names separated by commas (e.g. 'iat,jti')",
+    )
+
+
 def _ws_path() -> _Validator:
     return _check(lambda v: v.startswith("/"), "must start with '/'")
 
@@ -179,6 +188,13 @@ class AuthConfig:
     issuer: str = ""
     leeway: float = attrs.field(default=0.0, validator=_at_least(0))
     require_exp: bool = True
+    required_claims: str = attrs.field(default="", validator=_claim_list())
+
+    @property
+    def claims_required(self) -> tuple[str, ...]:
+        """Every claim a token must carry: ``sub``, ``exp`` if required, then the listed ones."""
+        extra = tuple(c.strip() for c in self.required_claims.split(",") if c.strip())
+        return ("sub", *(("exp",) if self.require_exp else ()), *extra)
 
 
 @attrs.frozen

@@ -261,3 +261,18 @@ def test_production_refuses_to_start_without_a_jwt_secret_or_with_query_auth(
     )
     assert result.returncode == 2
     assert path in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_admin_listener_off_loopback_without_a_token_refuses_to_start() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WS_SUPERVISOR_")}
+    env = {**clean, "WS_SUPERVISOR_ADMIN_HOST": "0.0.0.0", "WS_SUPERVISOR_SERVER_HOST": "127.0.0.1"}
+    result = subprocess.run(
+        [CLI, "serve", "--profile", "ci"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "admin.token_env" in result.stderr and "Traceback" not in result.stderr

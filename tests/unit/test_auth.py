@@ -446,3 +446,16 @@ def test_several_problems_are_reported_at_once() -> None:
 def test_an_authenticator_in_jwt_mode_cannot_be_built_without_a_key() -> None:
     with pytest.raises(ValueError, match="from_config"):
         Authenticator(AuthConfig())
+
+
+def test_configured_required_claims_must_all_be_present() -> None:
+    authenticator = hs256(required_claims="iat, jti")
+    assert authenticator.authenticate(bearer(hs_token(claims(iat=now(), jti="j1"))), NO_QUERY)
+    assert reason_of(authenticator, bearer(hs_token(claims(iat=now())))) == (
+        "token has no 'jti' claim"
+    )
+
+
+def test_a_malformed_required_claims_list_is_a_config_error_at_its_path() -> None:
+    issues = config_issues_of({"auth": {"required_claims": "iat,,J-T-I"}})
+    assert [issue.path for issue in issues] == ["auth.required_claims"]
