@@ -81,8 +81,7 @@ class ChildKeeper:
             self._retire(child.manager, now)
 
     def _retire(self, manager: pykka.ActorRef[Any], now: float) -> None:
-        room = len(self._children.pool) + len(self._children.detaching)
-        if room < self._rt.config.pool.size:
+        if self._rt.pool.has_room(len(self._children.pool), len(self._children.detaching)):
             try:
                 manager.tell(Detach())
             except pykka.ActorDeadError:

@@ -74,7 +74,7 @@ class RootMonitorActor(DispatchingActor):
 
     def _route(self, msg: Admit) -> None:
         user_id = msg.context.user_id
-        if user_id not in self._sups and self._node_level >= Level.EMERGENCY:
+        if user_id not in self._sups and self._rt.thresholds.refuses_new_users(self._node_level):
             msg.ticket.offer(Admission("rejected_node", reason="node_emergency", retry_after=5.0))
             self._rt.observer.admission("rejected_node")
             return

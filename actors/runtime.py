@@ -11,6 +11,7 @@ from supervisor.clock import Clock
 from supervisor.config import Config
 from supervisor.observer import Observer
 from supervisor.policies.ledger import Ledger
+from supervisor.policies.pool import PoolPolicy
 from supervisor.policies.quota import QuotaPolicy
 from supervisor.policies.reaping import ReapPolicy
 from supervisor.policies.thresholds import Thresholds
@@ -34,6 +35,7 @@ class Runtime:
     quota: QuotaPolicy = attrs.field(init=False)
     reap: ReapPolicy = attrs.field(init=False)
     thresholds: Thresholds = attrs.field(init=False)
+    pool: PoolPolicy = attrs.field(init=False)
 
     @quota.default
     def _quota(self) -> QuotaPolicy:
@@ -48,6 +50,10 @@ class Runtime:
             keepalive_deadline=t.ping_interval + t.ping_timeout,
             cleanup_timeout=self.config.cleanup.emergency_cleanup_timeout,
         )
+
+    @pool.default
+    def _pool(self) -> PoolPolicy:
+        return PoolPolicy(self.config.pool.size, self.config.pool.idle_seconds)
 
     @thresholds.default
     def _thresholds(self) -> Thresholds:

@@ -248,7 +248,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
             self._stop_late_manager(msg.actor_urn)
             return
         now = self._rt.clock.monotonic()
-        if msg.reusable and len(self._children.pool) < self._rt.config.pool.size:
+        if msg.reusable and self._rt.pool.has_room(len(self._children.pool)):
             self._children.pool.append((entry[0], now))
         else:
             self._stop_manager(entry[0], now)
@@ -280,7 +280,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
                     self._rt.observer.abandoned()
                     log.warning("abandoned manager %s of user_id=%s", urn, self.user_id)
         pool = self._children.pool
-        while pool and now - pool[0][1] >= self._rt.config.pool.idle_seconds:
+        while pool and self._rt.pool.expired(pool[0][1], now):
             self._stop_manager(pool.popleft()[0], now)
         self._report()
 

@@ -63,6 +63,11 @@ class Thresholds:
             found.append(Action.SHED_IDLE)
         return tuple(found)
 
+    @staticmethod
+    def refuses_new_users(node_level: Level) -> bool:
+        """True when the node is so full that users with no connection are turned away."""
+        return node_level >= Level.EMERGENCY
+
     def below_critical(self, limit: int) -> int:
         """The largest slot count that is still below the critical level."""
         count = limit

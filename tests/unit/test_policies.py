@@ -11,6 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from supervisor.clock import ManualClock
 from supervisor.policies.ledger import AcquireResult, InMemoryLedger
+from supervisor.policies.pool import PoolPolicy
 from supervisor.policies.quota import QuotaPolicy, Verdict
 from supervisor.policies.reaping import ChildView, ReapPolicy, ReapReason
 from supervisor.policies.restart import RestartIntensity, should_restart
@@ -640,3 +641,21 @@ def test_a_refused_acquire_leaves_no_trace_of_the_user_in_the_ledger() -> None:
     assert ledger.acquire("a", "a:t1", "ws1", 1) is AcquireResult.ACQUIRED
     assert ledger.acquire("b", "b:t1", "ws2", 1) is AcquireResult.NODE_FULL
     assert ledger._slots.keys() == {"a"}
+
+
+def test_the_pool_takes_managers_up_to_its_size_counting_those_on_the_way() -> None:
+    pool = PoolPolicy(size=2, idle_seconds=30.0)
+    assert pool.has_room(0) and pool.has_room(1)
+    assert not pool.has_room(2) and not pool.has_room(1, on_the_way=1)
+    assert not PoolPolicy(size=0, idle_seconds=30.0).has_room(0)
+
+
+def test_a_pooled_manager_expires_exactly_at_its_idle_time() -> None:
+    pool = PoolPolicy(size=2, idle_seconds=30.0)
+    assert not pool.expired(idle_since=100.0, now=129.5)
+    assert pool.expired(idle_since=100.0, now=130.0)
+
+
+def test_new_users_are_refused_only_at_the_emergency_level() -> None:
+    refused = [level for level in Level if Thresholds.refuses_new_users(level)]
+    assert refused == [Level.EMERGENCY]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from supervisor.apps import EchoApp
 from supervisor.context import UserExecutionContext
 from supervisor.protocol import MAX_DEPTH, FrameError, JsonProtocol, parse_frame
 
@@ -57,18 +57,6 @@ def frames(draw: st.DrawFn) -> str:
     return text[:cut] + draw(st.text(max_size=3)) + text[cut + 1 :]
 
 
-class _EchoApp:
-    types = frozenset({"echo"})
-
-    def on_message(
-        self,
-        context: UserExecutionContext,
-        message: dict[str, Any],
-        send: Callable[[dict[str, Any]], None],
-    ) -> None:
-        send({"type": "echo", "data": message.get("data")})
-
-
 CONTEXT = UserExecutionContext.from_websocket_request("alice")
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -91,7 +79,7 @@ def test_any_text_parses_to_a_typed_dict_or_raises_a_frame_error_with_a_known_co
 @given(st.one_of(frames(), st.text()))
 def test_json_protocol_sends_exactly_one_json_answer_for_any_text(text: str) -> None:
     sent: list[str] = []
-    JsonProtocol(_EchoApp())(CONTEXT, text, sent.append)
+    JsonProtocol(EchoApp())(CONTEXT, text, sent.append)
     assert len(sent) == 1, sent
     answer = json.loads(sent[0])
     assert answer["type"] in ("pong", "echo", "error"), answer
@@ -117,7 +105,7 @@ def test_nesting_beyond_the_limit_is_too_deep_or_invalid_json_never_a_crash(
 @given(json_values)
 def test_a_valid_ping_or_echo_frame_is_answered_with_pong_or_the_same_data(data: Any) -> None:
     sent: list[str] = []
-    protocol = JsonProtocol(_EchoApp())
+    protocol = JsonProtocol(EchoApp())
     protocol(CONTEXT, json.dumps({"type": "ping"}), sent.append)
     protocol(CONTEXT, json.dumps({"type": "echo", "data": [data]}), sent.append)
     assert json.loads(sent[0]) == {"type": "pong"}
