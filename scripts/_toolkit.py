@@ -9,6 +9,7 @@ import resource
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -23,7 +24,9 @@ __all__ = [
     "http_get",
     "percentile",
     "raise_fd_limit",
+    "stop_process",
     "supervisor_command",
+    "tail_file",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,3 +86,21 @@ def supervisor_command() -> list[str]:
         return [str(venv)]
     found = shutil.which("ws-supervisor")
     return [found] if found else [sys.executable, "-m", "supervisor.cli"]
+
+
+def stop_process(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
+    """SIGTERM (a daemon drains), then SIGKILL if it is not gone within 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def tail_file(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a log file ("" if it cannot be read)."""
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""

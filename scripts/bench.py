@@ -57,7 +57,9 @@ from _toolkit import (  # scripts/ is on sys.path when run as a script
     free_port,
     http_get,
     percentile,
+    stop_process,
     supervisor_command,
+    tail_file,
 )
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -476,18 +478,10 @@ class Server:
         time.sleep(0.3)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
     def tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+        return tail_file(self.log, lines)
 
 
 def start_server(kind: str, children: Children, compression: str, logdir: Path) -> Server:

@@ -54,7 +54,9 @@ from _toolkit import (  # scripts/ is on sys.path when run as a script
     http_get,
     percentile,
     raise_fd_limit,
+    stop_process,
     supervisor_command,
+    tail_file,
 )
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -361,19 +363,11 @@ class Daemon:
         return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.exit_code = self.proc.returncode
 
     def tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+        return tail_file(self.log, lines)
 
 
 class Sampler(threading.Thread):

@@ -7,45 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable
-from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 
 from supervisor.daemon import Daemon
+from tests.integration.harness import open_client, recv_json, wait_for
 
-__all__ = ["MISMATCHES", "all_slots_free", "http_request", "open_client", "ping_ok", "recv_json"]
+__all__ = [
+    "MISMATCHES",
+    "all_slots_free",
+    "http_request",
+    "open_client",
+    "ping_ok",
+    "recv_json",
+    "wait_for",
+]
 
 MISMATCHES = "ws_supervisor_thread_id_mismatches_total"
-
-
-async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> Any:
-    """The next frame, parsed."""
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def open_client(url: str, **kwargs: Any) -> tuple[ClientConnection, dict[str, Any]]:
-    """A connected client and its welcome frame."""
-    ws = await connect(url, open_timeout=5, **kwargs)
-    welcome = await recv_json(ws)
-    assert welcome["type"] == "welcome", welcome
-    return ws, welcome
 
 
 async def ping_ok(ws: ClientConnection) -> None:
     """A ping round trip: the very next frame must be the pong (nothing foreign came first)."""
     await ws.send(json.dumps({"type": "ping"}))
     assert await recv_json(ws) == {"type": "pong"}
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    """Poll ``predicate`` on the loop until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.005)
 
 
 async def all_slots_free(daemon: Daemon) -> None:

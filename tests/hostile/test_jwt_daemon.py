@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jwt
@@ -17,7 +15,7 @@ from websockets.exceptions import InvalidStatus
 
 from supervisor.daemon import Daemon
 from tests.hostile import all_slots_free, open_client, ping_ok
-from tests.integration.harness import loopback_config
+from tests.integration.harness import running_daemon
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
 
@@ -25,23 +23,10 @@ SECRET = "s" * 40
 ADMITTED = "ws_supervisor_admissions_total"
 
 
-@contextlib.asynccontextmanager
-async def jwt_daemon(overrides: Mapping[str, Any] | None = None) -> AsyncIterator[Daemon]:
+def jwt_daemon(overrides: Mapping[str, Any] | None = None) -> Any:
     """``running_daemon`` in jwt mode, with the HS256 secret in its environment."""
-    config = loopback_config({"auth": {"mode": "jwt"}, **(overrides or {})})
-    daemon = Daemon(config, env={"WSS_JWT_SECRET": SECRET})
-    ready = asyncio.Event()
-    task = asyncio.create_task(daemon.serve(on_ready=lambda _: ready.set()))
-    waiter = asyncio.create_task(ready.wait())
-    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        waiter.cancel()
-        task.result()
-    try:
-        yield daemon
-    finally:
-        daemon.request_stop()
-        await asyncio.wait_for(task, 30)
+    config = {"auth": {"mode": "jwt"}, **(overrides or {})}
+    return running_daemon(config, env={"WSS_JWT_SECRET": SECRET})
 
 
 def token(key: str = SECRET, algorithm: str = "HS256", **claims: Any) -> str:

@@ -13,9 +13,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
 
 from supervisor.config import Config
 from supervisor.daemon import Daemon
@@ -47,9 +49,14 @@ def loopback_config(overrides: Mapping[str, Any] | None = None) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(overrides: Mapping[str, Any] | None = None) -> AsyncIterator[Daemon]:
-    """A real daemon on this loop, ready to serve; drained and stopped on exit."""
-    daemon = Daemon(loopback_config(overrides), env={})
+async def running_daemon(
+    overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Daemon]:
+    """A real daemon on this loop, ready to serve; drained and stopped on exit.
+
+    ``env`` is the environment it reads secrets from (none by default).
+    """
+    daemon = Daemon(loopback_config(overrides), env=env or {})
     ready = asyncio.Event()
     task = asyncio.create_task(daemon.serve(on_ready=lambda _: ready.set()))
     waiter = asyncio.create_task(ready.wait())
@@ -62,6 +69,33 @@ async def running_daemon(overrides: Mapping[str, Any] | None = None) -> AsyncIte
     finally:
         daemon.request_stop()
         await asyncio.wait_for(task, 30)
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> Any:
+    """The next frame, parsed."""
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def open_client(url: str, **kwargs: Any) -> tuple[ClientConnection, dict[str, Any]]:
+    """A connected client and its welcome frame."""
+    ws = await connect(url, open_timeout=5, **kwargs)
+    welcome = await recv_json(ws)
+    assert welcome["type"] == "welcome", welcome
+    return ws, welcome
+
+
+async def open_ws(url: str, **kwargs: Any) -> ClientConnection:
+    """A connected client whose welcome has been read."""
+    return (await open_client(url, **kwargs))[0]
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+    """Poll ``predicate`` on the loop until true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(0.005)
 
 
 def ws_url(daemon: Daemon, user: str | None = "alice", **params: str) -> str:

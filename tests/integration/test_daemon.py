@@ -8,33 +8,16 @@ import time
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from supervisor.codes import CloseCode
 from supervisor.daemon import Daemon
 from tests.apps.faulty import RELEASE
 from tests.helpers import actor_threads
-from tests.integration.harness import running_daemon, ws_url
+from tests.integration.harness import open_client, recv_json, running_daemon, wait_for, ws_url
 
 pytestmark = pytest.mark.asyncio
-
-
-async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> Any:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
-
-
-async def open_client(url: str) -> tuple[ClientConnection, dict[str, Any]]:
-    ws = await connect(url)
-    return ws, await recv_json(ws)
-
-
-async def wait_for(predicate: Any, timeout: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def used(daemon: Daemon, user: str = "alice") -> int:

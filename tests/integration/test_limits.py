@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import time
-from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -15,26 +14,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from supervisor.codes import CloseCode
 from supervisor.daemon import Daemon
-from tests.integration.harness import running_daemon, ws_url
+from tests.integration.harness import open_ws, running_daemon, wait_for, ws_url
 
 ADMITTED = "ws_supervisor_admissions_total"
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
-
-
-async def wait_for(predicate: Any, timeout: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-async def open_client(url: str, **kwargs: Any) -> ClientConnection:
-    ws = await connect(url, **kwargs)
-    welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
-    assert welcome["type"] == "welcome"
-    return ws
 
 
 async def closed_code(ws: ClientConnection, timeout: float = 5.0) -> int | None:
@@ -70,7 +54,7 @@ async def test_a_handshake_flood_from_one_address_gets_429_while_another_user_co
         # the flooder's address is still limited; a second user from another address is not
         with pytest.raises(InvalidStatus):
             await connect(ws_url(daemon, user="flood-again"))
-        bob = await open_client(ws_url(daemon, user="bob"), local_addr=("127.0.0.2", 0))
+        bob = await open_ws(ws_url(daemon, user="bob"), local_addr=("127.0.0.2", 0))
         await bob.send(json.dumps({"type": "ping"}))
         assert json.loads(await asyncio.wait_for(bob.recv(), 5)) == {"type": "pong"}
         for ws in [bob, *admitted]:
@@ -89,7 +73,7 @@ async def test_too_many_handshakes_in_progress_get_503_and_hold_no_slot() -> Non
             assert daemon.tree.ledger.total() == 0
         finally:
             gate.leave()
-        ws = await open_client(ws_url(daemon))
+        ws = await open_ws(ws_url(daemon))
         assert gate.active == 0
         await ws.close()
         await all_slots_free(daemon)
@@ -98,8 +82,8 @@ async def test_too_many_handshakes_in_progress_get_503_and_hold_no_slot() -> Non
 async def test_messages_faster_than_the_rate_close_with_1008_and_free_the_slot() -> None:
     limits = {"messages_per_second": 5.0, "message_burst": 10}
     async with running_daemon({"limits": limits}) as daemon:
-        calm = await open_client(ws_url(daemon, user="calm"))
-        ws = await open_client(ws_url(daemon))
+        calm = await open_ws(ws_url(daemon, user="calm"))
+        ws = await open_ws(ws_url(daemon))
         assert daemon.tree.ledger.total() == 2
         for n in range(50):
             with contextlib.suppress(ConnectionClosed):
@@ -119,7 +103,7 @@ async def test_a_reader_that_never_reads_is_shed_with_4004_and_its_slot_freed() 
         "server": {"compression": "none"},
     }
     async with running_daemon(overrides) as daemon:
-        ws = await open_client(ws_url(daemon), max_queue=1, compression=None)
+        ws = await open_ws(ws_url(daemon), max_queue=1, compression=None)
         payload = os.urandom(16 * 1024).hex()  # 32 KiB that do not compress
         started = time.monotonic()
         with contextlib.suppress(ConnectionClosed):
@@ -132,14 +116,14 @@ async def test_a_reader_that_never_reads_is_shed_with_4004_and_its_slot_freed() 
         # the client never read: the close either reached it (4004) or the TCP connection was cut
         code = await closed_code(ws, timeout=10.0)
         assert code in (CloseCode.SLOW_CONSUMER, 1006, None)
-        other = await open_client(ws_url(daemon, user="bob"))
+        other = await open_ws(ws_url(daemon, user="bob"))
         await other.close()
         await all_slots_free(daemon)
 
 
 async def test_an_oversized_message_closes_with_1009_and_frees_the_slot() -> None:
     async with running_daemon({"server": {"max_message_size": 1024}}) as daemon:
-        ws = await open_client(ws_url(daemon))
+        ws = await open_ws(ws_url(daemon))
         assert daemon.tree.ledger.total() == 1
         with contextlib.suppress(ConnectionClosed):
             await ws.send(json.dumps({"type": "echo", "data": "x" * 4096}))
@@ -158,7 +142,7 @@ async def test_a_disallowed_origin_gets_403_and_never_takes_a_slot() -> None:
             assert daemon.tree.ledger.total() == 0
         after = daemon.metrics.value(ADMITTED, {"result": "admitted"})
         assert after == admissions  # no slot was ever taken, not even for a moment
-        ws = await open_client(ws_url(daemon), origin="https://admin.example.com")
+        ws = await open_ws(ws_url(daemon), origin="https://admin.example.com")
         assert daemon.tree.ledger.total() == 1
         await wait_for(  # the metric is counted on the actor's thread, just after the answer
             lambda: daemon.metrics.value(ADMITTED, {"result": "admitted"}) == admissions + 1,
@@ -174,7 +158,7 @@ async def test_a_slow_handshake_is_cut_off_after_open_timeout_and_others_are_una
         writer.write(b"GET /ws?user_id=slowpoke HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # half a request
         await writer.drain()
         started = time.monotonic()
-        ws = await open_client(ws_url(daemon, user="bob"))  # served while the other stalls
+        ws = await open_ws(ws_url(daemon, user="bob"))  # served while the other stalls
         await ws.send(json.dumps({"type": "ping"}))
         assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "pong"}
         rest = await asyncio.wait_for(reader.read(), 5)  # EOF: the server dropped it

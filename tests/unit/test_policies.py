@@ -15,6 +15,7 @@ from supervisor.policies.pool import PoolPolicy
 from supervisor.policies.quota import QuotaPolicy, Verdict
 from supervisor.policies.reaping import ChildView, ReapPolicy, ReapReason
 from supervisor.policies.restart import RestartIntensity, should_restart
+from supervisor.policies.schedule import CleanupSchedule
 from supervisor.policies.thresholds import Action, Level, Thresholds
 
 # QuotaPolicy
@@ -659,3 +660,24 @@ def test_a_pooled_manager_expires_exactly_at_its_idle_time() -> None:
 def test_new_users_are_refused_only_at_the_emergency_level() -> None:
     refused = [level for level in Level if Thresholds.refuses_new_users(level)]
     assert refused == [Level.EMERGENCY]
+
+
+def test_the_background_sweep_is_due_exactly_one_interval_after_the_last() -> None:
+    schedule = CleanupSchedule(background_interval=120.0, empty_supervisor_ttl=60.0)
+    assert not schedule.background_due(last=1000.0, now=1119.5)
+    assert schedule.background_due(last=1000.0, now=1120.0)
+
+
+def test_a_supervisor_is_empty_only_with_no_slot_no_pooled_manager_and_no_admission_on_its_way() -> (
+    None
+):
+    assert CleanupSchedule.is_empty(used=0, pool_idle=0, admits_seen=3, admits_sent=3)
+    assert not CleanupSchedule.is_empty(used=1, pool_idle=0, admits_seen=3, admits_sent=3)
+    assert not CleanupSchedule.is_empty(used=0, pool_idle=1, admits_seen=3, admits_sent=3)
+    assert not CleanupSchedule.is_empty(used=0, pool_idle=0, admits_seen=3, admits_sent=4)
+
+
+def test_an_empty_supervisor_is_retired_once_its_ttl_has_passed() -> None:
+    schedule = CleanupSchedule(background_interval=120.0, empty_supervisor_ttl=60.0)
+    assert not schedule.retire(empty_since=10.0, now=69.9)
+    assert schedule.retire(empty_since=10.0, now=70.0)
