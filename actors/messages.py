@@ -8,14 +8,16 @@ outside the actor world (the shell or a test), never by one actor of another.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pykka
 
-from actors.ports import AdmissionTicket, Handler, ManagerStats, Port
 from supervisor.context import UserExecutionContext
 from supervisor.observer import CleanupReason
+
+if TYPE_CHECKING:  # annotations only: actors.ports imports this module at run time
+    from actors.ports import AdmissionTicket, Handler, ManagerStats, Port
 
 __all__ = [
     "Admit",

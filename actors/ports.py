@@ -13,17 +13,15 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import attrs
 import pykka
 
+from actors.messages import ConnectionClosed, Inbound, ReapConnection
 from supervisor.clock import Clock
 from supervisor.context import UserExecutionContext
 from supervisor.observer import AdmissionResult
-
-if TYPE_CHECKING:
-    from actors.messages import Inbound
 
 __all__ = [
     "Admission",
@@ -163,8 +161,6 @@ class ConnectionHandle:
 
     def deliver(self, text: str) -> None:
         """Hand one inbound text frame to the connection's manager."""
-        from actors.messages import Inbound  # noqa: PLC0415 (messages imports this module)
-
         manager = self._manager
         if manager is None:
             return
@@ -180,8 +176,6 @@ class ConnectionHandle:
 
     def closed(self, code: int | None = None) -> None:
         """Report that the connection has closed; the slot is freed at once."""
-        from actors.messages import ConnectionClosed  # noqa: PLC0415
-
         if self._manager is None:
             return
         self._manager = None
@@ -191,8 +185,6 @@ class ConnectionHandle:
 
     def timed_out(self) -> None:
         """Report a timeout seen by the shell: the connection is reaped (4003)."""
-        from actors.messages import ReapConnection  # noqa: PLC0415
-
         if self._manager is not None:
             self._to_supervisor(ReapConnection(self.context.websocket_id, "timeout"))
 

@@ -113,8 +113,10 @@ class RootMonitorActor(DispatchingActor):
         self._usage[user_id] = report
         self._node_used += report.used - (previous.used if previous else 0)
         self._users_active += (report.used > 0) - (previous is not None and previous.used > 0)
-        idle = report.used == 0 and report.pool_idle == 0
-        if idle and report.admits_seen == self._forwarded[user_id]:
+        schedule = self._rt.schedule
+        if schedule.is_empty(
+            report.used, report.pool_idle, report.admits_seen, self._forwarded[user_id]
+        ):
             self._empty_since.setdefault(user_id, self._rt.clock.monotonic())
         else:
             self._empty_since.pop(user_id, None)
@@ -182,24 +184,21 @@ class RootMonitorActor(DispatchingActor):
     def _tick(self, tick: Tick) -> None:
         for ref in list(self._sups.values()):
             self._tell(ref, tick)
-        cleanup = self._rt.config.cleanup
+        schedule = self._rt.schedule
         if self._last_background is None:
             self._last_background = tick.now
-        elif tick.now - self._last_background >= cleanup.background_interval:
+        elif schedule.background_due(self._last_background, tick.now):
             self._last_background = tick.now
             for ref in list(self._sups.values()):
                 self._tell(ref, Cleanup("timeout"))
         for user_id, since in list(self._empty_since.items()):
-            if tick.now - since >= cleanup.empty_supervisor_ttl:
+            if schedule.retire(since, tick.now):
                 self._retire_supervisor(user_id)
 
     def _retire_supervisor(self, user_id: str) -> None:
         ref = self._sups.pop(user_id)
         self._empty_since.pop(user_id, None)
-        previous = self._usage.pop(user_id, None)
-        if previous is not None and previous.used > 0:  # pragma: no cover - retired when empty
-            self._users_active -= 1
-            self._node_used -= previous.used
+        self._usage.pop(user_id, None)  # empty by then: no total to adjust
         level = self._levels.pop(user_id, None)
         if level is not None:
             self._level_counts[level.label] -= 1

@@ -14,6 +14,7 @@ from supervisor.policies.ledger import Ledger
 from supervisor.policies.pool import PoolPolicy
 from supervisor.policies.quota import QuotaPolicy
 from supervisor.policies.reaping import ReapPolicy
+from supervisor.policies.schedule import CleanupSchedule
 from supervisor.policies.thresholds import Thresholds
 
 __all__ = ["Runtime"]
@@ -36,6 +37,7 @@ class Runtime:
     reap: ReapPolicy = attrs.field(init=False)
     thresholds: Thresholds = attrs.field(init=False)
     pool: PoolPolicy = attrs.field(init=False)
+    schedule: CleanupSchedule = attrs.field(init=False)
 
     @quota.default
     def _quota(self) -> QuotaPolicy:
@@ -54,6 +56,11 @@ class Runtime:
     @pool.default
     def _pool(self) -> PoolPolicy:
         return PoolPolicy(self.config.pool.size, self.config.pool.idle_seconds)
+
+    @schedule.default
+    def _schedule(self) -> CleanupSchedule:
+        c = self.config.cleanup
+        return CleanupSchedule(c.background_interval, c.empty_supervisor_ttl)
 
     @thresholds.default
     def _thresholds(self) -> Thresholds:

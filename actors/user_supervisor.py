@@ -34,6 +34,7 @@ from actors.messages import (
 )
 from actors.ports import Admission, ConnectionHandle, ManagerStats
 from actors.runtime import Runtime
+from actors.snapshot import user_snapshot
 from actors.ticker import stop_and_wait
 from supervisor.context import UserExecutionContext
 from supervisor.observer import AdmissionResult
@@ -321,8 +322,6 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
     # --- state and end of life ------------------------------------------------------------------
 
     def _snapshot(self, _: GetSnapshot) -> dict[str, Any]:
-        from actors.snapshot import user_snapshot  # noqa: PLC0415
-
         return user_snapshot(
             self.user_id, self._children, self._rt.quota.limit, self._restarts, self._rt.clock
         )

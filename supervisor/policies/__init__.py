@@ -8,6 +8,7 @@ their answers, so each rule is unit-tested here on its own:
 - :mod:`supervisor.policies.thresholds`: ok / warning / critical / emergency.
 - :mod:`supervisor.policies.restart`: restart types and restart intensity.
 - :mod:`supervisor.policies.reaping`: which connections are no longer live.
+- :mod:`supervisor.policies.schedule`: the root's background sweep and empty supervisors.
 - :mod:`supervisor.policies.pool`: when an idle manager may wait for reuse, and how long.
 - :mod:`supervisor.policies.readiness`: ready or not (rollback triggers, draining).
 """
