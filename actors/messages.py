@@ -38,6 +38,7 @@ __all__ = [
     "ReapConnection",
     "Shed",
     "SupervisorFailed",
+    "TakeBack",
     "Tick",
     "UsageReport",
 ]
@@ -106,10 +107,30 @@ class ConnectionClosed:
 
 @attrs.frozen
 class ReapConnection:
-    """Close ``websocket_id`` for ``reason`` (4003 for a timeout) and free its slot."""
+    """Close ``websocket_id`` for ``reason`` (4003 for a timeout) and free its slot.
+
+    Root to user supervisor (from a :class:`TakeBack`), or the supervisor's own.
+    ``why`` is the close frame's reason text; empty means ``reason``.
+    """
 
     websocket_id: str
     reason: CleanupReason = "timeout"
+    why: str = ""
+
+
+@attrs.frozen
+class TakeBack:
+    """Shell to root: a shared ledger has taken ``websocket_id``'s slot away; close it.
+
+    Sent by the cluster link when another node superseded or evicted the
+    connection, or its lease was lost. An unknown user or websocket id is
+    ignored (the connection may have closed meanwhile).
+    """
+
+    user_id: str
+    websocket_id: str
+    reason: CleanupReason
+    why: str = ""
 
 
 # --- shell -> manager (through a ConnectionHandle) ----------------------------

@@ -17,8 +17,10 @@ from actors.messages import (
     GetSnapshot,
     GetSupervisors,
     Push,
+    ReapConnection,
     Shed,
     SupervisorFailed,
+    TakeBack,
     Tick,
     UsageReport,
 )
@@ -62,6 +64,7 @@ class RootMonitorActor(DispatchingActor):
         self._dispatch = {
             Admit: self._route,
             Push: self._push,
+            TakeBack: self._take_back,
             UsageReport: self._usage_report,
             Tick: self._tick,
             SupervisorFailed: self._supervisor_failed,
@@ -95,6 +98,11 @@ class RootMonitorActor(DispatchingActor):
             ref.tell(msg)
         except pykka.ActorDeadError:
             msg.reply(0)
+
+    def _take_back(self, msg: TakeBack) -> None:
+        ref = self._sups.get(msg.user_id)
+        if ref is not None:
+            self._tell(ref, ReapConnection(msg.websocket_id, msg.reason, msg.why))
 
     def _supervisor(self, user_id: str) -> pykka.ActorRef[Any]:
         ref = self._sups.get(user_id)

@@ -47,6 +47,20 @@ __all__ = ["UserSupervisorActor"]
 
 log = logging.getLogger(__name__)
 
+_RESULT_OF: dict[AcquireResult, AdmissionResult] = {
+    AcquireResult.SUPERSEDED: "superseded",  # the key was held on another node
+    AcquireResult.EVICTED: "evicted",  # the user's oldest slot, on another node, was freed
+    AcquireResult.HELD: "rejected_quota",
+    AcquireResult.USER_FULL: "rejected_quota",
+    AcquireResult.NODE_FULL: "rejected_node",
+    AcquireResult.UNAVAILABLE: "rejected_unavailable",
+}
+_REFUSAL_REASON: dict[AdmissionResult, str] = {
+    "rejected_quota": "quota_full",
+    "rejected_node": "node_full",
+    "rejected_unavailable": "ledger_unavailable",
+}
+
 
 class UserSupervisorActor(ChildKeeper, DispatchingActor):
     """Admits, supervises and cleans up one user's connections.
@@ -102,7 +116,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
             if verdict is Verdict.EVICT and victim is not None:
                 self._reap(self._children.by_id[victim], "evict", now)
             result = self._acquire(ctx, "evicted" if verdict is Verdict.EVICT else "admitted")
-        if result in (None, "rejected_quota", "rejected_node"):
+        if result is None or result.startswith("rejected"):
             self._refuse(msg, result or "rejected_quota")
         else:
             assert result is not None
@@ -121,15 +135,16 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         return "superseded"
 
     def _acquire(self, ctx: UserExecutionContext, admitted: AdmissionResult) -> AdmissionResult:
+        quota = self._rt.quota
         answer = self._rt.ledger.acquire(
-            self.user_id, ctx.isolation_key, ctx.websocket_id, self._rt.quota.limit
+            self.user_id, ctx.isolation_key, ctx.websocket_id, quota.limit, quota.evicts
         )
         if answer is AcquireResult.ACQUIRED:
             return admitted
-        return "rejected_node" if answer is AcquireResult.NODE_FULL else "rejected_quota"
+        return _RESULT_OF[answer]
 
     def _refuse(self, msg: Admit, result: AdmissionResult) -> None:
-        reason = "node_full" if result == "rejected_node" else "quota_full"
+        reason = _REFUSAL_REASON[result]
         msg.ticket.offer(Admission(result, reason=reason, retry_after=1.0))
         self._rt.observer.admission(result)
         log.info(
@@ -299,7 +314,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
     def _reap_connection(self, msg: ReapConnection) -> None:
         child = self._children.by_id.get(msg.websocket_id)
         if child is not None:
-            self._reap(child, msg.reason, self._rt.clock.monotonic())
+            self._reap(child, msg.reason, self._rt.clock.monotonic(), msg.why)
             self._report()
 
     def _reconfigure(self, runtime: Runtime) -> None:

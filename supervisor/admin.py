@@ -1,12 +1,11 @@
 """The admin listener: a small HTTP/1.1 server on asyncio streams.
 
-Everything in this module runs on the event loop. The blocking calls into the
-tree never do: :class:`TreeAdminBackend` takes snapshots on the loop's default
-executor and pushes without blocking (the count comes back from an actor
-thread through :func:`supervisor.bridge.reply_future`).
+Everything in this module runs on the event loop; what it serves comes from
+an :class:`~supervisor.admin_backend.AdminBackend`.
 
 Routes: ``GET /metrics`` (Prometheus text), ``GET /healthz``, ``GET /readyz``,
-``GET /debug/state`` and ``POST /v1/push`` (JSON). One request per connection
+``GET /debug/state``, ``GET /debug/cluster`` (every user's slots on every
+node, with the Redis backend) and ``POST /v1/push`` (JSON). One request per connection
 (``Connection: close``); request line and headers at most 8 KiB (431), body at
 most 64 KiB (413), the whole request within the read timeout (408, then cut).
 Every error is ``{"error": "..."}``; no traceback ever reaches the client.
@@ -17,22 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hmac
 import http
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
-import pykka
 
-from supervisor.bridge import reply_future
-from supervisor.errors import InvalidIdError, TreeNotRunning, WsSupervisorError
-from supervisor.metrics import MetricsObserver
-from supervisor.policies.readiness import Readiness
-from supervisor.tree import SupervisionTree
+from supervisor.admin_backend import AdminBackend, BackendUnavailable, TreeAdminBackend
+from supervisor.errors import InvalidIdError, WsSupervisorError
 
 __all__ = ["AdminBackend", "AdminServer", "BackendUnavailable", "TreeAdminBackend"]
 
@@ -45,92 +39,6 @@ _METRICS = "text/plain; version=0.0.4; charset=utf-8"
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 1024 * 1024
 _Headers = tuple[tuple[str, str], ...]
-
-
-class BackendUnavailable(WsSupervisorError):
-    """A backend cannot answer now (the tree is stopped or too slow): 503."""
-
-
-class AdminBackend(Protocol):
-    """What the admin listener serves; every method is called on the event loop."""
-
-    def metrics_text(self) -> bytes:
-        """The Prometheus text exposition; must be fast."""
-
-    async def health(self) -> tuple[bool, dict[str, Any]]:
-        """``(alive, details)``: does the tree answer?"""
-
-    def readiness(self) -> tuple[bool, list[str]]:
-        """``(ready, reasons)``; must be fast."""
-
-    async def state(self) -> dict[str, Any]:
-        """The state dump; raises :class:`BackendUnavailable` if it cannot be had."""
-
-    async def push(self, user_id: str, thread_id: str | None, message: Any) -> int:
-        """Send ``message`` (JSON data) to a user's connections; how many got it."""
-
-
-class TreeAdminBackend:
-    """An :class:`AdminBackend` for a running :class:`SupervisionTree`; never blocks the loop."""
-
-    def __init__(
-        self,
-        tree: SupervisionTree,
-        metrics: MetricsObserver,
-        readiness: Readiness,
-        *,
-        timeout: float = 2.0,
-    ) -> None:
-        self.tree = tree
-        self.metrics = metrics
-        self.readiness_policy = readiness
-        self.timeout = timeout
-
-    def metrics_text(self) -> bytes:
-        return self.metrics.exposition()
-
-    async def health(self) -> tuple[bool, dict[str, Any]]:
-        try:
-            snapshot = await self.state()
-        except BackendUnavailable as error:
-            return False, {"status": "unavailable", "error": str(error)}
-        users = snapshot["users"]
-        managers = sum(len(user.get("managers", [])) for user in users)
-        return True, {"status": "ok", "users": len(users), "managers": managers}
-
-    def readiness(self) -> tuple[bool, list[str]]:
-        ready, reasons = self.readiness_policy.evaluate()
-        if not self.tree.running:
-            reasons = [*reasons, "supervision tree not running"]
-        return ready and self.tree.running, reasons
-
-    async def state(self) -> dict[str, Any]:
-        """The tree's snapshot, taken on an executor thread (it blocks up to ``timeout``)."""
-        loop = asyncio.get_running_loop()
-        snapshot = functools.partial(self.tree.snapshot, timeout=self.timeout)
-        try:
-            return await loop.run_in_executor(None, snapshot)
-        except TreeNotRunning as error:
-            raise BackendUnavailable(str(error)) from error
-        except (pykka.Timeout, pykka.ActorDeadError) as error:
-            raise BackendUnavailable(f"the tree did not answer within {self.timeout:g}s") from error
-
-    async def push(self, user_id: str, thread_id: str | None, message: Any) -> int:
-        """Raises :class:`InvalidIdError` (bad ids) or :class:`BackendUnavailable`."""
-        answer: asyncio.Future[int]
-        answer, reply = reply_future(asyncio.get_running_loop())
-        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-        try:
-            self.tree.push_nowait(user_id, thread_id, text, reply)
-        except TreeNotRunning as error:
-            raise BackendUnavailable(str(error)) from error
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await answer
-        except TimeoutError:
-            raise BackendUnavailable(
-                f"the tree did not confirm the push within {self.timeout:g}s"
-            ) from None
 
 
 class _HttpError(WsSupervisorError):
@@ -268,6 +176,7 @@ class AdminServer:
             "/healthz": ("GET", self._healthz),
             "/readyz": ("GET", self._readyz),
             "/debug/state": ("GET", self._state),
+            "/debug/cluster": ("GET", self._cluster),
             "/v1/push": ("POST", self._push),
         }
 
@@ -416,6 +325,9 @@ class AdminServer:
 
     async def _state(self, _: bytes) -> _Response:
         return _json(200, await self.backend.state())
+
+    async def _cluster(self, _: bytes) -> _Response:
+        return _json(200, await self.backend.cluster())
 
     async def _push(self, body: bytes) -> _Response:
         user_id, thread_id, message = _parse_push(body)

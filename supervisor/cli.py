@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     dump.add_argument("--admin", default="http://127.0.0.1:8766", help="the admin listener URL")
     dump.add_argument("--token-env", default="", help="env var holding the admin bearer token")
     dump.add_argument("--json", action="store_true", help="print the raw JSON")
+    dump.add_argument(
+        "--cluster", action="store_true", help="every node's slots, from the Redis ledger"
+    )
+    dump.add_argument("--user", help="with --cluster: only this user's slots")
     check = commands.add_parser("check-config", help="validate a config file")
     check.add_argument("file", type=Path)
     return parser
@@ -65,18 +69,24 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _dump(args: argparse.Namespace) -> int:
-    from supervisor.dump import fetch_state, render_state  # noqa: PLC0415
+    from supervisor import dump  # noqa: PLC0415
 
+    if args.user is not None and not args.cluster:
+        print("ws-supervisor dump: --user needs --cluster", file=sys.stderr)
+        return EXIT_USAGE
     token = os.environ.get(args.token_env) if args.token_env else None
+    fetch = dump.fetch_cluster if args.cluster else dump.fetch_state
     try:
-        state = fetch_state(args.admin, token)
+        state = fetch(args.admin, token)
     except WsSupervisorError as error:
         print(f"ws-supervisor dump: {error}", file=sys.stderr)
         return EXIT_UNREACHABLE
     if args.json:
         print(json.dumps(state, indent=2))
+    elif args.cluster:
+        print(dump.render_cluster(state, args.user))
     else:
-        print(render_state(state, color=sys.stdout.isatty()))
+        print(dump.render_state(state, color=sys.stdout.isatty()))
     return EXIT_OK
 
 

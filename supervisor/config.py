@@ -24,6 +24,7 @@ __all__ = [
     "Config",
     "CriticalAction",
     "EmergencyAction",
+    "FailurePolicy",
     "JwtAlgorithm",
     "LimitsConfig",
     "LogLevel",
@@ -33,6 +34,7 @@ __all__ = [
     "QuotaBackend",
     "QuotaConfig",
     "QuotaPolicyName",
+    "RedisConfig",
     "RestartConfig",
     "RestartType",
     "ServerConfig",
@@ -43,7 +45,8 @@ __all__ = [
 ]
 
 ProfileName = Literal["production", "staging", "ci", "dev"]
-QuotaBackend = Literal["memory"]
+QuotaBackend = Literal["memory", "redis"]
+FailurePolicy = Literal["fail_open", "fail_closed"]
 QuotaPolicyName = Literal["reject", "evict_oldest_idle"]
 CriticalAction = Literal["emergency_cleanup", "none"]
 EmergencyAction = Literal["shed_idle", "none"]
@@ -126,6 +129,27 @@ def _origins() -> _Validator:
     )
 
 
+def _node_id() -> _Validator:
+    return _check(
+        lambda v: v == "" or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", v) is not None,
+        "must be empty or 1 to 64 ASCII letters, digits and . _ - (a letter or digit first)",
+    )
+
+
+def _redis_url() -> _Validator:
+    return _check(
+        lambda v: v.split("://", 1)[0] in ("redis", "rediss", "unix") and "://" in v,
+        "must be a redis://, rediss:// or unix:// URL",
+    )
+
+
+def _key_prefix() -> _Validator:
+    return _check(
+        lambda v: re.fullmatch(r"[A-Za-z0-9._-]{1,32}", v) is not None,
+        "must be 1 to 32 ASCII letters, digits and . _ -",
+    )
+
+
 def _not_reserved_env() -> _Validator:
     return _check(
         lambda v: not v.startswith("WS_SUPERVISOR_"),
@@ -145,7 +169,7 @@ class ServerConfig:
     host: str = "0.0.0.0"
     port: int = attrs.field(default=8765, validator=_port())
     path: str = attrs.field(default="/ws", validator=_ws_path())
-    node_id: str = ""
+    node_id: str = attrs.field(default="", validator=_node_id())
     app: str = attrs.field(default="supervisor.apps:EchoApp", validator=_import_path())
     compression: Compression = "deflate"
     max_message_size: int = attrs.field(default=1_048_576, validator=_at_least(1))
@@ -199,13 +223,50 @@ class AuthConfig:
 
 @attrs.frozen
 class QuotaConfig:
-    """Per-user and per-node caps on connection managers."""
+    """Per-user and per-node caps on connection managers.
+
+    ``backend`` "memory" counts slots in this process; "redis" counts them in
+    the Redis named by ``[redis] url``, so the per-user cap holds across every
+    node sharing it (see docs/CLUSTER.md). ``node_max_managers`` is always
+    counted per node.
+    """
 
     backend: QuotaBackend = "memory"
     max_managers_per_user: int = attrs.field(default=20, validator=_at_least(1))
     node_max_managers: int = attrs.field(default=10000, validator=_at_least(1))
     policy: QuotaPolicyName = "reject"
     proactive_cleanup_ratio: float = attrs.field(default=0.5, validator=_ratio())
+
+
+@attrs.frozen
+class RedisConfig:
+    """The shared ledger of ``[quota] backend = "redis"`` (ignored with "memory").
+
+    Every slot is a lease of ``lease_ttl`` seconds on the Redis server's
+    clock, renewed every ``renew_interval`` by the node holding it. Every
+    Redis call gives up after ``timeout`` seconds. While Redis is unreachable
+    ``on_unavailable`` decides: "fail_open" admits under this node's own count
+    of the user's slots and reports the node not ready; "fail_closed" refuses
+    new connections (503). Existing connections are kept either way; the node
+    tries Redis again every ``retry_interval`` seconds and re-registers its
+    connections when it answers.
+    """
+
+    url: str = attrs.field(default="redis://127.0.0.1:6379/0", validator=_redis_url())
+    key_prefix: str = attrs.field(default="wss", validator=_key_prefix())
+    timeout: float = attrs.field(default=0.25, validator=_positive())
+    lease_ttl: float = attrs.field(default=15.0, validator=_at_least(0.5))
+    renew_interval: float = attrs.field(default=5.0, validator=_positive())
+    on_unavailable: FailurePolicy = "fail_open"
+    retry_interval: float = attrs.field(default=1.0, validator=_positive())
+
+    def __attrs_post_init__(self) -> None:
+        if self.renew_interval * 2 > self.lease_ttl:
+            raise ValueError(
+                "must satisfy renew_interval * 2 <= lease_ttl (a lease survives one missed "
+                f"renewal), got renew_interval={self.renew_interval!r}, "
+                f"lease_ttl={self.lease_ttl!r}"
+            )
 
 
 def threshold_order_problem(warning: float, critical: float, emergency: float) -> str | None:
@@ -314,6 +375,7 @@ class Config:
     admin: AdminConfig = attrs.field(factory=AdminConfig)
     auth: AuthConfig = attrs.field(factory=AuthConfig)
     quota: QuotaConfig = attrs.field(factory=QuotaConfig)
+    redis: RedisConfig = attrs.field(factory=RedisConfig)
     thresholds: ThresholdsConfig = attrs.field(factory=ThresholdsConfig)
     restart: RestartConfig = attrs.field(factory=RestartConfig)
     cleanup: CleanupConfig = attrs.field(factory=CleanupConfig)

@@ -13,6 +13,7 @@ never waits for them. Signals are captured here and nowhere else:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -33,12 +34,14 @@ from supervisor.apps import load_app
 from supervisor.auth import Authenticator
 from supervisor.bridge import off_loop
 from supervisor.clock import SystemClock
+from supervisor.cluster import ClusterLink
 from supervisor.config import Config
 from supervisor.configload import load_config
-from supervisor.errors import ConfigError, ConfigIssue
+from supervisor.errors import ConfigError, ConfigIssue, TreeNotRunning
 from supervisor.metrics import MetricsObserver
 from supervisor.observer_fanout import FanoutObserver
 from supervisor.policies.readiness import Readiness
+from supervisor.redis_ledger import RedisLedger, Takeback, connect
 from supervisor.server import WebSocketFront
 from supervisor.tree import SupervisionTree
 
@@ -80,16 +83,27 @@ class Daemon:
         )
         self.metrics = MetricsObserver()
         self.readiness = Readiness(SystemClock())
+        self.shared_ledger: RedisLedger | None = None
+        self.cluster: ClusterLink | None = None
+        if config.quota.backend == "redis":
+            client = connect(config.redis)
+            self.shared_ledger = RedisLedger(
+                client, self.node_id, config.redis, config.quota.node_max_managers, self.metrics
+            )
+            self.cluster = ClusterLink(self.shared_ledger, client, self._take_back)
         self.tree = SupervisionTree(
             config,
             observer=FanoutObserver(self.metrics, self.readiness),
             handler_factory=load_app(config.server.app),
             node_id=self.node_id,
+            ledger=self.shared_ledger,
         )
         self.front = WebSocketFront(
             config, self.tree, Authenticator.from_config(config.auth, config.profile, env)
         )
-        backend = TreeAdminBackend(self.tree, self.metrics, self.readiness)
+        backend = TreeAdminBackend(
+            self.tree, self.metrics, self.readiness, shared_ledger=self.shared_ledger
+        )
         token = _admin_token(config, env)
         self.admin = AdminServer(config.admin.host, config.admin.port, backend, token)
         self._stopping: asyncio.Event | None = None
@@ -113,6 +127,8 @@ class Daemon:
     async def startup(self) -> None:
         """Start the tree (off the loop), then the listeners."""
         await off_loop(self.tree.start)
+        if self.cluster is not None:
+            await off_loop(self.cluster.start)
         await self.front.start()
         await self.admin.start()
         log.info(
@@ -144,10 +160,20 @@ class Daemon:
         log.info("ws-supervisor node %s stopped", self.node_id)
 
     async def _drain(self) -> None:
-        await off_loop(self.tree.stop)
+        await off_loop(self.tree.stop)  # frees every slot, in Redis too
+        if self.cluster is not None:
+            await off_loop(self.cluster.stop)
         if not await self.front.wait_closed(self.config.server.drain_timeout):
             log.warning("connections still open after the drain timeout: aborting them")
             self.front.abort()
+
+    def _take_back(self, takeback: Takeback) -> None:
+        """Cluster link's threads: close a connection whose slot went to another node."""
+        self.metrics.take_back(takeback.reason)
+        with contextlib.suppress(TreeNotRunning):
+            self.tree.take_back(
+                takeback.user_id, takeback.websocket_id, takeback.reason, takeback.why
+            )
 
     # --- signals ---------------------------------------------------------------------------
 
@@ -184,7 +210,7 @@ class Daemon:
             return False
         live = attrs.evolve(
             self.config,
-            quota=new.quota,
+            quota=attrs.evolve(new.quota, backend=self.config.quota.backend),
             thresholds=new.thresholds,
             restart=new.restart,
             cleanup=new.cleanup,

@@ -20,7 +20,7 @@ from typing import Any
 
 from supervisor.errors import WsSupervisorError
 
-__all__ = ["fetch_state", "render_state"]
+__all__ = ["fetch_cluster", "fetch_state", "render_cluster", "render_state"]
 
 _RESET = "\x1b[0m"
 _STYLES = {
@@ -35,7 +35,21 @@ _ALERTS_SHOWN = 5
 
 def fetch_state(admin_url: str, token: str | None, timeout: float = 5.0) -> dict[str, Any]:
     """GET ``{admin_url}/debug/state``; raises :class:`WsSupervisorError` with the reason."""
-    url = admin_url.rstrip("/") + "/debug/state"
+    return _fetch(
+        admin_url, "/debug/state", {"root", "users"}, "a state dump", token=token, timeout=timeout
+    )
+
+
+def fetch_cluster(admin_url: str, token: str | None, timeout: float = 5.0) -> dict[str, Any]:
+    """GET ``{admin_url}/debug/cluster``: every node's slots, as the daemon reads them in Redis."""
+    keys = {"node_id", "users"}
+    return _fetch(admin_url, "/debug/cluster", keys, "a cluster view", token=token, timeout=timeout)
+
+
+def _fetch(
+    admin_url: str, path: str, keys: set[str], what: str, *, token: str | None, timeout: float
+) -> dict[str, Any]:
+    url = admin_url.rstrip("/") + path
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
         raise WsSupervisorError(f"cannot read {url}: the admin URL must be http:// or https://")
@@ -60,8 +74,8 @@ def fetch_state(admin_url: str, token: str | None, timeout: float = 5.0) -> dict
         state = json.loads(body)
     except ValueError as error:
         raise WsSupervisorError(f"cannot read {url}: the answer is not JSON ({error})") from None
-    if not isinstance(state, dict) or not {"root", "users"} <= state.keys():
-        raise WsSupervisorError(f"cannot read {url}: the answer is not a state dump")
+    if not isinstance(state, dict) or not keys <= state.keys():
+        raise WsSupervisorError(f"cannot read {url}: the answer is not {what}")
     return state
 
 
@@ -126,6 +140,8 @@ def render_state(state: dict[str, Any], color: bool, now: float | None = None) -
             line.append(f"error: {user['error']}")
         else:
             line.append(f"pool {user.get('pool_idle', 0)}  restarts {user.get('restarts', 0)}")
+            if root.get("ledger") == "redis":
+                line.append(f"cluster {user.get('cluster_used', '?')}/{user.get('limit', '?')}")
         lines.append(("└── " if last_user else "├── ") + "  ".join(line))
         stem = "    " if last_user else "│   "
         managers: list[dict[str, Any]] = user.get("managers", [])
@@ -138,6 +154,34 @@ def render_state(state: dict[str, Any], color: bool, now: float | None = None) -
     if alerts:
         lines.append("")
         lines.extend(dim(_alert_line(alert)) for alert in alerts[-_ALERTS_SHOWN:])
+    return "\n".join(lines)
+
+
+def render_cluster(view: dict[str, Any], user_id: str | None = None) -> str:
+    """Every user's slots on every node (``GET /debug/cluster``), one line per slot.
+
+    With ``user_id``, only that user. Slots are listed oldest first, with the
+    node holding each and the seconds left on its lease.
+    """
+    users: list[dict[str, Any]] = view.get("users", [])
+    if user_id is not None:
+        users = [user for user in users if user.get("user_id") == user_id]
+    lines = [f"cluster ledger, read by node {view.get('node_id', '?')}: {len(users)} user(s)"]
+    for user in users:
+        slots: list[dict[str, Any]] = user.get("slots", [])
+        nodes = sorted({str(slot.get("node_id", "?")) for slot in slots})
+        lines.append(f"{user.get('user_id', '?')}  {len(slots)} slot(s) on {', '.join(nodes)}")
+        for position, slot in enumerate(slots):
+            branch = "└── " if position == len(slots) - 1 else "├── "
+            cells = [
+                str(slot.get("key", "?")),
+                f"node {slot.get('node_id', '?')}",
+                str(slot.get("websocket_id", "?")),
+                f"lease {slot.get('lease_left', '?')}s",
+            ]
+            lines.append(branch + "  ".join(cells))
+    if user_id is not None and not users:
+        lines.append(f"{user_id}: no slots on any node")
     return "\n".join(lines)
 
 

@@ -87,6 +87,24 @@ class MetricsObserver:
         self.pool_reuses = Counter(
             "ws_supervisor_pool_reuses", "Pooled managers reused.", registry=r
         )
+        self.ledger_up = Gauge(
+            "ws_supervisor_ledger_available",
+            "1 while the quota ledger answers (always 1 for the memory backend).",
+            registry=r,
+        )
+        self.ledger_errors = Counter(
+            "ws_supervisor_ledger_errors",
+            "Shared-ledger calls that failed or timed out.",
+            ["operation"],
+            registry=r,
+        )
+        self.takebacks = Counter(
+            "ws_supervisor_ledger_takebacks",
+            "Connections closed because the shared ledger gave their slot away.",
+            ["reason"],
+            registry=r,
+        )
+        self.ledger_up.set(1)
         for level in LEVELS:
             self.users_at_level.labels(level).set(0)
 
@@ -120,6 +138,15 @@ class MetricsObserver:
 
     def pool_reuse(self) -> None:
         self.pool_reuses.inc()
+
+    def ledger_available(self, available: bool) -> None:
+        self.ledger_up.set(1 if available else 0)
+
+    def ledger_error(self, operation: str) -> None:
+        self.ledger_errors.labels(operation).inc()
+
+    def take_back(self, reason: str) -> None:
+        self.takebacks.labels(reason).inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import pykka
 
-from actors.messages import Admit, Crash, GetSnapshot, GetSupervisors, Push, Tick
+from actors.messages import Admit, Crash, GetSnapshot, GetSupervisors, Push, TakeBack, Tick
 from actors.ports import Admission, AdmissionTicket, Handler, Port
 from actors.root import RootMonitorActor
 from actors.runtime import Runtime
@@ -26,7 +26,7 @@ from supervisor.clock import Clock, SystemClock
 from supervisor.config import Config
 from supervisor.context import UserExecutionContext, validate_id
 from supervisor.errors import TreeNotRunning
-from supervisor.observer import NullObserver, Observer
+from supervisor.observer import CleanupReason, NullObserver, Observer
 from supervisor.policies.ledger import InMemoryLedger, Ledger
 
 __all__ = ["SupervisionTree", "echo_handler"]
@@ -159,6 +159,15 @@ class SupervisionTree:
         except queue.Empty:
             return 0
 
+    def take_back(
+        self, user_id: str, websocket_id: str, reason: CleanupReason, why: str = ""
+    ) -> None:
+        """Close a connection whose slot a shared ledger gave away (4001 or 4002).
+
+        Never blocks; an unknown user or connection is ignored.
+        """
+        self._root_ref().tell(TakeBack(user_id, websocket_id, reason, why))
+
     def tick(self, now: float | None = None) -> None:
         """Send one tick by hand (for trees started with ``tick=False``)."""
         self._root_ref().tell(Tick(self.clock.monotonic() if now is None else now))
@@ -203,8 +212,10 @@ class SupervisionTree:
             except (pykka.Timeout, pykka.ActorDeadError):
                 state = {"user_id": user_id, "error": "no answer in time", "managers": []}
             state["level"] = levels.get(user_id, "ok")
+            state["cluster_used"] = self.ledger.usage(user_id)
             users.append(state)
         root_state["node_id"] = self.node_id
         root_state["threads"] = threading.active_count()
         root_state["slots_held"] = self.ledger.total()
+        root_state["ledger"] = self.config.quota.backend
         return {"root": root_state, "users": users}

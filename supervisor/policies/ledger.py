@@ -23,13 +23,28 @@ class AcquireResult(enum.Enum):
     """The key is already held (by another connection): supersede or refuse."""
     USER_FULL = "user_full"
     NODE_FULL = "node_full"
+    SUPERSEDED = "superseded"
+    """A shared ledger gave the key's slot to this holder and told the node that
+    held it (another node) to close its connection with 4001."""
+    EVICTED = "evicted"
+    """A shared ledger freed the user's oldest slot (another node's connection,
+    closed there with 4002) to make room, as ``evict`` asked."""
+    UNAVAILABLE = "unavailable"
+    """A shared ledger could not be reached and its policy refuses (fail_closed)."""
 
 
 class Ledger(Protocol):
     """The quota's book of slots; every method is atomic and thread-safe."""
 
-    def acquire(self, user_id: str, key: str, holder: str, limit: int) -> AcquireResult:
-        """Take a slot for ``key`` if the user holds fewer than ``limit``."""
+    def acquire(
+        self, user_id: str, key: str, holder: str, limit: int, evict: bool = False
+    ) -> AcquireResult:
+        """Take a slot for ``key`` if the user holds fewer than ``limit``.
+
+        ``evict`` lets a shared ledger free the user's oldest slot held on
+        another node when the user is full; a node-local ledger ignores it,
+        since the supervisor evicts its own connections before asking.
+        """
         ...
 
     def transfer(self, user_id: str, key: str, old_holder: str, new_holder: str) -> bool:
@@ -49,7 +64,7 @@ class Ledger(Protocol):
         ...
 
     def usage(self, user_id: str) -> int:
-        """Slots the user holds."""
+        """Slots the user holds, on every node that shares this ledger."""
         ...
 
     def total(self) -> int:
@@ -57,7 +72,7 @@ class Ledger(Protocol):
         ...
 
     def holders(self, user_id: str) -> dict[str, str]:
-        """The user's slots: isolation key to holding websocket id."""
+        """The user's slots on this node: isolation key to holding websocket id."""
         ...
 
 
@@ -70,7 +85,9 @@ class InMemoryLedger:
         self._total = 0
         self._lock = threading.Lock()
 
-    def acquire(self, user_id: str, key: str, holder: str, limit: int) -> AcquireResult:
+    def acquire(
+        self, user_id: str, key: str, holder: str, limit: int, evict: bool = False
+    ) -> AcquireResult:
         with self._lock:
             slots = self._slots.get(user_id, {})
             if key in slots:
@@ -124,3 +141,8 @@ class InMemoryLedger:
     def holders(self, user_id: str) -> dict[str, str]:
         with self._lock:
             return dict(self._slots.get(user_id, {}))
+
+    def users(self) -> list[str]:
+        """The users holding one slot or more, sorted."""
+        with self._lock:
+            return sorted(self._slots)

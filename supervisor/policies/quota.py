@@ -43,6 +43,11 @@ class QuotaPolicy:
         # round first: 100 * 0.07 is 7.000000000000001 in floating point, not 7
         return max(1, math.ceil(round(self.limit * self.proactive_ratio, 9)))
 
+    @property
+    def evicts(self) -> bool:
+        """True when a full quota evicts the oldest idle connection instead of refusing."""
+        return self.on_full == "evict_oldest_idle"
+
     def should_sweep(self, used: int) -> bool:
         """True when ``used`` slots call for a sweep before admitting."""
         return used >= self.proactive_at
@@ -57,6 +62,6 @@ class QuotaPolicy:
             return Verdict.SUPERSEDE
         if used < self.limit:
             return Verdict.ADMIT
-        if self.on_full == "evict_oldest_idle" and can_evict:
+        if self.evicts and can_evict:
             return Verdict.EVICT
         return Verdict.REJECT

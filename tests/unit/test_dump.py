@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from supervisor.admin import AdminServer
+from supervisor.admin import AdminServer, BackendUnavailable
 from supervisor.dump import fetch_state, render_state
 from supervisor.errors import WsSupervisorError
 from supervisor.tree import SupervisionTree
@@ -166,8 +166,9 @@ def test_only_http_urls_are_read() -> None:
 class _Backend:
     """A fixed state for the admin server."""
 
-    def __init__(self, state: dict[str, Any]) -> None:
+    def __init__(self, state: dict[str, Any], cluster: dict[str, Any] | None = None) -> None:
         self._state = state
+        self._cluster = cluster
 
     def metrics_text(self) -> bytes:
         return b""
@@ -183,6 +184,11 @@ class _Backend:
 
     async def push(self, user_id: str, thread_id: str | None, message: Any) -> int:
         return 0
+
+    async def cluster(self) -> dict[str, Any]:
+        if self._cluster is None:
+            raise BackendUnavailable("no cluster ledger")
+        return self._cluster
 
 
 @asynccontextmanager

@@ -1,0 +1,390 @@
+"""The quota ledger on Redis: one per-user quota across every node that shares it.
+
+Each call is one Lua script (:mod:`supervisor.redis_scripts`), so admission
+is atomic across nodes and costs one round trip. Beside Redis the node keeps
+its own book (an :class:`~supervisor.policies.ledger.InMemoryLedger`) of the
+slots its connections hold. Only the actors write that book, through their
+ledger calls, so it is the actors' record: it is what the node renews, what
+it registers again after an outage, and what it counts while Redis is away.
+
+Threads: ledger calls run on the user supervisors' threads; :meth:`renew_all`
+and :meth:`recover` on the cluster link's maintenance thread
+(:mod:`supervisor.cluster`). A Redis failure never raises out of a call: the
+ledger marks itself unavailable and :class:`LeasePolicy` decides
+(``fail_open``: the node's own count; ``fail_closed``: refuse).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import attrs
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from supervisor import redis_scripts
+from supervisor.config import RedisConfig
+from supervisor.observer import CleanupReason
+from supervisor.policies.lease import LeasePolicy, SlotRecord, beyond_quota
+from supervisor.policies.ledger import AcquireResult, InMemoryLedger
+
+__all__ = ["LedgerEvents", "RedisLedger", "Takeback", "connect", "parse_record"]
+
+log = logging.getLogger(__name__)
+
+_STATUS = {
+    b"acquired": AcquireResult.ACQUIRED,
+    b"superseded": AcquireResult.SUPERSEDED,
+    b"evicted": AcquireResult.EVICTED,
+    b"user_full": AcquireResult.USER_FULL,
+}
+_MAX_RESYNC_ROUNDS = 5
+
+
+class LedgerEvents(Protocol):
+    """What the ledger reports (the daemon's metrics implement it)."""
+
+    def ledger_available(self, available: bool) -> None:
+        """The ledger became reachable (True) or unreachable (False)."""
+
+    def ledger_error(self, operation: str) -> None:
+        """One Redis call failed or timed out."""
+
+
+class _NoEvents:
+    def ledger_available(self, available: bool) -> None:
+        pass
+
+    def ledger_error(self, operation: str) -> None:
+        pass
+
+
+@attrs.frozen
+class Takeback:
+    """A connection of this node that must close: its slot is no longer its own."""
+
+    user_id: str
+    websocket_id: str
+    reason: CleanupReason
+    """``supersede`` (another connection holds the key now) or ``evict``
+    (its lease ran out, or it is beyond the quota after an outage)."""
+    why: str
+
+
+def connect(config: RedisConfig) -> redis.Redis:
+    """A client whose every call gives up after ``config.timeout``, with no retries."""
+    return redis.Redis.from_url(
+        config.url,
+        socket_timeout=config.timeout,
+        socket_connect_timeout=config.timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+
+
+def parse_record(key: str, record: bytes | str) -> SlotRecord:
+    """A holder record from Redis (``node TAB websocket_id TAB acquired_ms``)."""
+    text = record.decode() if isinstance(record, bytes) else record
+    node, websocket_id, since = text.split("\t")
+    return SlotRecord(key, node, websocket_id, int(since))
+
+
+class RedisLedger:
+    """The :class:`~supervisor.policies.ledger.Ledger` of a node in a cluster."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        node_id: str,
+        config: RedisConfig,
+        node_limit: int,
+        events: LedgerEvents | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.policy = LeasePolicy(config.lease_ttl, config.renew_interval, config.on_unavailable)
+        self._client = client
+        self._prefix = config.key_prefix
+        self._events = events or _NoEvents()
+        self._book = InMemoryLedger(node_limit)
+        self._limits: dict[str, int] = {}
+        self._since: dict[tuple[str, str], int] = {}
+        self._dirty: set[str] = set()
+        self._available = True
+        self._lock = threading.Lock()
+        self._scripts = {
+            name: client.register_script(getattr(redis_scripts, name))
+            for name in ("ACQUIRE", "RELEASE", "TRANSFER", "RENEW", "USAGE", "HOLDERS")
+        }
+
+    # --- keys -------------------------------------------------------------------------
+
+    def user_keys(self, user_id: str) -> list[str]:
+        """The two Redis keys of a user: its leases and its holders."""
+        base = self._prefix + ":{" + user_id + "}"  # a hash tag: one Redis Cluster slot
+        return [base + ":slots", base + ":holders"]
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel on which other nodes reach this one."""
+        return f"{self._prefix}:node:{self.node_id}"
+
+    @property
+    def available(self) -> bool:
+        """False from a failed Redis call until :meth:`recover` succeeds."""
+        return self._available
+
+    # --- the Ledger interface (user supervisors' threads) ------------------------------------
+
+    def acquire(
+        self, user_id: str, key: str, holder: str, limit: int, evict: bool = False
+    ) -> AcquireResult:
+        self._limits[user_id] = limit
+        if self._book.total() >= self._book.node_limit:
+            return AcquireResult.NODE_FULL
+        for _ in range(2):  # twice at most: Redis may come back while we decide
+            if self._available:
+                result = self._acquire_shared(user_id, key, holder, limit, evict)
+                if result is not None:
+                    return result
+            result = self._acquire_alone(user_id, key, holder, limit)
+            if result is not None:
+                return result
+        return AcquireResult.UNAVAILABLE
+
+    def transfer(self, user_id: str, key: str, old_holder: str, new_holder: str) -> bool:
+        if not self._book.transfer(user_id, key, old_holder, new_holder):
+            return False
+        self._since[(user_id, key)] = _wall_ms()
+        limit = self._limits.get(user_id, 1)
+        args = (key, self.node_id, old_holder, new_holder, limit, self.policy.ttl_ms)
+        self._write("transfer", "TRANSFER", user_id, *args)
+        return True
+
+    def release(self, user_id: str, key: str, holder: str) -> bool:
+        if not self._book.release(user_id, key, holder):
+            return False
+        self._since.pop((user_id, key), None)
+        self._write("release", "RELEASE", user_id, key, self.node_id, holder)
+        return True
+
+    def renew(self, user_id: str, key: str, holder: str) -> bool:
+        if not self._book.renew(user_id, key, holder):
+            return False
+        slot = [key, holder, self._since.get((user_id, key), 0)]
+        self._write("renew", "RENEW", user_id, *self._renew_args(user_id, "renew"), *slot)
+        return True
+
+    def release_user(self, user_id: str) -> int:
+        for key in self._book.holders(user_id):
+            self._since.pop((user_id, key), None)
+        freed = self._book.release_user(user_id)
+        self._write("release_user", "RENEW", user_id, *self._renew_args(user_id, "resync"))
+        return freed
+
+    def usage(self, user_id: str) -> int:
+        if self._available:
+            try:
+                return int(self._scripts["USAGE"](keys=self.user_keys(user_id)[:1]))
+            except redis.RedisError as exc:
+                self._lost("usage", exc)
+        return self._book.usage(user_id)
+
+    def total(self) -> int:
+        return self._book.total()
+
+    def holders(self, user_id: str) -> dict[str, str]:
+        return self._book.holders(user_id)
+
+    # --- the cluster link's maintenance thread ------------------------------------------------
+
+    def probe(self) -> bool:
+        """Ping Redis; a failure marks the ledger unavailable (until :meth:`recover`)."""
+        try:
+            self._client.ping()
+        except redis.RedisError as exc:
+            self._lost("ping", exc)
+            return False
+        return True
+
+    def renew_all(self) -> list[Takeback]:
+        """Extend every lease this node holds; the connections that lost theirs come back."""
+        if not self._available:
+            return []
+        try:
+            return self._sync(self._book_users(), "renew")
+        except redis.RedisError as exc:
+            self._lost("renew", exc)
+            return []
+
+    def recover(self) -> list[Takeback] | None:
+        """Try Redis again; on success register this node's slots anew (None: still down)."""
+        try:
+            self._client.ping()
+            takebacks: list[Takeback] = []
+            for _ in range(_MAX_RESYNC_ROUNDS):
+                with self._lock:
+                    users, self._dirty = self._dirty | set(self._book_users()), set()
+                takebacks.extend(self._sync(sorted(users), "resync"))
+                with self._lock:
+                    if not self._dirty:
+                        self._available = True
+                        break
+        except redis.RedisError as exc:
+            log.debug("redis still unavailable: %s", exc)
+            return None
+        if not self._available:
+            return None
+        self._events.ledger_available(True)
+        log.warning("redis ledger available again; node %s re-registered its slots", self.node_id)
+        return takebacks
+
+    def cluster_slots(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's live slots on every node, from Redis (raises ``redis.RedisError``)."""
+        now, flat, live = self._scripts["HOLDERS"](keys=self.user_keys(user_id))
+        expiries = {live[i].decode(): float(live[i + 1]) for i in range(0, len(live), 2)}
+        slots = []
+        for i in range(0, len(flat), 2):
+            key = flat[i].decode()
+            if not flat[i + 1]:
+                continue
+            record = parse_record(key, flat[i + 1])
+            slots.append(
+                {
+                    **attrs.asdict(record),
+                    "lease_left": round((expiries[key] - int(now)) / 1000, 3),
+                }
+            )
+        return sorted(slots, key=lambda slot: (slot["acquired_ms"], slot["key"]))
+
+    def cluster_users(self, limit: int = 1000) -> list[str]:
+        """User ids with slots in Redis, on any node (raises ``redis.RedisError``)."""
+        pattern = self._prefix + ":{*}:slots"
+        users = []
+        for raw in self._client.scan_iter(match=pattern, count=500):
+            name = raw.decode()
+            users.append(name[len(self._prefix) + 2 : -len("}:slots")])
+            if len(users) >= limit:
+                break
+        return sorted(users)
+
+    # --- inside ---------------------------------------------------------------------------------
+
+    def _run(self, script: str, user_id: str, *args: Any) -> Any:
+        return self._scripts[script](keys=self.user_keys(user_id), args=list(args))
+
+    def _write(self, operation: str, script: str, user_id: str, *args: Any) -> None:
+        """Run a write whose outcome the book already holds; offline, mark the user for resync."""
+        for _ in range(2):  # twice at most: Redis may come back while we decide
+            if self._available:
+                try:
+                    self._run(script, user_id, *args)
+                    return
+                except redis.RedisError as exc:
+                    self._lost(operation, exc)
+            with self._lock:
+                if not self._available:
+                    self._dirty.add(user_id)
+                    return
+
+    def _acquire_shared(
+        self, user_id: str, key: str, holder: str, limit: int, evict: bool
+    ) -> AcquireResult | None:
+        """One admission script; None when Redis failed (the caller falls back)."""
+        args = (key, self.node_id, holder, limit, self.policy.ttl_ms, int(evict))
+        try:
+            status, now = self._run("ACQUIRE", user_id, *args, f"{self._prefix}:node:", user_id)
+        except redis.RedisError as exc:
+            self._lost("acquire", exc)
+            return None
+        result = _STATUS[status]
+        if result is not AcquireResult.USER_FULL:
+            self._enter(user_id, key, holder, int(now))
+        return result
+
+    def _acquire_alone(
+        self, user_id: str, key: str, holder: str, limit: int
+    ) -> AcquireResult | None:
+        """Admission while Redis is away, by the policy; None if Redis is back meanwhile."""
+        if not self.policy.admits_while_down:
+            return AcquireResult.UNAVAILABLE
+        with self._lock:
+            if self._available:
+                return None
+            result = self._book.acquire(user_id, key, holder, limit)
+            if result is AcquireResult.ACQUIRED:
+                self._since[(user_id, key)] = _wall_ms()
+                self._dirty.add(user_id)
+        return result
+
+    def _enter(self, user_id: str, key: str, holder: str, acquired_ms: int) -> None:
+        old = self._book.holders(user_id).get(key)
+        if old is not None:  # a stale entry of this node for the key: Redis has moved on
+            self._book.release(user_id, key, old)
+        self._book.acquire(user_id, key, holder, limit=1 << 30)
+        self._since[(user_id, key)] = acquired_ms
+
+    def _lost(self, operation: str, exc: Exception) -> None:
+        self._events.ledger_error(operation)
+        with self._lock:
+            was, self._available = self._available, False
+        if was:
+            self._events.ledger_available(False)
+            log.error(
+                "redis ledger unavailable (%s failed: %s); policy %s",
+                operation,
+                exc,
+                self.config.on_unavailable,
+            )
+
+    def _book_users(self) -> list[str]:
+        return self._book.users()
+
+    def _renew_args(self, user_id: str, mode: str) -> list[Any]:
+        limit = self._limits.get(user_id, 1)
+        return [self.node_id, self.policy.ttl_ms, limit, mode]
+
+    def _slot_args(self, user_id: str) -> list[Any]:
+        args: list[Any] = []
+        for key, holder in self._book.holders(user_id).items():
+            args += [key, holder, self._since.get((user_id, key), 0)]
+        return args
+
+    def _sync(self, users: Sequence[str], mode: str) -> list[Takeback]:
+        pipe = self._client.pipeline(transaction=False)
+        for user_id in users:
+            args = self._renew_args(user_id, mode) + self._slot_args(user_id)
+            self._scripts["RENEW"](keys=self.user_keys(user_id), args=args, client=pipe)
+        replies = pipe.execute()
+        takebacks: list[Takeback] = []
+        for user_id, (superseded, expired, records) in zip(users, replies, strict=True):
+            takebacks.extend(self._takebacks(user_id, superseded, expired, records))
+        return takebacks
+
+    def _takebacks(
+        self, user_id: str, superseded: Iterable[bytes], expired: Iterable[bytes], flat: list[bytes]
+    ) -> list[Takeback]:
+        mine = self._book.holders(user_id)
+        found = []
+        taken: list[tuple[bytes, CleanupReason, str]] = [
+            *((k, "supersede", "the thread connected on another node") for k in superseded),
+            *((k, "evict", "lease expired") for k in expired),
+        ]
+        for raw, reason, why in taken:
+            websocket_id = mine.get(raw.decode())
+            if websocket_id is not None:
+                found.append(Takeback(user_id, websocket_id, reason, why))
+        records = [parse_record(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+        for record in beyond_quota(records, self._limits.get(user_id, len(records))):
+            if record.node_id == self.node_id and mine.get(record.key) == record.websocket_id:
+                found.append(Takeback(user_id, record.websocket_id, "evict", "over quota"))
+        return found
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)

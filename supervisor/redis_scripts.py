@@ -1,0 +1,212 @@
+"""The Lua scripts of the Redis ledger: one script per ledger call, atomic in Redis.
+
+Keys of a user (``P`` is ``[redis] key_prefix``; the braces are a Redis
+Cluster hash tag, so a user's two keys live in one slot):
+
+- ``P:{user_id}:slots``: sorted set, isolation key -> lease expiry (ms, server clock);
+- ``P:{user_id}:holders``: hash, isolation key -> ``node_id TAB websocket_id TAB acquired_ms``.
+
+Both keys expire one lease after the last write, so once every node has
+stopped, Redis holds nothing of ws-supervisor's. Nodes hear about a
+connection they must close on the channel ``P:node:<node_id>``: a message is
+``op TAB user_id TAB isolation_key TAB websocket_id`` with ``op`` either
+``supersede`` or ``evict``. Times come from ``TIME`` on the Redis server,
+never from a node's clock.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ACQUIRE", "HOLDERS", "RELEASE", "RENEW", "TRANSFER", "USAGE"]
+
+_PRELUDE = r"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function split(record)
+  local node, ws, since = string.match(record, '^([^\t]*)\t([^\t]*)\t([^\t]*)$')
+  return node, ws, tonumber(since)
+end
+local function purge(slots, holders, now)
+  local gone = redis.call('ZRANGEBYSCORE', slots, '-inf', now)
+  for _, key in ipairs(gone) do
+    redis.call('HDEL', holders, key)
+  end
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+  end
+end
+local function drop(slots, holders, key)
+  redis.call('HDEL', holders, key)
+  redis.call('ZREM', slots, key)
+end
+local function keep_alive(slots, holders, ttl)
+  if redis.call('ZCARD', slots) == 0 then
+    redis.call('DEL', slots, holders)
+  else
+    redis.call('PEXPIRE', slots, ttl)
+    redis.call('PEXPIRE', holders, ttl)
+  end
+end
+local function notify(prefix, record, op, user, key)
+  local node, ws = split(record)
+  redis.call('PUBLISH', prefix .. node, op .. '\t' .. user .. '\t' .. key .. '\t' .. ws)
+end
+"""
+
+ACQUIRE = (
+    _PRELUDE
+    + r"""
+-- KEYS: slots, holders. ARGV: key, node, ws, limit, ttl_ms, evict (1/0), channel prefix, user.
+-- Returns {status, now}: acquired | superseded | evicted | user_full.
+local slots, holders = KEYS[1], KEYS[2]
+local key, limit, ttl = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = now_ms()
+purge(slots, holders, now)
+local status = 'acquired'
+local current = redis.call('HGET', holders, key)
+if current then
+  notify(ARGV[7], current, 'supersede', ARGV[8], key)
+  status = 'superseded'
+else
+  while redis.call('ZCARD', slots) >= limit do
+    if ARGV[6] ~= '1' then
+      return {'user_full', now}
+    end
+    local all = redis.call('HGETALL', holders)
+    local victim, oldest = nil, nil
+    for i = 1, #all, 2 do
+      local _, _, since = split(all[i + 1])
+      if oldest == nil or since < oldest or (since == oldest and all[i] < victim) then
+        victim, oldest = all[i], since
+      end
+    end
+    notify(ARGV[7], redis.call('HGET', holders, victim), 'evict', ARGV[8], victim)
+    drop(slots, holders, victim)
+    status = 'evicted'
+  end
+end
+redis.call('HSET', holders, key, ARGV[2] .. '\t' .. ARGV[3] .. '\t' .. now)
+redis.call('ZADD', slots, now + ttl, key)
+keep_alive(slots, holders, ttl)
+return {status, now}
+"""
+)
+
+RELEASE = (
+    _PRELUDE
+    + r"""
+-- KEYS: slots, holders. ARGV: key, node, ws. Returns 1 if freed, 0 if not this holder's.
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+if not current then
+  return 0
+end
+local node, ws = split(current)
+if node ~= ARGV[2] or ws ~= ARGV[3] then
+  return 0
+end
+drop(KEYS[1], KEYS[2], ARGV[1])
+if redis.call('ZCARD', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1], KEYS[2])
+end
+return 1
+"""
+)
+
+TRANSFER = (
+    _PRELUDE
+    + r"""
+-- KEYS: slots, holders. ARGV: key, node, old ws, new ws, limit, ttl_ms.
+-- Returns 1 if the new holder has the slot, 0 if someone else holds it or no room is left.
+local slots, holders = KEYS[1], KEYS[2]
+local key, ttl = ARGV[1], tonumber(ARGV[6])
+local now = now_ms()
+purge(slots, holders, now)
+local current = redis.call('HGET', holders, key)
+if current then
+  local node, ws = split(current)
+  if node ~= ARGV[2] or ws ~= ARGV[3] then
+    return 0
+  end
+elseif redis.call('ZCARD', slots) >= tonumber(ARGV[5]) then
+  return 0
+end
+redis.call('HSET', holders, key, ARGV[2] .. '\t' .. ARGV[4] .. '\t' .. now)
+redis.call('ZADD', slots, now + ttl, key)
+keep_alive(slots, holders, ttl)
+return 1
+"""
+)
+
+RENEW = (
+    _PRELUDE
+    + r"""
+-- KEYS: slots, holders. ARGV: node, ttl_ms, limit, mode, then (key, ws, acquired_ms) triples:
+-- every slot this node holds for the user. Mode "renew" extends the leases still held and
+-- reports the others; mode "resync" (after an outage) also registers the missing ones and
+-- drops this node's slots that are not listed. Returns {superseded, expired, records}:
+-- keys now held by another connection, keys whose lease ran out, and every record of the
+-- user when the user is over the limit (empty otherwise).
+local slots, holders = KEYS[1], KEYS[2]
+local node, ttl, limit, resync = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == 'resync'
+local now = now_ms()
+purge(slots, holders, now)
+local listed, superseded, expired = {}, {}, {}
+for i = 5, #ARGV, 3 do
+  local key, ws = ARGV[i], ARGV[i + 1]
+  listed[key] = true
+  local current = redis.call('HGET', holders, key)
+  if current then
+    local cnode, cws = split(current)
+    if cnode == node and cws == ws then
+      redis.call('ZADD', slots, now + ttl, key)
+    else
+      table.insert(superseded, key)
+    end
+  elseif resync then
+    redis.call('HSET', holders, key, node .. '\t' .. ws .. '\t' .. ARGV[i + 2])
+    redis.call('ZADD', slots, now + ttl, key)
+  else
+    table.insert(expired, key)
+  end
+end
+if resync then
+  local all = redis.call('HGETALL', holders)
+  for i = 1, #all, 2 do
+    local cnode = split(all[i + 1])
+    if cnode == node and not listed[all[i]] then
+      drop(slots, holders, all[i])
+    end
+  end
+end
+keep_alive(slots, holders, ttl)
+local records = {}
+if redis.call('ZCARD', slots) > limit then
+  records = redis.call('HGETALL', holders)
+end
+return {superseded, expired, records}
+"""
+)
+
+USAGE = (
+    _PRELUDE
+    + r"""
+-- KEYS: slots. Returns the number of live leases.
+return redis.call('ZCOUNT', KEYS[1], '(' .. now_ms(), '+inf')
+"""
+)
+
+HOLDERS = (
+    _PRELUDE
+    + r"""
+-- KEYS: slots, holders. Returns {now, records, expiries}: the live slots of a user.
+local now = now_ms()
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')
+local records = {}
+for i = 1, #live, 2 do
+  table.insert(records, live[i])
+  table.insert(records, redis.call('HGET', KEYS[2], live[i]) or '')
+end
+return {now, records, live}
+"""
+)
