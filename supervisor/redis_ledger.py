@@ -115,6 +115,7 @@ class RedisLedger:
         self._limits: dict[str, int] = {}
         self._since: dict[tuple[str, str], int] = {}
         self._dirty: set[str] = set()
+        self._versions: dict[str, int] = {}
         self._available = True
         self._lock = threading.Lock()
         self._scripts = {
@@ -160,6 +161,7 @@ class RedisLedger:
     def transfer(self, user_id: str, key: str, old_holder: str, new_holder: str) -> bool:
         if not self._book.transfer(user_id, key, old_holder, new_holder):
             return False
+        self._changed(user_id)
         self._since[(user_id, key)] = _wall_ms()
         limit = self._limits.get(user_id, 1)
         args = (key, self.node_id, old_holder, new_holder, limit, self.policy.ttl_ms)
@@ -169,6 +171,7 @@ class RedisLedger:
     def release(self, user_id: str, key: str, holder: str) -> bool:
         if not self._book.release(user_id, key, holder):
             return False
+        self._changed(user_id)
         self._since.pop((user_id, key), None)
         self._write("release", "RELEASE", user_id, key, self.node_id, holder)
         return True
@@ -176,14 +179,18 @@ class RedisLedger:
     def renew(self, user_id: str, key: str, holder: str) -> bool:
         if not self._book.renew(user_id, key, holder):
             return False
-        slot = [key, holder, self._since.get((user_id, key), 0)]
-        self._write("renew", "RENEW", user_id, *self._renew_args(user_id, "renew"), *slot)
+        if self._available:
+            try:
+                self._sync([user_id], "renew")  # every slot of the user: the script drops unlisted
+            except redis.RedisError as exc:
+                self._lost("renew", exc)
         return True
 
     def release_user(self, user_id: str) -> int:
         for key in self._book.holders(user_id):
             self._since.pop((user_id, key), None)
         freed = self._book.release_user(user_id)
+        self._changed(user_id)
         self._write("release_user", "RENEW", user_id, *self._renew_args(user_id, "resync"))
         return freed
 
@@ -318,6 +325,7 @@ class RedisLedger:
                 return None
             result = self._book.acquire(user_id, key, holder, limit)
             if result is AcquireResult.ACQUIRED:
+                self._changed(user_id)
                 self._since[(user_id, key)] = _wall_ms()
                 self._dirty.add(user_id)
         return result
@@ -327,7 +335,12 @@ class RedisLedger:
         if old is not None:  # a stale entry of this node for the key: Redis has moved on
             self._book.release(user_id, key, old)
         self._book.acquire(user_id, key, holder, limit=1 << 30)
+        self._changed(user_id)
         self._since[(user_id, key)] = acquired_ms
+
+    def _changed(self, user_id: str) -> None:
+        """Count a change of the user's book (only the user's supervisor thread writes it)."""
+        self._versions[user_id] = self._versions.get(user_id, 0) + 1
 
     def _lost(self, operation: str, exc: Exception) -> None:
         self._events.ledger_error(operation)
@@ -356,6 +369,17 @@ class RedisLedger:
         return args
 
     def _sync(self, users: Sequence[str], mode: str) -> list[Takeback]:
+        """Renew (or resync) ``users``; again for any whose book changed meanwhile."""
+        takebacks: list[Takeback] = []
+        for _ in range(_MAX_RESYNC_ROUNDS):
+            before = {user_id: self._versions.get(user_id, 0) for user_id in users}
+            takebacks.extend(self._sync_once(users, mode))
+            users = [u for u in users if self._versions.get(u, 0) != before[u]]
+            if not users:
+                break
+        return takebacks
+
+    def _sync_once(self, users: Sequence[str], mode: str) -> list[Takeback]:
         pipe = self._client.pipeline(transaction=False)
         for user_id in users:
             args = self._renew_args(user_id, mode) + self._slot_args(user_id)
@@ -373,7 +397,7 @@ class RedisLedger:
         found = []
         taken: list[tuple[bytes, CleanupReason, str]] = [
             *((k, "supersede", "the thread connected on another node") for k in superseded),
-            *((k, "evict", "lease expired") for k in expired),
+            *((k, "evict", "lease lost, no room left") for k in expired),
         ]
         for raw, reason, why in taken:
             websocket_id = mine.get(raw.decode())

@@ -142,19 +142,29 @@ RENEW = (
     _PRELUDE
     + r"""
 -- KEYS: slots, holders. ARGV: node, ttl_ms, limit, mode, then (key, ws, acquired_ms) triples:
--- every slot this node holds for the user. Mode "renew" extends the leases still held and
--- reports the others; mode "resync" (after an outage) also registers the missing ones and
--- drops this node's slots that are not listed. Returns {superseded, expired, records}:
--- keys now held by another connection, keys whose lease ran out, and every record of the
--- user when the user is over the limit (empty otherwise).
+-- every slot this node holds for the user. Extends the leases still held, registers again
+-- a missing one (Redis lost it, or its lease ran out) if the user has room - always, in
+-- mode "resync", after an outage - and drops this node's slots that are not listed (a
+-- release that raced the renewal). Returns {superseded, expired, records}: keys now held
+-- by another connection, keys lost with no room left, and every record of the user when
+-- the user is over the limit (empty otherwise).
 local slots, holders = KEYS[1], KEYS[2]
 local node, ttl, limit, resync = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == 'resync'
 local now = now_ms()
 purge(slots, holders, now)
 local listed, superseded, expired = {}, {}, {}
 for i = 5, #ARGV, 3 do
+  listed[ARGV[i]] = true
+end
+local all = redis.call('HGETALL', holders)
+for i = 1, #all, 2 do
+  local cnode = split(all[i + 1])
+  if cnode == node and not listed[all[i]] then
+    drop(slots, holders, all[i])
+  end
+end
+for i = 5, #ARGV, 3 do
   local key, ws = ARGV[i], ARGV[i + 1]
-  listed[key] = true
   local current = redis.call('HGET', holders, key)
   if current then
     local cnode, cws = split(current)
@@ -163,20 +173,11 @@ for i = 5, #ARGV, 3 do
     else
       table.insert(superseded, key)
     end
-  elseif resync then
+  elseif resync or redis.call('ZCARD', slots) < limit then
     redis.call('HSET', holders, key, node .. '\t' .. ws .. '\t' .. ARGV[i + 2])
     redis.call('ZADD', slots, now + ttl, key)
   else
     table.insert(expired, key)
-  end
-end
-if resync then
-  local all = redis.call('HGETALL', holders)
-  for i = 1, #all, 2 do
-    local cnode = split(all[i + 1])
-    if cnode == node and not listed[all[i]] then
-      drop(slots, holders, all[i])
-    end
   end
 end
 keep_alive(slots, holders, ttl)

@@ -382,3 +382,57 @@ def test_config_to_dict_is_plain_data() -> None:
     assert isinstance(quota, dict)
     assert quota["max_managers_per_user"] == 20
     assert data["profile"] == "production"
+
+
+# --- the Redis ledger's settings --------------------------------------------------
+
+
+def test_the_redis_backend_and_url_can_be_set_from_the_environment() -> None:
+    env = {
+        "WS_SUPERVISOR_QUOTA_BACKEND": "redis",
+        "WS_SUPERVISOR_REDIS_URL": "redis://10.0.0.5:6380/2",
+        "WS_SUPERVISOR_REDIS_ON_UNAVAILABLE": "fail_closed",
+    }
+    config = parse_config({}, env=env)
+    assert config.quota.backend == "redis"
+    assert config.redis.url == "redis://10.0.0.5:6380/2"
+    assert config.redis.on_unavailable == "fail_closed"
+
+
+def test_an_unknown_quota_backend_is_named_with_its_choices() -> None:
+    issue = the_issue({"quota": {"backend": "etcd"}})
+    assert issue.path == "quota.backend"
+    assert "'memory'" in issue.message and "'redis'" in issue.message
+
+
+@pytest.mark.parametrize(
+    ("table", "path", "fragment"),
+    [
+        ({"url": "http://cache:6379"}, "redis.url", "redis://"),
+        ({"timeout": 0}, "redis.timeout", "> 0"),
+        ({"on_unavailable": "retry"}, "redis.on_unavailable", "fail_open"),
+        ({"key_prefix": "a b"}, "redis.key_prefix", "letters"),
+        ({"lease_ttl": 3.0, "renew_interval": 2.0}, "redis", "renew_interval * 2 <= lease_ttl"),
+    ],
+)
+def test_a_bad_redis_setting_names_its_key(
+    table: dict[str, object], path: str, fragment: str
+) -> None:
+    issue = the_issue({"redis": table})
+    assert issue.path == path
+    assert fragment in issue.message
+
+
+def test_a_node_id_may_not_hold_a_separator_of_the_ledger_records() -> None:
+    issue = the_issue({"server": {"node_id": "node\t1"}})
+    assert issue.path == "server.node_id"
+    assert (
+        parse_config({"server": {"node_id": "eu-west.node-3"}}).server.node_id == "eu-west.node-3"
+    )
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_profile_gives_a_lease_that_outlives_a_missed_renewal(name: str) -> None:
+    redis = load_profile(name, env={}).redis
+    assert redis.renew_interval * 2 <= redis.lease_ttl
+    assert redis.timeout < redis.renew_interval

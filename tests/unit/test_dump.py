@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import pytest
 
 from supervisor.admin import AdminServer, BackendUnavailable
-from supervisor.dump import fetch_state, render_state
+from supervisor.dump import fetch_cluster, fetch_state, render_cluster, render_state
 from supervisor.errors import WsSupervisorError
 from supervisor.tree import SupervisionTree
 from tests.helpers import connect, handle_of, make_config
@@ -192,8 +192,10 @@ class _Backend:
 
 
 @asynccontextmanager
-async def _admin(state: dict[str, Any], token: str | None = None) -> AsyncIterator[str]:
-    server = AdminServer("127.0.0.1", 0, _Backend(state), token)
+async def _admin(
+    state: dict[str, Any], token: str | None = None, cluster: dict[str, Any] | None = None
+) -> AsyncIterator[str]:
+    server = AdminServer("127.0.0.1", 0, _Backend(state, cluster), token)
     await server.start()
     try:
         yield f"http://127.0.0.1:{server.port}/"
@@ -253,3 +255,65 @@ async def test_an_answer_that_is_not_json_or_never_comes_is_refused() -> None:
             server.close()
             await server.wait_closed()
         assert message.startswith(f"cannot read http://127.0.0.1:{port}/debug/state: {expected}")
+
+
+# --- the cluster view ---------------------------------------------------------------
+
+
+def _cluster() -> dict[str, Any]:
+    def slot(key: str, node: str, ws: str, acquired: int) -> dict[str, Any]:
+        return {
+            "key": key,
+            "node_id": node,
+            "websocket_id": ws,
+            "acquired_ms": acquired,
+            "lease_left": 2.5,
+        }
+
+    return {
+        "node_id": "n1",
+        "users": [
+            {
+                "user_id": "alice",
+                "slots": [slot("alice:t1", "n1", "w1", 1), slot("alice:t2", "n2", "w2", 2)],
+            },
+            {"user_id": "bob", "slots": [slot("bob:t1", "n3", "w3", 3)]},
+        ],
+    }
+
+
+def test_the_cluster_view_lists_each_users_slots_with_their_nodes() -> None:
+    assert render_cluster(_cluster()).splitlines() == [
+        "cluster ledger, read by node n1: 2 user(s)",
+        "alice  2 slot(s) on n1, n2",
+        "├── alice:t1  node n1  w1  lease 2.5s",
+        "└── alice:t2  node n2  w2  lease 2.5s",
+        "bob  1 slot(s) on n3",
+        "└── bob:t1  node n3  w3  lease 2.5s",
+    ]
+
+
+def test_the_cluster_view_of_one_user_shows_only_that_user() -> None:
+    lines = render_cluster(_cluster(), "bob").splitlines()
+    assert lines[1:] == ["bob  1 slot(s) on n3", "└── bob:t1  node n3  w3  lease 2.5s"]
+    assert render_cluster(_cluster(), "carol").splitlines()[-1] == "carol: no slots on any node"
+
+
+def test_a_redis_node_shows_each_users_cluster_count_beside_its_own() -> None:
+    state = _state([_user("alice", "ok", [_manager()], cluster_used=4)])
+    state["root"]["ledger"] = "redis"
+    assert "cluster 4/20" in render_state(state, color=False)
+    state["root"]["ledger"] = "memory"
+    assert "cluster" not in render_state(state, color=False)
+
+
+@pytest.mark.asyncio
+async def test_fetch_cluster_reads_the_view_or_says_why_not() -> None:
+    async with _admin(_state([]), cluster=_cluster()) as url:
+        assert await _off_loop(lambda: fetch_cluster(url, None)) == _cluster()
+    async with _admin(_state([])) as url:
+        with pytest.raises(WsSupervisorError) as raised:
+            await _off_loop(lambda: fetch_cluster(url, None))
+    assert str(raised.value) == (
+        f"cannot read {url}debug/cluster: HTTP 503 Service Unavailable: no cluster ledger"
+    )
