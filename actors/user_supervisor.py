@@ -125,14 +125,22 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
 
     def _supersede(self, old: Child, ctx: UserExecutionContext, now: float) -> AdmissionResult:
         key = ctx.isolation_key
-        if not self._rt.ledger.transfer(
+        moved = self._rt.ledger.transfer(
             self.user_id, key, old.context.websocket_id, ctx.websocket_id
-        ):
-            self._mismatch("transfer", old.context)
+        )
         old.holds_slot = False
         self._children.drop_key(old)
         self._reap(old, "supersede", now)
-        return "superseded"
+        if moved:
+            return "superseded"
+        # A shared ledger had already given the old slot away (and no room is
+        # left to move it): the new connection needs a slot of its own.
+        log.warning(
+            "superseded connection had lost its slot user_id=%s isolation_key=%s",
+            self.user_id,
+            key,
+        )
+        return self._acquire(ctx, "superseded")
 
     def _acquire(self, ctx: UserExecutionContext, admitted: AdmissionResult) -> AdmissionResult:
         quota = self._rt.quota

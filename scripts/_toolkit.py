@@ -1,4 +1,7 @@
-"""Helpers shared by scripts/bench.py and scripts/loadtest.py (loopback only)."""
+"""Helpers shared by scripts/bench.py, scripts/loadtest.py and the cluster tests (loopback only).
+
+The tests import this file as ``scripts._toolkit`` (``tests/cluster/redis_server.py``).
+"""
 
 from __future__ import annotations
 
@@ -11,19 +14,25 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import redis
 
 __all__ = [
     "HOST",
     "ROOT",
+    "RedisServer",
     "exec_child",
     "free_port",
     "http_get",
     "percentile",
     "raise_fd_limit",
+    "redis_server_binary",
+    "running_redis",
     "stop_process",
     "supervisor_command",
     "tail_file",
@@ -104,3 +113,100 @@ def tail_file(path: Path, lines: int) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     return ""
+
+
+# --- a redis-server of our own (the cluster tests, bench --redis) --------------------
+
+
+def redis_server_binary() -> str:
+    """The path of ``redis-server``; raises with advice when it is missing."""
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if shutil.which("/usr/bin/redis-server") else None
+    )
+    if found is None:
+        raise RuntimeError("redis-server not found: run scripts/test, which installs it")
+    return found
+
+
+class RedisServer:
+    """One ``redis-server`` process on 127.0.0.1, no persistence; restartable on its port.
+
+    ``launcher`` goes before the command (the benchmark's ``--exec``, so that
+    the server dies with it).
+    """
+
+    def __init__(self, port: int | None = None, launcher: Sequence[str] = ()) -> None:
+        self.port = port or free_port()
+        self.launcher = list(launcher)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.port, socket_timeout=2.0)
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        command = [
+            *self.launcher,
+            redis_server_binary(),
+            "--port", str(self.port),
+            "--bind", HOST,
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "yes",
+            "--loglevel", "warning",
+        ]  # fmt: skip
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        client = self.client()
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return self
+                except redis.ConnectionError:
+                    if self._process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"redis-server did not start on {self.port}") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        """Every key matching ``pattern``, decoded and sorted."""
+        client = self.client()
+        try:
+            return sorted(key.decode() for key in client.scan_iter(match=pattern))
+        finally:
+            client.close()
+
+
+@contextlib.contextmanager
+def running_redis() -> Iterator[RedisServer]:
+    """A fresh server for the block, stopped after it."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

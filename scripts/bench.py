@@ -15,7 +15,15 @@ scenarios:
 Server CPU is read from ``/proc/PID/stat`` (every thread of the server
 process), memory from ``/proc/PID/status``. Linux only.
 
-Usage: scripts/bench [--rounds 3] [--quick] [--compression none] [--json FILE] [--plot FILE.png]
+With ``--redis`` each round also runs churn against ws-supervisor with the
+Redis quota ledger (``[quota] backend = "redis"``), on a redis-server the
+bench starts on a free loopback port and stops at the end: connections/s,
+connect latency and server CPU as ratios to bare websockets and to the
+in-memory ledger, and the Redis requests per connection (from the server's
+slow log, with every command logged: ACQUIRE per admission, RELEASE, renewals).
+
+Usage: scripts/bench [--rounds 3] [--quick] [--redis] [--compression none] [--json FILE]
+       [--plot FILE.png]
 
 Internal modes (started by the tool itself): ``--serve-bare`` and ``--client SCENARIO``.
 """
@@ -25,12 +33,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import math
 import os
 import platform
 import queue
+import re
 import secrets
 import shlex
 import signal
@@ -53,6 +63,7 @@ from urllib.parse import parse_qsl, urlsplit
 from _toolkit import (  # scripts/ is on sys.path when run as a script
     HOST,
     ROOT,
+    RedisServer,
     exec_child,
     free_port,
     http_get,
@@ -484,7 +495,13 @@ class Server:
         return tail_file(self.log, lines)
 
 
-def start_server(kind: str, children: Children, compression: str, logdir: Path) -> Server:
+def start_server(
+    kind: str,
+    children: Children,
+    compression: str,
+    logdir: Path,
+    extra_env: dict[str, str] | None = None,
+) -> Server:
     port = free_port()
     log = logdir / f"{kind}-{port}.log"
     with log.open("w") as out:
@@ -507,6 +524,7 @@ def start_server(kind: str, children: Children, compression: str, logdir: Path) 
                 "WS_SUPERVISOR_LOGGING_LEVEL": "WARNING",
             }
         )
+        env.update(extra_env or {})
         argv = [*supervisor_command(), "serve", "--profile", "ci"]
         proc = children.start(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
         return Server(kind, proc, port, admin_port, log)
@@ -580,6 +598,32 @@ def _errors(results: list[dict[str, Any]]) -> int:
     return sum(sum(result.get("errors", {}).values()) for result in results)
 
 
+def churn_metrics(
+    children: Children, server: Server, settings: Settings
+) -> tuple[dict[str, float], list[float]]:
+    """The timed churn scenario: (connections/s, connect latency, server CPU; the latencies)."""
+    results, before, after = run_scenario(
+        children,
+        server,
+        settings,
+        "churn",
+        procs=settings.client_procs,
+        concurrency=50,
+        duration=settings.churn_seconds,
+    )
+    latencies = [value for result in results for value in result["latencies"]]
+    elapsed = max(float(result["elapsed"]) for result in results)
+    metrics = {
+        "conns_per_s": len(latencies) / elapsed,
+        "connect_p50_ms": percentile(latencies, 50) * 1000,
+        "connect_p99_ms": percentile(latencies, 99) * 1000,
+        "cpu_ms_per_conn": (after.cpu - before.cpu) / max(1, len(latencies)) * 1000,
+        "churn_errors": _errors(results),
+        "churn_conns": len(latencies),
+    }
+    return metrics, latencies
+
+
 def bench_one(
     kind: str, children: Children, settings: Settings, logdir: Path
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
@@ -603,22 +647,8 @@ def bench_one(
         metrics["idle_conns_opened"] = opened
         server.quiesce()
 
-        results, before, after = run_scenario(
-            children,
-            server,
-            settings,
-            "churn",
-            procs=settings.client_procs,
-            concurrency=50,
-            duration=settings.churn_seconds,
-        )
-        latencies = [value for result in results for value in result["latencies"]]
-        elapsed = max(float(result["elapsed"]) for result in results)
-        metrics["conns_per_s"] = len(latencies) / elapsed
-        metrics["connect_p50_ms"] = percentile(latencies, 50) * 1000
-        metrics["connect_p99_ms"] = percentile(latencies, 99) * 1000
-        metrics["cpu_ms_per_conn"] = (after.cpu - before.cpu) / max(1, len(latencies)) * 1000
-        metrics["churn_errors"] = _errors(results)
+        churn, latencies = churn_metrics(children, server, settings)
+        metrics.update(churn)
         samples["connect_ms"] = [value * 1000 for value in latencies]
         server.quiesce()
 
@@ -646,6 +676,217 @@ def bench_one(
     finally:
         server.stop()
     return metrics, samples
+
+
+# --- the Redis-backed run (--redis) ---------------------------------------------------
+
+REDIS_KIND = "supervised_redis"
+_BENCH_CLIENT = "ws-bench"
+_SLOWLOG_MAX = 500_000
+_CALLED = re.compile(r"redis\.call\('(\w+)'")
+
+
+def start_redis(logdir: Path) -> RedisServer:
+    """A redis-server of the bench's own on a free loopback port (it dies with the bench)."""
+    launcher = [sys.executable, str(Path(__file__).resolve()), "--exec"]
+    server = RedisServer(launcher=launcher).start()
+    client = _redis_client(server)
+    try:
+        # every command enters the slow log (a few us each): EVALSHAs are told apart by script
+        client.config_set("slowlog-log-slower-than", 0)
+        client.config_set("slowlog-max-len", _SLOWLOG_MAX)
+        (logdir / "redis.version").write_text(str(client.info("server")["redis_version"]))
+    finally:
+        client.close()
+    return server
+
+
+def _redis_client(server: RedisServer) -> Any:
+    client = server.client()
+    client.client_setname(_BENCH_CLIENT)
+    return client
+
+
+class RedisCalls:
+    """What the daemon asked of Redis between :meth:`start` and :meth:`per_connection`."""
+
+    def __init__(self, server: RedisServer) -> None:
+        from supervisor import redis_scripts  # noqa: PLC0415  (the venv has the project)
+
+        self.server = server
+        texts = {name: getattr(redis_scripts, name) for name in redis_scripts.__all__}
+        self.scripts = {hashlib.sha1(t.encode()).hexdigest(): n for n, t in texts.items()}
+        # the slow log lists the commands a script calls too: those are no round trips
+        self.inner = {found.upper() for text in texts.values() for found in _CALLED.findall(text)}
+        self.cpu = 0.0
+
+    def start(self) -> None:
+        client = _redis_client(self.server)
+        try:
+            client.slowlog_reset()
+        finally:
+            client.close()
+        self.cpu = cpu_seconds(self.server.pid or 0)
+
+    def per_connection(self, connections: int) -> dict[str, float]:
+        """Commands per connection: each script, all of them, and redis-server CPU."""
+        cpu = cpu_seconds(self.server.pid or 0) - self.cpu
+        client = _redis_client(self.server)
+        try:
+            entries = client.slowlog_get(_SLOWLOG_MAX)
+            client.slowlog_reset()
+        finally:
+            client.close()
+        counts: Counter[str] = Counter()
+        for entry in entries:
+            if entry.get("client_name", b"") in (_BENCH_CLIENT, _BENCH_CLIENT.encode()):
+                continue
+            command = entry["command"]
+            args = (
+                command.decode(errors="replace") if isinstance(command, bytes) else command
+            ).split()
+            name = args[0].upper() if args else "?"
+            if name == "EVALSHA" and len(args) > 1:
+                name = self.scripts.get(args[1], "EVALSHA")
+            if name not in self.inner:
+                counts[name] += 1
+        per = max(1, connections)
+        return {
+            "redis_acquire_per_conn": counts["ACQUIRE"] / per,
+            "redis_release_per_conn": counts["RELEASE"] / per,
+            "redis_requests_per_conn": sum(counts.values()) / per,
+            "redis_cpu_ms_per_conn": cpu / per * 1000,
+            "redis_log_full": float(len(entries) >= _SLOWLOG_MAX),
+            **{f"redis_calls_{name.lower()}": float(n) for name, n in sorted(counts.items())},
+        }
+
+
+def bench_redis(
+    children: Children, settings: Settings, logdir: Path, redis_server: RedisServer
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """ws-supervisor with the Redis ledger, churn only: (metrics, latency samples)."""
+    extra_env = {
+        "WS_SUPERVISOR_QUOTA_BACKEND": "redis",
+        "WS_SUPERVISOR_REDIS_URL": redis_server.url,
+    }
+    server = start_server(REDIS_KIND, children, settings.compression, logdir, extra_env)
+    calls = RedisCalls(redis_server)
+    try:
+        server.wait_ready()
+        run_scenario(
+            children, server, settings, "churn", concurrency=10, duration=settings.warmup_seconds
+        )
+        server.quiesce()
+        calls.start()
+        metrics, latencies = churn_metrics(children, server, settings)
+        metrics.update(calls.per_connection(int(metrics["churn_conns"])))
+    finally:
+        server.stop()
+    return metrics, {"connect_ms": [value * 1000 for value in latencies]}
+
+
+# the rows of METRICS that the Redis table compares, and the Redis run's own rows
+REDIS_COMPARED = (
+    "conns_per_s",
+    "connect_p50_ms",
+    "connect_p99_ms",
+    "cpu_ms_per_conn",
+    "churn_errors",
+)
+REDIS_ONLY: list[tuple[str, str]] = [
+    ("redis_acquire_per_conn", "redis: ACQUIRE calls per admission (round trips)"),
+    ("redis_release_per_conn", "redis: RELEASE calls per connection"),
+    ("redis_requests_per_conn", "redis: every daemon request per connection"),
+    ("redis_cpu_ms_per_conn", "redis: redis-server CPU per connection (ms)"),
+]
+
+
+def redis_round(
+    children: Children,
+    settings: Settings,
+    logdir: Path,
+    redis_server: RedisServer,
+    *,
+    per_round: dict[str, list[dict[str, float]]],
+    samples: dict[str, dict[str, list[float]]],
+) -> None:
+    """One round of the Redis-backed run, after the round's bare and memory runs."""
+    print(f"== round {len(per_round[REDIS_KIND]) + 1}: {REDIS_KIND} (churn)", file=sys.stderr)
+    metrics, found = bench_redis(children, settings, logdir, redis_server)
+    per_round[REDIS_KIND].append(metrics)
+    for key, values in found.items():
+        samples[REDIS_KIND].setdefault(key, []).extend(values)
+    print("   " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()), file=sys.stderr)
+
+
+def print_redis(summary: dict[str, dict[str, float]]) -> None:
+    redis_run = summary[REDIS_KIND]
+    print()
+    print(
+        "ws-supervisor with the Redis ledger (churn), median; a redis-server on loopback; "
+        f"{redis_run.get('churn_conns', 0):,.0f} connections in the median round"
+    )
+    print(redis_table(summary))
+    print("memory = ws-supervisor with the in-memory ledger (the table above).")
+    print(redis_verdict(summary))
+
+
+def redis_ratios(summary: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """redis/bare and redis/memory ratios of the churn metrics."""
+    found: dict[str, dict[str, float]] = {"ratios_redis_bare": {}, "ratios_redis_memory": {}}
+    redis_run = summary.get(REDIS_KIND, {})
+    for key in REDIS_COMPARED:
+        for name, base in (("ratios_redis_bare", "bare"), ("ratios_redis_memory", "supervised")):
+            value, reference = redis_run.get(key), summary[base].get(key)
+            if reference and value is not None:
+                found[name][key] = value / reference
+    return found
+
+
+def redis_table(summary: dict[str, dict[str, float]]) -> str:
+    def ratio(name: str, key: str) -> str:
+        value = summary[name].get(key)
+        return "n/a" if value is None else f"{value:.2f}x"
+
+    header = ("metric", "bare", "memory", "redis", "redis/bare", "redis/memory", "better")
+    rows: list[tuple[str, ...]] = [header]
+    for key, label, better in (row for row in METRICS if row[0] in REDIS_COMPARED):
+        cells = [_fmt(summary[kind].get(key, math.nan)) for kind in ("bare", "supervised")]
+        cells.append(_fmt(summary[REDIS_KIND].get(key, math.nan)))
+        ratios = (ratio("ratios_redis_bare", key), ratio("ratios_redis_memory", key))
+        rows.append((label, *cells, *ratios, better))
+    for key, label in REDIS_ONLY:
+        rows.append((label, "", "", _fmt(summary[REDIS_KIND].get(key, math.nan)), "", "", "lower"))
+    return _grid(rows)
+
+
+def redis_verdict(summary: dict[str, dict[str, float]]) -> str:
+    """The targets of issue #6, met or not."""
+    trips = summary[REDIS_KIND].get("redis_acquire_per_conn", math.nan)
+    churn = summary["ratios_redis_bare"].get("conns_per_s", math.nan)
+    lines = [
+        f"target: admission <= 1 Redis round trip per connection: {trips:.2f} "
+        f"({'met' if trips <= 1.0 else 'NOT met'})",
+        f"target: churn >= 0.7x bare websockets: {churn:.2f}x "
+        f"({'met' if churn >= 0.7 else 'NOT met'})",
+    ]
+    if summary[REDIS_KIND].get("redis_log_full"):
+        lines.append("warning: the Redis slow log overflowed; the command counts are low")
+    return "\n".join(lines)
+
+
+def _grid(rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table of ``rows`` (the first is the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        if index == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
 
 
 # (key, label, the better direction); the table's rows, in order
@@ -703,16 +944,7 @@ def table(summary: dict[str, dict[str, float]]) -> str:
         rows.append(
             (label, _fmt(bare), _fmt(sup), "n/a" if ratio is None else f"{ratio:.2f}x", better)
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for index, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-        if index == 0:
-            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return _grid(rows)
 
 
 def matplotlib_available() -> bool:
@@ -781,8 +1013,12 @@ def orchestrate(args: argparse.Namespace) -> int:
     per_round: dict[str, list[dict[str, float]]] = {"bare": [], "supervised": []}
     samples: dict[str, dict[str, list[float]]] = {"bare": {}, "supervised": {}}
     started = time.monotonic()
+    redis_server: RedisServer | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="ws-bench-") as logdir:
+            if args.redis:
+                redis_server = start_redis(Path(logdir))
+                per_round[REDIS_KIND], samples[REDIS_KIND] = [], {}
             for number in range(settings.rounds):
                 order = ("bare", "supervised") if number % 2 == 0 else ("supervised", "bare")
                 for kind in order:
@@ -793,12 +1029,24 @@ def orchestrate(args: argparse.Namespace) -> int:
                         samples[kind].setdefault(key, []).extend(values)
                     shown = ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
                     print(f"   {shown}", file=sys.stderr)
+                if redis_server is not None:
+                    redis_round(
+                        children,
+                        settings,
+                        Path(logdir),
+                        redis_server,
+                        per_round=per_round,
+                        samples=samples,
+                    )
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
     finally:
         children.stop_all()
+        if redis_server is not None:
+            redis_server.stop()
     summary = summarize(per_round)
+    summary.update(redis_ratios(summary) if args.redis else {})
     print()
     print(
         f"ws-supervisor vs bare websockets, {settings.rounds} round(s), median; "
@@ -807,6 +1055,8 @@ def orchestrate(args: argparse.Namespace) -> int:
     )
     print(table(summary))
     print("ratio = supervised / bare; 'better' says which direction is the good one.")
+    if args.redis:
+        print_redis(summary)
     if args.json:
         meta = {
             "cpu_count": os.cpu_count(),
@@ -825,6 +1075,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             "compression": settings.compression,
             "command": shlex.join(sys.argv),
             "seconds": round(time.monotonic() - started, 1),
+            "redis": args.redis,
         }
         document = {**summary, "meta": meta, "rounds": per_round}
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
@@ -846,6 +1097,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--client-procs", type=int, default=0, help="load generator processes")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="latency CDFs (needs matplotlib)")
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="also churn against ws-supervisor with the Redis ledger (a redis-server of its own)",
+    )
     internal = parser.add_argument_group("internal modes")
     internal.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     internal.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

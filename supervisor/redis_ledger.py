@@ -165,7 +165,14 @@ class RedisLedger:
         self._since[(user_id, key)] = _wall_ms()
         limit = self._limits.get(user_id, 1)
         args = (key, self.node_id, old_holder, new_holder, limit, self.policy.ttl_ms)
-        self._write("transfer", "TRANSFER", user_id, *args)
+        moved = self._write(
+            "transfer", "TRANSFER", user_id, *args, f"{self._prefix}:node:", user_id
+        )
+        if moved == 0:  # the old slot was gone (evicted, lapsed) and no room is left
+            self._book.release(user_id, key, new_holder)
+            self._since.pop((user_id, key), None)
+            self._changed(user_id)
+            return False
         return True
 
     def release(self, user_id: str, key: str, holder: str) -> bool:
@@ -285,19 +292,22 @@ class RedisLedger:
     def _run(self, script: str, user_id: str, *args: Any) -> Any:
         return self._scripts[script](keys=self.user_keys(user_id), args=list(args))
 
-    def _write(self, operation: str, script: str, user_id: str, *args: Any) -> None:
-        """Run a write whose outcome the book already holds; offline, mark the user for resync."""
+    def _write(self, operation: str, script: str, user_id: str, *args: Any) -> Any:
+        """Run a write whose outcome the book already holds; offline, mark the user for resync.
+
+        Returns the script's answer, or None when Redis could not be reached.
+        """
         for _ in range(2):  # twice at most: Redis may come back while we decide
             if self._available:
                 try:
-                    self._run(script, user_id, *args)
-                    return
+                    return self._run(script, user_id, *args)
                 except redis.RedisError as exc:
                     self._lost(operation, exc)
             with self._lock:
                 if not self._available:
                     self._dirty.add(user_id)
-                    return
+                    return None
+        return None
 
     def _acquire_shared(
         self, user_id: str, key: str, holder: str, limit: int, evict: bool

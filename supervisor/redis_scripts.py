@@ -116,8 +116,10 @@ return 1
 TRANSFER = (
     _PRELUDE
     + r"""
--- KEYS: slots, holders. ARGV: key, node, old ws, new ws, limit, ttl_ms.
--- Returns 1 if the new holder has the slot, 0 if someone else holds it or no room is left.
+-- KEYS: slots, holders. ARGV: key, node, old ws, new ws, limit, ttl_ms, channel prefix, user.
+-- Returns 1 if the new holder has the slot, 0 if no room is left for it. The new holder is
+-- the thread's newest connection: a holder on another node (the thread resumed there before
+-- it came back here) is superseded, as by ACQUIRE.
 local slots, holders = KEYS[1], KEYS[2]
 local key, ttl = ARGV[1], tonumber(ARGV[6])
 local now = now_ms()
@@ -126,7 +128,7 @@ local current = redis.call('HGET', holders, key)
 if current then
   local node, ws = split(current)
   if node ~= ARGV[2] or ws ~= ARGV[3] then
-    return 0
+    notify(ARGV[7], current, 'supersede', ARGV[8], key)
   end
 elseif redis.call('ZCARD', slots) >= tonumber(ARGV[5]) then
   return 0
