@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ __all__ = [
     "Node",
     "close_code",
     "echoes",
+    "lease_expiry",
     "live_slots",
     "off",
     "running_nodes",
@@ -55,11 +57,16 @@ CLUSTER_ENV = {
 
 
 class Node(DaemonProcess):
-    """One daemon of the cluster, named ``node_id``; its log is kept when it stops."""
+    """One daemon of the cluster, named ``node_id``; its log is kept when it stops.
+
+    A thread reads the daemon's output as it comes: a pipe nobody reads fills
+    (64 KiB, a few hundred log lines) and then freezes the daemon on its next log line.
+    """
 
     def __init__(self, node_id: str, redis_url: str, env: Mapping[str, str]) -> None:
         self.node_id = node_id
         self.log = ""
+        self._lines: list[str] = []
         super().__init__(
             CI_CONFIG,
             env={
@@ -69,19 +76,37 @@ class Node(DaemonProcess):
                 **env,
             },
         )
+        self._reader = threading.Thread(target=self._read, name=f"{node_id}-output", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
 
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def output(self) -> str:
+        """What the daemon wrote so far (all of it once it has exited)."""
+        if not self.alive:
+            self._reader.join(5)
+        return "".join(self._lines)
 
     def stop(self) -> None:
         """SIGKILL (if still running) and keep what it logged."""
         if self.alive:
             self.proc.kill()
             self.proc.wait(10)
-        if self.proc.stdout is not None and not self.proc.stdout.closed:
-            self.log = self.proc.stdout.read()
+        self._reader.join(10)
+        self.log = self.output()
+        if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+    def ready_is(self, status: int) -> bool:
+        """True if ``/readyz`` answers ``status`` (200 ready, 503 not)."""
+        return self.get("/readyz")[0] == status
 
     def metric(self, name: str) -> float:
         """One unlabelled sample of ``/metrics``."""
@@ -117,7 +142,8 @@ def running_nodes(
 ) -> Iterator[list[Node]]:
     """``count`` nodes (``node-a``, ``node-b``, ...) on ``server``, ready; killed on exit.
 
-    When the block fails, every node's log is printed (pytest shows it).
+    A node that logged a traceback (a crashed thread, a failed handler) fails the
+    block. When the block fails, every node's log is printed (pytest shows it).
     """
     nodes: list[Node] = []
     try:
@@ -126,6 +152,9 @@ def running_nodes(
         for node in nodes:
             node.wait_ready()
         yield nodes
+        for node in nodes:
+            node.stop()
+            assert "Traceback" not in node.log, f"{node.node_id} logged a traceback"
     except BaseException:
         for node in nodes:
             node.stop()
@@ -150,9 +179,10 @@ def live_slots(server: RedisServer, user_id: str) -> dict[str, tuple[str, str]]:
     try:
         seconds, micros = client.time()
         now_ms = seconds * 1000 + micros // 1000
-        keys = [k.decode() for k in client.zrangebyscore(slots_key(user_id), f"({now_ms}", "+inf")]
+        raw: Any = client.zrangebyscore(slots_key(user_id), f"({now_ms}", "+inf")
+        keys = [key.decode() for key in raw]
         holders = "wss:{" + user_id + "}:holders"
-        records = client.hmget(holders, keys) if keys else []
+        records: Any = client.hmget(holders, keys) if keys else []
     finally:
         client.close()
     found = {}
@@ -161,6 +191,17 @@ def live_slots(server: RedisServer, user_id: str) -> dict[str, tuple[str, str]]:
         node, websocket_id, _ = record.decode().split("\t")
         found[key] = (node, websocket_id)
     return found
+
+
+def lease_expiry(server: RedisServer, user_id: str, key: str) -> float:
+    """When the slot's lease runs out (ms, Redis clock); it must be in Redis."""
+    client = server.client()
+    try:
+        score = client.zscore(slots_key(user_id), key)
+    finally:
+        client.close()
+    assert score is not None, f"no slot {key} for {user_id}"
+    return score
 
 
 # --- waiting without blocking the loop -------------------------------------------------------
