@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -57,16 +56,11 @@ CLUSTER_ENV = {
 
 
 class Node(DaemonProcess):
-    """One daemon of the cluster, named ``node_id``; its log is kept when it stops.
-
-    A thread reads the daemon's output as it comes: a pipe nobody reads fills
-    (64 KiB, a few hundred log lines) and then freezes the daemon on its next log line.
-    """
+    """One daemon of the cluster, named ``node_id``; its log is kept when it stops."""
 
     def __init__(self, node_id: str, redis_url: str, env: Mapping[str, str]) -> None:
         self.node_id = node_id
         self.log = ""
-        self._lines: list[str] = []
         super().__init__(
             CI_CONFIG,
             env={
@@ -76,33 +70,19 @@ class Node(DaemonProcess):
                 **env,
             },
         )
-        self._reader = threading.Thread(target=self._read, name=f"{node_id}-output", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.append(line)
 
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None
-
-    def output(self) -> str:
-        """What the daemon wrote so far (all of it once it has exited)."""
-        if not self.alive:
-            self._reader.join(5)
-        return "".join(self._lines)
 
     def stop(self) -> None:
         """SIGKILL (if still running) and keep what it logged."""
         if self.alive:
             self.proc.kill()
             self.proc.wait(10)
-        self._reader.join(10)
-        self.log = self.output()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        if not self._log.closed:
+            self.log = self.output()
+        self.kill()
 
     def ready_is(self, status: int) -> bool:
         """True if ``/readyz`` answers ``status`` (200 ready, 503 not)."""

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -106,7 +107,11 @@ def ws_url(daemon: Daemon, user: str | None = "alice", **params: str) -> str:
 
 
 class DaemonProcess:
-    """``ws-supervisor serve`` as a real child process on loopback ports."""
+    """``ws-supervisor serve`` as a real child process on loopback ports.
+
+    Its output goes to an unnamed temporary file, not a pipe: a pipe nobody
+    reads fills after 64 KiB of log, and the daemon then blocks on its next line.
+    """
 
     def __init__(self, config_path: Path, env: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
@@ -118,10 +123,11 @@ class DaemonProcess:
             "WS_SUPERVISOR_ADMIN_PORT": str(self.admin_port),
             **(env or {}),
         }
+        self._log = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by kill()
         self.proc = subprocess.Popen(
             [CLI, "serve", "--config", str(config_path)],
             env=self.env,
-            stdout=subprocess.PIPE,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
         )
@@ -164,17 +170,16 @@ class DaemonProcess:
         return self.proc.wait(timeout)
 
     def output(self) -> str:
-        if self.proc.poll() is None:
-            return "(still running)"
-        assert self.proc.stdout is not None
-        return self.proc.stdout.read()
+        """Everything the daemon has written so far."""
+        self._log.seek(0)
+        return self._log.read()
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        if not self._log.closed:
+            self._log.close()
 
 
 def python() -> str:
