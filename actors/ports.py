@@ -47,7 +47,7 @@ class Port(Protocol):
 
 
 class Handler(Protocol):
-    """The application: called on the manager's thread for every inbound text frame.
+    """The application: called on the manager's dispatcher worker for every inbound text frame.
 
     ``send`` queues a text frame back to the same connection. An exception
     raised here is a crash of the manager and follows the restart rules.
@@ -62,7 +62,7 @@ class Handler(Protocol):
 class ManagerStats:
     """Live counters of one connection.
 
-    Written by the manager's thread (``last_seen`` also by the shell's
+    Written by the manager (``last_seen`` also by the shell's
     heartbeat), read by the supervisor and the state dump. Plain attribute
     writes are atomic in CPython; readers may see a value one event old.
     """

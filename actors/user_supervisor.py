@@ -175,7 +175,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
             if ref.is_alive():
                 self._rt.observer.pool_reuse()
                 return ref
-        return ManagerActor.start(self.actor_ref, self._rt.clock)
+        return ManagerActor.start(self.actor_ref, self._rt.clock, self._rt.dispatcher)
 
     # --- messages from the shell and the managers -------------------------------------
 
@@ -224,7 +224,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         now = self._rt.clock.monotonic()
         restart = should_restart(self._rt.config.restart.type, crashed=True)
         if child.state == "connected" and restart and child.intensity.allow(now):
-            child.manager = ManagerActor.start(self.actor_ref, self._rt.clock)
+            child.manager = ManagerActor.start(self.actor_ref, self._rt.clock, self._rt.dispatcher)
             child.handle.rebind(child.manager)
             child.stats.restarts += 1
             self._restarts += 1

@@ -15,8 +15,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+import attrs
 import pykka
 
+from actors.dispatch import Dispatcher
 from actors.messages import Admit, Crash, GetSnapshot, GetSupervisors, Push, Tick
 from actors.ports import Admission, AdmissionTicket, Handler, Port
 from actors.root import RootMonitorActor
@@ -29,7 +31,7 @@ from supervisor.errors import TreeNotRunning
 from supervisor.observer import NullObserver, Observer
 from supervisor.policies.ledger import InMemoryLedger, Ledger
 
-__all__ = ["SupervisionTree", "echo_handler"]
+__all__ = ["DEFAULT_DISPATCHER_WORKERS", "SupervisionTree", "echo_handler"]
 
 
 def echo_handler(context: UserExecutionContext, text: str, send: Callable[[str], None]) -> None:
@@ -37,8 +39,18 @@ def echo_handler(context: UserExecutionContext, text: str, send: Callable[[str],
     send(text)
 
 
+DEFAULT_DISPATCHER_WORKERS = 2
+"""Worker threads that run every manager actor of a tree."""
+
+
 class SupervisionTree:
-    """A root monitor, its user supervisors and their managers, plus the ticker."""
+    """A root monitor, its user supervisors and their managers, plus the ticker.
+
+    The managers have no thread of their own: they run on the tree's
+    :class:`~actors.dispatch.Dispatcher` (``dispatcher_workers`` threads),
+    started by :meth:`start` and stopped, with every actor still on it, by
+    :meth:`stop`.
+    """
 
     def __init__(
         self,
@@ -50,13 +62,20 @@ class SupervisionTree:
         handler_factory: Callable[[], Handler] = lambda: echo_handler,
         tick: bool = True,
         node_id: str = "",
+        dispatcher_workers: int = DEFAULT_DISPATCHER_WORKERS,
     ) -> None:
         self.config = config
         self.node_id = node_id
         self.clock: Clock = clock or SystemClock()
         self.ledger: Ledger = ledger or InMemoryLedger(config.quota.node_max_managers)
+        self.dispatcher = Dispatcher(dispatcher_workers)
         self._runtime = Runtime(
-            config, self.clock, self.ledger, observer or NullObserver(), handler_factory
+            config,
+            self.clock,
+            self.ledger,
+            observer or NullObserver(),
+            handler_factory,
+            dispatcher=self.dispatcher,
         )
         self._tick = tick
         self._root: pykka.ActorRef[Any] | None = None
@@ -66,10 +85,11 @@ class SupervisionTree:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> SupervisionTree:
-        """Start the root monitor and, unless disabled, the ticker."""
+        """Start the dispatcher, the root monitor and, unless disabled, the ticker."""
         with self._lock:
             if self._root is not None:
                 return self
+            self.dispatcher.start()
             self._root = RootMonitorActor.start(self._runtime)
             if self._tick:
                 interval = self.config.timeouts.tick_interval
@@ -77,15 +97,16 @@ class SupervisionTree:
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Close every connection (1001), free every slot, stop every actor."""
+        """Close every connection (1001), free every slot, stop every actor and thread."""
         with self._lock:
             root, self._root = self._root, None
             ticker, self._ticker = self._ticker, None
         if ticker is not None:
             ticker.stop()
+        limit = timeout or self.config.cleanup.emergency_cleanup_timeout * 2 + 1.0
         if root is not None:
-            limit = timeout or self.config.cleanup.emergency_cleanup_timeout * 2 + 1.0
             stop_and_wait([root], limit)
+        self.dispatcher.stop(limit)
 
     def __enter__(self) -> SupervisionTree:
         return self.start()
@@ -165,9 +186,7 @@ class SupervisionTree:
 
     def reconfigure(self, config: Config) -> None:
         """Apply new quota, thresholds and timeouts to the running tree."""
-        runtime = Runtime(
-            config, self.clock, self.ledger, self._runtime.observer, self._runtime.handler_factory
-        )
+        runtime = attrs.evolve(self._runtime, config=config)
         self.config, self._runtime = config, runtime
         self._root_ref().tell(runtime)
 
