@@ -1,7 +1,7 @@
 """How a user supervisor lets go of a connection: close, free the slot, retire the manager.
 
 A mixin of :class:`~actors.user_supervisor.UserSupervisorActor`; every method
-runs on that supervisor's thread.
+runs in that supervisor's turn.
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ from actors.messages import (
 )
 from actors.ports import Admission
 from actors.runtime import Runtime
-from actors.ticker import stop_and_wait
 from actors.user_supervisor import UserSupervisorActor
 from supervisor.codes import CloseCode
 from supervisor.policies.thresholds import Action, Level
@@ -39,13 +38,14 @@ _ALERTS_KEPT = 50
 class RootMonitorActor(DispatchingActor):
     """Sees every user's usage and the node's; one per tree.
 
-    Every hook runs on the root's own thread except ``__init__`` (the thread
-    that starts the tree). It never blocks on another actor while running;
-    only ``on_stop`` waits, with a deadline, for the supervisors to stop.
+    Every hook runs on a worker of the tree's system dispatcher except
+    ``__init__`` (the thread that starts the tree). It never blocks on
+    another actor, not even to stop: ``on_stop`` tells every supervisor to
+    stop, and the tree waits for them (:meth:`SupervisionTree.stop`).
     """
 
     def __init__(self, runtime: Runtime) -> None:
-        super().__init__()
+        super().__init__(runtime.system_dispatcher)
         self._rt = runtime
         self._sups: dict[str, pykka.ActorRef[Any]] = {}
         self._usage: dict[str, UsageReport] = {}
@@ -265,10 +265,9 @@ class RootMonitorActor(DispatchingActor):
         }
 
     def on_stop(self) -> None:
-        """Runs on the root's thread at shutdown: stop every supervisor, with a deadline."""
-        late = stop_and_wait(self._sups.values(), self._rt.config.cleanup.emergency_cleanup_timeout)
-        if late:
-            log.error("%d user supervisor(s) did not stop in time", late)
+        """Runs on a system worker at shutdown: tell every supervisor to stop (no wait)."""
+        for ref in self._sups.values():
+            ref.stop(block=False)
         self._sups.clear()
 
     def on_failure(
@@ -277,5 +276,5 @@ class RootMonitorActor(DispatchingActor):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Runs on the root's thread after a crash: stop the supervisors, slots freed."""
+        """Runs on a system worker after a crash: stop the supervisors, slots freed."""
         self.on_stop()

@@ -35,7 +35,6 @@ from actors.messages import (
 from actors.ports import Admission, ConnectionHandle, ManagerStats
 from actors.runtime import Runtime
 from actors.snapshot import user_snapshot
-from actors.ticker import stop_and_wait
 from supervisor.context import UserExecutionContext
 from supervisor.observer import AdmissionResult
 from supervisor.policies.ledger import AcquireResult
@@ -51,14 +50,14 @@ log = logging.getLogger(__name__)
 class UserSupervisorActor(ChildKeeper, DispatchingActor):
     """Admits, supervises and cleans up one user's connections.
 
-    Every hook runs on this actor's own thread except ``__init__`` (the
-    root's thread). Decisions come from the pure policies in the
+    Every hook runs on a worker of the tree's system dispatcher except
+    ``__init__`` (the root's turn). Decisions come from the pure policies in the
     :class:`~actors.runtime.Runtime`; this class carries messages to them and
     acts on the answers. Every change of usage is reported to the root.
     """
 
     def __init__(self, user_id: str, root: pykka.ActorRef[Any], runtime: Runtime) -> None:
-        super().__init__()
+        super().__init__(runtime.system_dispatcher)
         self.user_id = user_id
         self._root = root
         self._rt = runtime
@@ -327,7 +326,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         )
 
     def on_stop(self) -> None:
-        """Runs on the supervisor's thread at shutdown: close (1001), free, stop all."""
+        """At shutdown: close (1001), free every slot, tell every manager to stop (no wait)."""
         now = self._rt.clock.monotonic()
         for child in list(self._children.by_id.values()):
             if child.state == "connected":
@@ -338,9 +337,8 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
                 self._children.stopping[manager.actor_urn] = (manager, now)
         refs = self._children.managers()
         self._children.pool.clear()
-        late = stop_and_wait(refs, self._rt.config.cleanup.emergency_cleanup_timeout)
-        for _ in range(late):
-            self._rt.observer.abandoned()
+        for ref in refs:  # the tree waits for them; this worker must not
+            ref.stop(block=False)
 
     def on_failure(
         self,
@@ -348,7 +346,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Runs on the supervisor's thread after a crash: hand everything to the root."""
+        """After a crash: hand everything to the root."""
         orphans = tuple(
             Orphan(
                 child.context,

@@ -42,13 +42,17 @@ def echo_handler(context: UserExecutionContext, text: str, send: Callable[[str],
 DEFAULT_DISPATCHER_WORKERS = 2
 """Worker threads that run every manager actor of a tree."""
 
+SYSTEM_DISPATCHER_WORKERS = 1
+"""Worker threads that run the root and the user supervisors of a tree."""
+
 
 class SupervisionTree:
     """A root monitor, its user supervisors and their managers, plus the ticker.
 
-    The managers have no thread of their own: they run on the tree's
-    :class:`~actors.dispatch.Dispatcher` (``dispatcher_workers`` threads),
-    started by :meth:`start` and stopped, with every actor still on it, by
+    No actor has a thread of its own: the managers run on the tree's
+    :attr:`dispatcher` (``dispatcher_workers`` threads), the root and the
+    user supervisors on its :attr:`system_dispatcher` (one thread); both are
+    started by :meth:`start` and stopped, with every actor still on them, by
     :meth:`stop`.
     """
 
@@ -68,7 +72,8 @@ class SupervisionTree:
         self.node_id = node_id
         self.clock: Clock = clock or SystemClock()
         self.ledger: Ledger = ledger or InMemoryLedger(config.quota.node_max_managers)
-        self.dispatcher = Dispatcher(dispatcher_workers)
+        self.dispatcher = Dispatcher(dispatcher_workers, name="ws-supervisor-managers")
+        self.system_dispatcher = Dispatcher(SYSTEM_DISPATCHER_WORKERS, name="ws-supervisor-system")
         self._runtime = Runtime(
             config,
             self.clock,
@@ -76,6 +81,7 @@ class SupervisionTree:
             observer or NullObserver(),
             handler_factory,
             dispatcher=self.dispatcher,
+            system_dispatcher=self.system_dispatcher,
         )
         self._tick = tick
         self._root: pykka.ActorRef[Any] | None = None
@@ -90,6 +96,7 @@ class SupervisionTree:
             if self._root is not None:
                 return self
             self.dispatcher.start()
+            self.system_dispatcher.start()
             self._root = RootMonitorActor.start(self._runtime)
             if self._tick:
                 interval = self.config.timeouts.tick_interval
@@ -97,16 +104,26 @@ class SupervisionTree:
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Close every connection (1001), free every slot, stop every actor and thread."""
+        """Close every connection (1001), free every slot, stop every actor and thread.
+
+        The root tells the supervisors to stop, and they their managers,
+        without waiting; the waiting is done here, by each dispatcher, within
+        ``timeout`` in all. An actor that has not stopped by then is ended
+        and counted as abandoned.
+        """
         with self._lock:
             root, self._root = self._root, None
             ticker, self._ticker = self._ticker, None
         if ticker is not None:
             ticker.stop()
         limit = timeout or self.config.cleanup.emergency_cleanup_timeout * 2 + 1.0
+        deadline = time.monotonic() + limit
         if root is not None:
             stop_and_wait([root], limit)
-        self.dispatcher.stop(limit)
+        late = self.system_dispatcher.stop(max(0.0, deadline - time.monotonic()))
+        late += self.dispatcher.stop(max(0.0, deadline - time.monotonic()))
+        for _ in range(late):
+            self._runtime.observer.abandoned()
 
     def __enter__(self) -> SupervisionTree:
         return self.start()
