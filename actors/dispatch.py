@@ -42,19 +42,21 @@ the workers. No thread is left behind.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import queue
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pykka
 from pykka import messages
 from pykka._envelope import Envelope
 
-__all__ = ["DispatchedActor", "Dispatcher", "DispatcherStopped", "Mailbox"]
+__all__ = ["DispatchedActor", "Dispatcher", "DispatcherStopped", "Mailbox", "stop_soon"]
 
 log = logging.getLogger(__name__)
 pykka_log = logging.getLogger("pykka")
@@ -65,6 +67,61 @@ _dispatcher_numbers = itertools.count(1)
 
 class DispatcherStopped(RuntimeError):
     """An actor was started on a dispatcher that is not running."""
+
+
+def stop_soon(ref: pykka.ActorRef[Any]) -> None:
+    """Ask ``ref``'s actor to stop, as ``ref.stop(block=False)`` without its two futures.
+
+    Nothing to wait on and nothing raised: a dead actor is left alone.
+    """
+    with contextlib.suppress(pykka.ActorDeadError):
+        ref.tell(messages._ActorStop())
+
+
+class _RefIndex:
+    """pykka's registry list, as an insertion-ordered dict: O(1) register and unregister.
+
+    ``ActorRegistry`` keeps every ref in a list and scans it twice to
+    unregister one; with 10,000 actors that is most of the cost of stopping
+    one. This holds the same refs in the same order and answers the list
+    operations the registry uses (``append``, ``remove``, ``in``, iteration,
+    slices). Installed once, at import (:func:`_install_ref_index`).
+    """
+
+    __slots__ = ("_refs",)
+
+    def __init__(self, refs: list[pykka.ActorRef[Any]]) -> None:
+        self._refs = {id(ref): ref for ref in refs}
+
+    def append(self, ref: pykka.ActorRef[Any]) -> None:
+        self._refs[id(ref)] = ref
+
+    def remove(self, ref: pykka.ActorRef[Any]) -> None:
+        if self._refs.get(id(ref)) is not ref:
+            raise ValueError("ref not in the registry")
+        del self._refs[id(ref)]
+
+    def __contains__(self, ref: object) -> bool:
+        return self._refs.get(id(ref)) is ref
+
+    def __iter__(self) -> Iterator[pykka.ActorRef[Any]]:
+        return iter(list(self._refs.values()))
+
+    def __getitem__(self, index: slice) -> list[pykka.ActorRef[Any]]:
+        return list(self._refs.values())[index]
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
+def _install_ref_index() -> None:
+    registry: Any = pykka.ActorRegistry
+    with registry._actor_refs_lock:
+        if isinstance(registry._actor_refs, list):
+            registry._actor_refs = _RefIndex(registry._actor_refs)
+
+
+_install_ref_index()
 
 
 def _refuse(actor_ref: pykka.ActorRef[Any], envelope: Envelope[Any]) -> None:
@@ -237,7 +294,7 @@ class Dispatcher:
             left = list(self._mailboxes)
         for mailbox in left:
             assert mailbox._actor is not None
-            mailbox._actor.actor_ref.stop(block=False)
+            stop_soon(mailbox._actor.actor_ref)
         with self._lock:
             self._lock.wait_for(lambda: not self._mailboxes, max(0.0, deadline - time.monotonic()))
             self._running = False

@@ -11,6 +11,7 @@ from typing import Any
 import pykka
 
 from actors.base import DispatchingActor
+from actors.dispatch import stop_soon
 from actors.messages import (
     Admit,
     Cleanup,
@@ -203,7 +204,7 @@ class RootMonitorActor(DispatchingActor):
         if level is not None:
             self._level_counts[level.label] -= 1
         self._forwarded.pop(user_id, None)
-        ref.stop(block=False)
+        stop_soon(ref)
         log.debug("stopped empty supervisor user_id=%s", user_id)
 
     @staticmethod
@@ -225,7 +226,7 @@ class RootMonitorActor(DispatchingActor):
                 self._rt.observer.cleanup("crash", "ok", 0.0)
         stop_refs = [o.manager for o in msg.orphans if o.manager is not None]
         for ref in [*stop_refs, *msg.idle_managers]:
-            ref.stop(block=False)
+            stop_soon(ref)
         freed = self._rt.ledger.release_user(user_id)
         self._supervisor_restarts += 1
         self._rt.observer.restart()
@@ -267,7 +268,7 @@ class RootMonitorActor(DispatchingActor):
     def on_stop(self) -> None:
         """Runs on a system worker at shutdown: tell every supervisor to stop (no wait)."""
         for ref in self._sups.values():
-            ref.stop(block=False)
+            stop_soon(ref)
         self._sups.clear()
 
     def on_failure(

@@ -11,6 +11,7 @@ import pykka
 
 from actors.base import DispatchingActor
 from actors.children import Child, Children
+from actors.dispatch import stop_soon
 from actors.keeper import ChildKeeper
 from actors.manager import ManagerActor
 from actors.messages import (
@@ -267,7 +268,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
 
     def _tick(self, msg: Tick) -> None:
         now = msg.now
-        self._sweep(now, "timeout")
+        self._sweep_if_due(now, "timeout")
         for child in self._children.closing():
             assert child.closing_since is not None
             if self._rt.reap.is_overdue(child.closing_since, now):
@@ -303,6 +304,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
 
     def _reconfigure(self, runtime: Runtime) -> None:
         self._rt = runtime
+        self._next_sweep = float("-inf")  # the timeouts may have shortened
         self._report()
 
     def _report(self) -> None:
@@ -338,7 +340,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         refs = self._children.managers()
         self._children.pool.clear()
         for ref in refs:  # the tree waits for them; this worker must not
-            ref.stop(block=False)
+            stop_soon(ref)
 
     def on_failure(
         self,

@@ -186,8 +186,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         f"scale: {args.connections} idle connections ({args.connections // PER_USER} users x "
         f"{PER_USER}), compression={args.compression}, ping every {args.ping_interval:g}s, "
         f"{args.client_procs} client processes",
-        f"| {'':38} | {'bare':>9} | {'supervised':>10} |",
-        f"|{'-' * 40}|{'-' * 11}|{'-' * 12}|",
+        f"| {'':40} | {'bare':>9} | {'supervised':>10} |",
+        f"|{'-' * 42}|{'-' * 11}|{'-' * 12}|",
     ]
     rows = [
         ("connections opened", "opened"),
@@ -208,7 +208,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
             cells = [f"{r['threads_before']} / {r['threads_with_conns']}" for r in (bare, sup)]
         else:
             cells = ["n/a" if r.get(key) is None else str(r[key]) for r in (bare, sup)]
-        lines.append(f"| {label:38} | {cells[0]:>9} | {cells[1]:>10} |")
+        lines.append(f"| {label:40} | {cells[0]:>9} | {cells[1]:>10} |")
     above = sup["rss_kib_per_conn"] - bare["rss_kib_per_conn"]
     lines.append(f"supervised RSS above bare: {above:.1f} KiB per connection")
     for kind, r in results.items():

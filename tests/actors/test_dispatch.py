@@ -11,7 +11,7 @@ from typing import Any
 import pykka
 import pytest
 
-from actors.dispatch import DispatchedActor, Dispatcher, DispatcherStopped
+from actors.dispatch import DispatchedActor, Dispatcher, DispatcherStopped, stop_soon
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.timeout(20)
@@ -299,3 +299,30 @@ def test_a_dispatcher_needs_at_least_one_worker_and_a_batch_of_one() -> None:
         Dispatcher(workers=0)
     with pytest.raises(ValueError, match="must be >= 1"):
         Dispatcher(batch=0)
+
+
+def test_the_registry_keeps_actors_in_start_order_and_forgets_a_stopped_one(
+    dispatcher: Dispatcher,
+) -> None:
+    refs = [Recorder.start(dispatcher, name=str(n)) for n in range(5)]
+    assert [ref for ref in pykka.ActorRegistry.get_all() if ref in refs] == refs
+    assert refs[2] in pykka.ActorRegistry._actor_refs
+    refs[2].stop(block=True, timeout=5)
+    assert refs[2] not in pykka.ActorRegistry._actor_refs
+    assert pykka.ActorRegistry.get_by_class(Recorder) == [refs[0], refs[1], refs[3], refs[4]]
+    assert pykka.ActorRegistry.get_by_urn(refs[3].actor_urn) is refs[3]
+    assert pykka.ActorRegistry.get_by_urn(refs[2].actor_urn) is None
+    pykka.ActorRegistry.unregister(refs[2])  # not there any more: nothing happens
+
+
+def test_stop_soon_stops_an_actor_after_what_it_was_sent_and_ignores_a_dead_one(
+    dispatcher: Dispatcher,
+) -> None:
+    ref = Recorder.start(dispatcher)
+    actor = actor_of(ref)
+    ref.tell("last")
+    stop_soon(ref)
+    wait_until(lambda: not ref.is_alive(), what="the actor stopped")
+    assert actor.seen == ["last"]
+    assert actor.hooks[-1][0] == "on_stop"
+    stop_soon(ref)  # dead: no error
