@@ -102,7 +102,7 @@ class AdmissionTicket:
 
     def __init__(self, on_answer: Callable[[Admission], None] | None = None) -> None:
         self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._done: threading.Event | None = None  # made by wait() only: the loop never waits
         self._answer: Admission | None = None
         self._withdrawn = False
         self._on_answer = on_answer
@@ -113,7 +113,9 @@ class AdmissionTicket:
             if self._withdrawn or self._answer is not None:
                 return False
             self._answer = admission
-        self._done.set()
+            done = self._done
+        if done is not None:
+            done.set()
         if self._on_answer is not None:
             self._on_answer(admission)
         return True
@@ -128,7 +130,13 @@ class AdmissionTicket:
 
     def wait(self, timeout: float) -> Admission | None:
         """Block up to ``timeout`` seconds for the answer (never on an event loop)."""
-        self._done.wait(timeout)
+        with self._lock:
+            if self._answer is not None:
+                return self._answer
+            if self._done is None:
+                self._done = threading.Event()
+            done = self._done
+        done.wait(timeout)
         return self._answer
 
 
