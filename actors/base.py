@@ -1,4 +1,4 @@
-"""What every actor of the tree shares: daemon threads, dispatch by type, fault injection."""
+"""What the tree's own actors share: a dispatcher, dispatch by type, fault injection."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import pykka
-
+from actors.dispatch import DispatchedActor, Dispatcher
 from actors.messages import Crash
 from supervisor.errors import InjectedFault
 
@@ -16,22 +15,20 @@ __all__ = ["DispatchingActor"]
 log = logging.getLogger(__name__)
 
 
-class DispatchingActor(pykka.ThreadingActor):
+class DispatchingActor(DispatchedActor):
     """An actor whose messages go to the handler registered for their type.
 
-    Threads are daemon threads: pykka's non-daemon threads start ever slower
-    as their number grows, and a stuck actor must never keep the process
-    alive. :class:`~actors.messages.Crash` makes any of them fail on purpose.
+    It runs on ``dispatcher`` (the tree's system dispatcher), never on a
+    thread of its own; :class:`~actors.messages.Crash` makes any of them
+    fail on purpose.
     """
 
-    use_daemon_thread = True
-
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        super().__init__(dispatcher)
         self._dispatch: dict[type[Any], Callable[[Any], Any]] = {}
 
     def on_receive(self, message: Any) -> Any:
-        """Runs on the actor's own thread for every message."""
+        """Runs on a dispatcher worker for every message."""
         if isinstance(message, Crash):
             raise InjectedFault(message.reason)
         handler = self._dispatch.get(type(message))

@@ -1,7 +1,7 @@
 """How a user supervisor lets go of a connection: close, free the slot, retire the manager.
 
 A mixin of :class:`~actors.user_supervisor.UserSupervisorActor`; every method
-runs on that supervisor's thread.
+runs in that supervisor's turn.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 import pykka
 
 from actors.children import Child, Children
+from actors.dispatch import stop_soon
 from actors.messages import Detach
 from actors.runtime import Runtime
 from supervisor.codes import CloseCode
@@ -21,6 +22,9 @@ from supervisor.observer import CleanupReason
 __all__ = ["ChildKeeper"]
 
 log = logging.getLogger("actors.user_supervisor")
+
+_SWEEP_MARGIN = 1e-6
+"""Seconds a sweep runs early, so float rounding never skips a sweep that would reap."""
 
 _CODE_FOR: dict[CleanupReason, CloseCode] = {
     "timeout": CloseCode.IDLE_TIMEOUT,
@@ -93,7 +97,7 @@ class ChildKeeper:
     def _stop_manager(self, manager: pykka.ActorRef[Any], now: float) -> None:
         if manager.is_alive():
             self._children.stopping[manager.actor_urn] = (manager, now)
-            manager.stop(block=False)
+            stop_soon(manager)
 
     def _mismatch(self, operation: str, ctx: UserExecutionContext) -> None:
         self._rt.observer.thread_id_mismatch()
@@ -119,9 +123,20 @@ class ChildKeeper:
         if manager is not None:
             self._stop_manager(manager, now)
 
+    _next_sweep: float = float("-inf")
+    """No sweep can find anything before this (:meth:`ReapPolicy.next_due`)."""
+
     def _sweep(self, now: float, trigger: CleanupReason) -> None:
         views = [child.view() for child in self._children.connected()]
         for websocket_id, reason in self._rt.reap.sweep(views, now):
             self._reap(
                 self._children.by_id[websocket_id], trigger, now, f"not live: {reason.value}"
             )
+        self._next_sweep = self._rt.reap.next_due(
+            (child.view() for child in self._children.connected()), now
+        )
+
+    def _sweep_if_due(self, now: float, trigger: CleanupReason) -> None:
+        """Sweep, unless no child could be found not live yet (every tick calls this)."""
+        if now >= self._next_sweep - _SWEEP_MARGIN:
+            self._sweep(now, trigger)

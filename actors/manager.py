@@ -9,6 +9,7 @@ from typing import Any
 
 import pykka
 
+from actors.dispatch import DispatchedActor, Dispatcher
 from actors.messages import (
     Attach,
     ChildFailed,
@@ -29,20 +30,22 @@ __all__ = ["ManagerActor"]
 log = logging.getLogger(__name__)
 
 
-class ManagerActor(pykka.ThreadingActor):
+class ManagerActor(DispatchedActor):
     """Serves one connection at a time: runs the handler, sends through the port.
 
     States: ``disconnected`` (idle, in the pool or new), ``connecting`` (being
-    attached), ``connected``, ``closing``. Every hook runs on the actor's own
-    thread, except ``__init__`` (the supervisor's thread). A crash tells the
-    supervisor from ``on_failure``; the end of the thread from ``on_stop``:
-    these two messages are the link pykka does not have.
+    attached), ``connected``, ``closing``. It has no thread of its own: it
+    runs on the tree's :class:`~actors.dispatch.Dispatcher`. ``__init__``
+    runs on the supervisor's thread; every other hook on a dispatcher worker,
+    one at a time. A crash tells the supervisor from ``on_failure``; the end
+    of the actor from ``on_stop``: these two messages are the link pykka
+    does not have.
     """
 
-    use_daemon_thread = True
-
-    def __init__(self, supervisor: pykka.ActorRef[Any], clock: Clock) -> None:
-        super().__init__()
+    def __init__(
+        self, supervisor: pykka.ActorRef[Any], clock: Clock, dispatcher: Dispatcher
+    ) -> None:
+        super().__init__(dispatcher)
         self._supervisor = supervisor
         self._clock = clock
         self.state = "disconnected"
@@ -53,7 +56,7 @@ class ManagerActor(pykka.ThreadingActor):
         self._outbound: collections.deque[str] = collections.deque()
 
     def on_receive(self, message: Any) -> Any:
-        """Runs on the manager's thread for every message."""
+        """Runs on a dispatcher worker for every message."""
         if isinstance(message, Inbound):
             self._inbound(message)
         elif isinstance(message, Outbound):
@@ -134,7 +137,7 @@ class ManagerActor(pykka.ThreadingActor):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Runs on the manager's thread after a crash: tell the supervisor."""
+        """Runs on a dispatcher worker after a crash: tell the supervisor."""
         if self.context is not None:
             websocket_id = self.context.websocket_id
             pending = tuple(self._drain_inbox(websocket_id))
@@ -151,7 +154,7 @@ class ManagerActor(pykka.ThreadingActor):
         return found
 
     def on_stop(self) -> None:
-        """Runs on the manager's thread just before it ends."""
+        """Runs on a dispatcher worker just before the actor ends."""
         self._tell_supervisor(ChildStopped(self.actor_urn))
 
     def _tell_supervisor(self, message: object) -> None:

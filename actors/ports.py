@@ -47,7 +47,7 @@ class Port(Protocol):
 
 
 class Handler(Protocol):
-    """The application: called on the manager's thread for every inbound text frame.
+    """The application: called on the manager's dispatcher worker for every inbound text frame.
 
     ``send`` queues a text frame back to the same connection. An exception
     raised here is a crash of the manager and follows the restart rules.
@@ -62,7 +62,7 @@ class Handler(Protocol):
 class ManagerStats:
     """Live counters of one connection.
 
-    Written by the manager's thread (``last_seen`` also by the shell's
+    Written by the manager (``last_seen`` also by the shell's
     heartbeat), read by the supervisor and the state dump. Plain attribute
     writes are atomic in CPython; readers may see a value one event old.
     """
@@ -102,7 +102,7 @@ class AdmissionTicket:
 
     def __init__(self, on_answer: Callable[[Admission], None] | None = None) -> None:
         self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._done: threading.Event | None = None  # made by wait() only: the loop never waits
         self._answer: Admission | None = None
         self._withdrawn = False
         self._on_answer = on_answer
@@ -113,7 +113,9 @@ class AdmissionTicket:
             if self._withdrawn or self._answer is not None:
                 return False
             self._answer = admission
-        self._done.set()
+            done = self._done
+        if done is not None:
+            done.set()
         if self._on_answer is not None:
             self._on_answer(admission)
         return True
@@ -128,7 +130,13 @@ class AdmissionTicket:
 
     def wait(self, timeout: float) -> Admission | None:
         """Block up to ``timeout`` seconds for the answer (never on an event loop)."""
-        self._done.wait(timeout)
+        with self._lock:
+            if self._answer is not None:
+                return self._answer
+            if self._done is None:
+                self._done = threading.Event()
+            done = self._done
+        done.wait(timeout)
         return self._answer
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pykka
 
 from actors.base import DispatchingActor
+from actors.dispatch import stop_soon
 from actors.messages import (
     Admit,
     Cleanup,
@@ -26,7 +27,6 @@ from actors.messages import (
 )
 from actors.ports import Admission
 from actors.runtime import Runtime
-from actors.ticker import stop_and_wait
 from actors.user_supervisor import UserSupervisorActor
 from supervisor.codes import CloseCode
 from supervisor.policies.thresholds import Action, Level
@@ -41,13 +41,14 @@ _ALERTS_KEPT = 50
 class RootMonitorActor(DispatchingActor):
     """Sees every user's usage and the node's; one per tree.
 
-    Every hook runs on the root's own thread except ``__init__`` (the thread
-    that starts the tree). It never blocks on another actor while running;
-    only ``on_stop`` waits, with a deadline, for the supervisors to stop.
+    Every hook runs on a worker of the tree's system dispatcher except
+    ``__init__`` (the thread that starts the tree). It never blocks on
+    another actor, not even to stop: ``on_stop`` tells every supervisor to
+    stop, and the tree waits for them (:meth:`SupervisionTree.stop`).
     """
 
     def __init__(self, runtime: Runtime) -> None:
-        super().__init__()
+        super().__init__(runtime.system_dispatcher)
         self._rt = runtime
         self._sups: dict[str, pykka.ActorRef[Any]] = {}
         self._usage: dict[str, UsageReport] = {}
@@ -211,7 +212,7 @@ class RootMonitorActor(DispatchingActor):
         if level is not None:
             self._level_counts[level.label] -= 1
         self._forwarded.pop(user_id, None)
-        ref.stop(block=False)
+        stop_soon(ref)
         log.debug("stopped empty supervisor user_id=%s", user_id)
 
     @staticmethod
@@ -233,7 +234,7 @@ class RootMonitorActor(DispatchingActor):
                 self._rt.observer.cleanup("crash", "ok", 0.0)
         stop_refs = [o.manager for o in msg.orphans if o.manager is not None]
         for ref in [*stop_refs, *msg.idle_managers]:
-            ref.stop(block=False)
+            stop_soon(ref)
         freed = self._rt.ledger.release_user(user_id)
         self._supervisor_restarts += 1
         self._rt.observer.restart()
@@ -273,10 +274,9 @@ class RootMonitorActor(DispatchingActor):
         }
 
     def on_stop(self) -> None:
-        """Runs on the root's thread at shutdown: stop every supervisor, with a deadline."""
-        late = stop_and_wait(self._sups.values(), self._rt.config.cleanup.emergency_cleanup_timeout)
-        if late:
-            log.error("%d user supervisor(s) did not stop in time", late)
+        """Runs on a system worker at shutdown: tell every supervisor to stop (no wait)."""
+        for ref in self._sups.values():
+            stop_soon(ref)
         self._sups.clear()
 
     def on_failure(
@@ -285,5 +285,5 @@ class RootMonitorActor(DispatchingActor):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Runs on the root's thread after a crash: stop the supervisors, slots freed."""
+        """Runs on a system worker after a crash: stop the supervisors, slots freed."""
         self.on_stop()

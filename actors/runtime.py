@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import attrs
 
+from actors.dispatch import Dispatcher
 from actors.ports import Handler
 from supervisor.clock import Clock
 from supervisor.config import Config
@@ -26,6 +27,10 @@ class Runtime:
 
     ``handler_factory`` makes one application handler per connection, so a
     reused manager carries nothing of its previous connection.
+    ``dispatcher`` runs every manager actor of the tree, ``system_dispatcher``
+    the root and the user supervisors (both owned by the tree: started and
+    stopped with it). They are apart so that an application handler that
+    blocks the managers' workers never stops slots from being freed.
     """
 
     config: Config
@@ -33,6 +38,8 @@ class Runtime:
     ledger: Ledger
     observer: Observer
     handler_factory: Callable[[], Handler]
+    dispatcher: Dispatcher = attrs.field(kw_only=True, eq=False)
+    system_dispatcher: Dispatcher = attrs.field(kw_only=True, eq=False)
     quota: QuotaPolicy = attrs.field(init=False)
     reap: ReapPolicy = attrs.field(init=False)
     thresholds: Thresholds = attrs.field(init=False)

@@ -11,6 +11,7 @@ import pykka
 
 from actors.base import DispatchingActor
 from actors.children import Child, Children
+from actors.dispatch import stop_soon
 from actors.keeper import ChildKeeper
 from actors.manager import ManagerActor
 from actors.messages import (
@@ -35,7 +36,6 @@ from actors.messages import (
 from actors.ports import Admission, ConnectionHandle, ManagerStats
 from actors.runtime import Runtime
 from actors.snapshot import user_snapshot
-from actors.ticker import stop_and_wait
 from supervisor.context import UserExecutionContext
 from supervisor.observer import AdmissionResult
 from supervisor.policies.ledger import AcquireResult
@@ -65,14 +65,14 @@ _REFUSAL_REASON: dict[AdmissionResult, str] = {
 class UserSupervisorActor(ChildKeeper, DispatchingActor):
     """Admits, supervises and cleans up one user's connections.
 
-    Every hook runs on this actor's own thread except ``__init__`` (the
-    root's thread). Decisions come from the pure policies in the
+    Every hook runs on a worker of the tree's system dispatcher except
+    ``__init__`` (the root's turn). Decisions come from the pure policies in the
     :class:`~actors.runtime.Runtime`; this class carries messages to them and
     acts on the answers. Every change of usage is reported to the root.
     """
 
     def __init__(self, user_id: str, root: pykka.ActorRef[Any], runtime: Runtime) -> None:
-        super().__init__()
+        super().__init__(runtime.system_dispatcher)
         self.user_id = user_id
         self._root = root
         self._rt = runtime
@@ -198,7 +198,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
             if ref.is_alive():
                 self._rt.observer.pool_reuse()
                 return ref
-        return ManagerActor.start(self.actor_ref, self._rt.clock)
+        return ManagerActor.start(self.actor_ref, self._rt.clock, self._rt.dispatcher)
 
     # --- messages from the shell and the managers -------------------------------------
 
@@ -247,7 +247,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         now = self._rt.clock.monotonic()
         restart = should_restart(self._rt.config.restart.type, crashed=True)
         if child.state == "connected" and restart and child.intensity.allow(now):
-            child.manager = ManagerActor.start(self.actor_ref, self._rt.clock)
+            child.manager = ManagerActor.start(self.actor_ref, self._rt.clock, self._rt.dispatcher)
             child.handle.rebind(child.manager)
             child.stats.restarts += 1
             self._restarts += 1
@@ -291,7 +291,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
 
     def _tick(self, msg: Tick) -> None:
         now = msg.now
-        self._sweep(now, "timeout")
+        self._sweep_if_due(now, "timeout")
         for child in self._children.closing():
             assert child.closing_since is not None
             if self._rt.reap.is_overdue(child.closing_since, now):
@@ -327,6 +327,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
 
     def _reconfigure(self, runtime: Runtime) -> None:
         self._rt = runtime
+        self._next_sweep = float("-inf")  # the timeouts may have shortened
         self._report()
 
     def _report(self) -> None:
@@ -350,7 +351,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         )
 
     def on_stop(self) -> None:
-        """Runs on the supervisor's thread at shutdown: close (1001), free, stop all."""
+        """At shutdown: close (1001), free every slot, tell every manager to stop (no wait)."""
         now = self._rt.clock.monotonic()
         for child in list(self._children.by_id.values()):
             if child.state == "connected":
@@ -361,9 +362,8 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
                 self._children.stopping[manager.actor_urn] = (manager, now)
         refs = self._children.managers()
         self._children.pool.clear()
-        late = stop_and_wait(refs, self._rt.config.cleanup.emergency_cleanup_timeout)
-        for _ in range(late):
-            self._rt.observer.abandoned()
+        for ref in refs:  # the tree waits for them; this worker must not
+            stop_soon(ref)
 
     def on_failure(
         self,
@@ -371,7 +371,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Runs on the supervisor's thread after a crash: hand everything to the root."""
+        """After a crash: hand everything to the root."""
         orphans = tuple(
             Orphan(
                 child.context,

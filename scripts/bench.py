@@ -122,11 +122,20 @@ def _error(code: str, message: str) -> str:
     return json.dumps({"type": "error", "code": code, "message": message})
 
 
-async def bare_server(port: int, compression: str, max_seconds: float) -> None:
-    """A plain websockets server speaking the daemon's JSON protocol, nothing else."""
+async def bare_server(
+    port: int, compression: str, max_seconds: float, ping_interval: float = 0.0
+) -> None:
+    """A plain websockets server speaking the daemon's JSON protocol, nothing else.
+
+    Keepalive as the ci profile's, or every ``ping_interval`` seconds if given.
+    """
     from websockets.asyncio.server import ServerConnection, serve  # noqa: PLC0415
 
-    ping_interval, ping_timeout, max_size = keepalive_settings()
+    ping_interval_ci, ping_timeout, max_size = keepalive_settings()
+    if ping_interval:
+        ping_timeout = ping_interval
+    else:
+        ping_interval = ping_interval_ci
 
     async def handler(ws: ServerConnection) -> None:
         query = dict(parse_qsl(urlsplit(ws.request.path if ws.request else "").query))
@@ -500,14 +509,18 @@ def start_server(
     children: Children,
     compression: str,
     logdir: Path,
-    extra_env: dict[str, str] | None = None,
+    *,
+    ping_interval: float = 0.0,
+    overrides: dict[str, str] | None = None,
 ) -> Server:
+    """Start the bare or the supervised server; ``ping_interval`` (and timeout) if not ci's."""
     port = free_port()
     log = logdir / f"{kind}-{port}.log"
     with log.open("w") as out:
         if kind == "bare":
             argv = [sys.executable, str(Path(__file__).resolve()), "--serve-bare"]
             argv += ["--port", str(port), "--compression", compression]
+            argv += ["--ping-interval", str(ping_interval)]
             proc = children.start(argv, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT))
             return Server(kind, proc, port, None, log)
         admin_port = free_port()
@@ -524,7 +537,10 @@ def start_server(
                 "WS_SUPERVISOR_LOGGING_LEVEL": "WARNING",
             }
         )
-        env.update(extra_env or {})
+        if ping_interval:
+            env["WS_SUPERVISOR_TIMEOUTS_PING_INTERVAL"] = str(ping_interval)
+            env["WS_SUPERVISOR_TIMEOUTS_PING_TIMEOUT"] = str(ping_interval)
+        env.update(overrides or {})
         argv = [*supervisor_command(), "serve", "--profile", "ci"]
         proc = children.start(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
         return Server(kind, proc, port, admin_port, log)
@@ -769,7 +785,7 @@ def bench_redis(
         "WS_SUPERVISOR_QUOTA_BACKEND": "redis",
         "WS_SUPERVISOR_REDIS_URL": redis_server.url,
     }
-    server = start_server(REDIS_KIND, children, settings.compression, logdir, extra_env)
+    server = start_server(REDIS_KIND, children, settings.compression, logdir, overrides=extra_env)
     calls = RedisCalls(redis_server)
     try:
         server.wait_ready()
@@ -1106,6 +1122,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     internal.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     internal.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     internal.add_argument("--max-seconds", type=float, default=3600.0, help=argparse.SUPPRESS)
+    internal.add_argument("--ping-interval", type=float, default=0.0, help=argparse.SUPPRESS)
     internal.add_argument(
         "--client", choices=("churn", "throughput", "rtt", "memory"), help=argparse.SUPPRESS
     )
@@ -1132,7 +1149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         exec_child(arguments[1:])
     args = parse_args(arguments)
     if args.serve_bare:
-        asyncio.run(bare_server(args.port, args.compression, args.max_seconds))
+        asyncio.run(bare_server(args.port, args.compression, args.max_seconds, args.ping_interval))
         return 0
     if args.client:
         spec = ClientArgs(

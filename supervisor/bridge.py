@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import attrs
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from actors.ports import Admission, ConnectionHandle
 from supervisor.codes import CloseCode
@@ -187,6 +188,9 @@ class WebSocketPort:
             self._connection.transport.abort()
 
     def _call_soon(self, callback: Any) -> None:
+        if asyncio._get_running_loop() is self._loop:  # on the loop already: no self-pipe write
+            callback()
+            return
         with contextlib.suppress(RuntimeError):  # a closed loop: the process is ending
             self._loop.call_soon_threadsafe(callback)
 
@@ -209,7 +213,8 @@ class WebSocketPort:
                         return  # the shed task closes the connection
                     await self._connection.send(text)
                 if close is not None and self._shed is None:
-                    await self._connection.close(*close)
+                    if self._connection.state is not State.CLOSED:  # a peer gone: nothing to say
+                        await self._connection.close(*close)
                     return
         except ConnectionClosed:
             return

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
+import threading
 import time
 
 import attrs
@@ -61,10 +62,20 @@ class UnifiedIdGenerator:
     """Makes the ids of a connection; unique across calls and threads."""
 
     _counter = itertools.count(1)  # next() on itertools.count is atomic under the GIL
+    _random = threading.local()  # per thread: 8 hex digits at a time from one urandom read
 
     @classmethod
     def _unique(cls) -> str:
-        return f"{next(cls._counter):x}{secrets.token_hex(4)}"
+        return f"{next(cls._counter):x}{cls._random_hex()}"
+
+    @classmethod
+    def _random_hex(cls, chunk: int = 8, batch: int = 512) -> str:
+        """8 random hex digits, as ``secrets.token_hex(4)``, from a buffered urandom read."""
+        pool: str = getattr(cls._random, "pool", "")
+        if not pool:
+            pool = secrets.token_hex(chunk * batch // 2)
+        cls._random.pool = pool[chunk:]
+        return pool[:chunk]
 
     @classmethod
     def generate_user_context_ids(cls, user_id: str, operation: str) -> tuple[str, str, str]:

@@ -107,6 +107,7 @@ class MetricsObserver:
         self.ledger_up.set(1)
         for level in LEVELS:
             self.users_at_level.labels(level).set(0)
+        self._level_counts: tuple[int, ...] = (0,) * len(LEVELS)
 
     def admission(self, result: AdmissionResult) -> None:
         self.admissions.labels(result).inc()
@@ -121,8 +122,11 @@ class MetricsObserver:
     def usage(self, managers: int, users: int, levels: Mapping[str, int]) -> None:
         self.managers_active.set(managers)
         self.users_active.set(users)
-        for level in LEVELS:
-            self.users_at_level.labels(level).set(levels.get(level, 0))
+        counts = tuple(levels.get(level, 0) for level in LEVELS)
+        if counts != self._level_counts:  # most reports change no level: skip 4 label lookups
+            self._level_counts = counts
+            for level, count in zip(LEVELS, counts, strict=True):
+                self.users_at_level.labels(level).set(count)
 
     def level_changed(self, scope: str, old: str, new: str) -> None:
         self.level_changes.labels(scope, new).inc()

@@ -1,6 +1,6 @@
 """The JSON frame protocol, pure: parse a frame, answer ping, name every error.
 
-Runs on the manager's thread (inside :class:`JsonProtocol`); no I/O here.
+Runs on a manager's dispatcher worker (inside :class:`JsonProtocol`); no I/O here.
 Every frame is a JSON object with a string ``type``. ``ping`` is answered
 with ``pong``; a frame that is not valid gets an ``error`` frame and the
 connection stays open; everything else goes to the application.
@@ -33,8 +33,9 @@ class FrameError(Exception):
 class App(Protocol):
     """An application behind ws-supervisor, one instance per connection.
 
-    ``types`` are the frame types it accepts; ``on_message`` runs on the
-    manager's thread and answers through ``send``. An exception it raises is
+    ``types`` are the frame types it accepts; ``on_message`` runs on a
+    dispatcher worker (one at a time per connection) and answers through
+    ``send``; it must not block for long. An exception it raises is
     a crash of the manager and follows the restart rules.
     """
 

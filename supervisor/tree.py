@@ -15,8 +15,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+import attrs
 import pykka
 
+from actors.dispatch import Dispatcher
 from actors.messages import Admit, Crash, GetSnapshot, GetSupervisors, Push, TakeBack, Tick
 from actors.ports import Admission, AdmissionTicket, Handler, Port
 from actors.root import RootMonitorActor
@@ -29,7 +31,7 @@ from supervisor.errors import TreeNotRunning
 from supervisor.observer import CleanupReason, NullObserver, Observer
 from supervisor.policies.ledger import InMemoryLedger, Ledger
 
-__all__ = ["SupervisionTree", "echo_handler"]
+__all__ = ["DEFAULT_DISPATCHER_WORKERS", "SupervisionTree", "echo_handler"]
 
 
 def echo_handler(context: UserExecutionContext, text: str, send: Callable[[str], None]) -> None:
@@ -37,8 +39,27 @@ def echo_handler(context: UserExecutionContext, text: str, send: Callable[[str],
     send(text)
 
 
+DEFAULT_DISPATCHER_WORKERS = 2
+"""Worker threads that run every manager actor of a tree."""
+
+SYSTEM_DISPATCHER_WORKERS = 1
+"""Worker threads that run the root and the user supervisors of a tree."""
+
+SHARED_LEDGER_SYSTEM_WORKERS = 8
+"""The same with a shared ledger (Redis): each of its calls blocks a worker for a
+round trip (at most ``[redis] timeout``), so several users' admissions and
+closes must be able to wait on Redis at once."""
+
+
 class SupervisionTree:
-    """A root monitor, its user supervisors and their managers, plus the ticker."""
+    """A root monitor, its user supervisors and their managers, plus the ticker.
+
+    No actor has a thread of its own: the managers run on the tree's
+    :attr:`dispatcher` (``dispatcher_workers`` threads), the root and the
+    user supervisors on its :attr:`system_dispatcher` (one thread); both are
+    started by :meth:`start` and stopped, with every actor still on them, by
+    :meth:`stop`.
+    """
 
     def __init__(
         self,
@@ -50,13 +71,27 @@ class SupervisionTree:
         handler_factory: Callable[[], Handler] = lambda: echo_handler,
         tick: bool = True,
         node_id: str = "",
+        dispatcher_workers: int = DEFAULT_DISPATCHER_WORKERS,
     ) -> None:
         self.config = config
         self.node_id = node_id
         self.clock: Clock = clock or SystemClock()
         self.ledger: Ledger = ledger or InMemoryLedger(config.quota.node_max_managers)
+        self.dispatcher = Dispatcher(dispatcher_workers, name="ws-supervisor-managers")
+        system_workers = (
+            SYSTEM_DISPATCHER_WORKERS
+            if isinstance(self.ledger, InMemoryLedger)
+            else SHARED_LEDGER_SYSTEM_WORKERS
+        )
+        self.system_dispatcher = Dispatcher(system_workers, name="ws-supervisor-system")
         self._runtime = Runtime(
-            config, self.clock, self.ledger, observer or NullObserver(), handler_factory
+            config,
+            self.clock,
+            self.ledger,
+            observer or NullObserver(),
+            handler_factory,
+            dispatcher=self.dispatcher,
+            system_dispatcher=self.system_dispatcher,
         )
         self._tick = tick
         self._root: pykka.ActorRef[Any] | None = None
@@ -66,10 +101,12 @@ class SupervisionTree:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> SupervisionTree:
-        """Start the root monitor and, unless disabled, the ticker."""
+        """Start the dispatcher, the root monitor and, unless disabled, the ticker."""
         with self._lock:
             if self._root is not None:
                 return self
+            self.dispatcher.start()
+            self.system_dispatcher.start()
             self._root = RootMonitorActor.start(self._runtime)
             if self._tick:
                 interval = self.config.timeouts.tick_interval
@@ -77,15 +114,26 @@ class SupervisionTree:
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Close every connection (1001), free every slot, stop every actor."""
+        """Close every connection (1001), free every slot, stop every actor and thread.
+
+        The root tells the supervisors to stop, and they their managers,
+        without waiting; the waiting is done here, by each dispatcher, within
+        ``timeout`` in all. An actor that has not stopped by then is ended
+        and counted as abandoned.
+        """
         with self._lock:
             root, self._root = self._root, None
             ticker, self._ticker = self._ticker, None
         if ticker is not None:
             ticker.stop()
+        limit = timeout or self.config.cleanup.emergency_cleanup_timeout * 2 + 1.0
+        deadline = time.monotonic() + limit
         if root is not None:
-            limit = timeout or self.config.cleanup.emergency_cleanup_timeout * 2 + 1.0
             stop_and_wait([root], limit)
+        late = self.system_dispatcher.stop(max(0.0, deadline - time.monotonic()))
+        late += self.dispatcher.stop(max(0.0, deadline - time.monotonic()))
+        for _ in range(late):
+            self._runtime.observer.abandoned()
 
     def __enter__(self) -> SupervisionTree:
         return self.start()
@@ -174,9 +222,7 @@ class SupervisionTree:
 
     def reconfigure(self, config: Config) -> None:
         """Apply new quota, thresholds and timeouts to the running tree."""
-        runtime = Runtime(
-            config, self.clock, self.ledger, self._runtime.observer, self._runtime.handler_factory
-        )
+        runtime = attrs.evolve(self._runtime, config=config)
         self.config, self._runtime = config, runtime
         self._root_ref().tell(runtime)
 

@@ -62,6 +62,22 @@ class ReapPolicy:
         found = ((child.websocket_id, self.not_live(child, now)) for child in children)
         return [(ws_id, reason) for ws_id, reason in found if reason is not None]
 
+    def next_due(self, children: Iterable[ChildView], now: float) -> float:
+        """The earliest time at which a sweep could find one of ``children`` not live.
+
+        Times only move forward (``last_activity`` and ``last_seen`` only
+        grow, a new child starts at its admission), and a child that starts
+        reporting keepalive does so at ``now`` or later: so no child, present
+        or future, can be reaped by a sweep before this. A sweep may be
+        skipped until then without changing what it would find.
+        """
+        due = now + min(self.idle_timeout, self.keepalive_deadline)
+        for child in children:
+            due = min(due, child.last_activity + self.idle_timeout)
+            if child.last_seen is not None:
+                due = min(due, child.last_seen + self.keepalive_deadline)
+        return due
+
     def is_overdue(self, since: float, now: float) -> bool:
         """True when a close or stop started at ``since`` has taken too long: abandon it."""
         return now - since >= self.cleanup_timeout

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -555,6 +555,38 @@ def test_a_sweep_lists_every_child_that_is_not_live_with_its_reason() -> None:
 def test_a_sweep_of_live_children_finds_nothing() -> None:
     assert POLICY.sweep([child("a"), child("b", idle=10.0)], NOW) == []
     assert POLICY.sweep([], NOW) == []
+
+
+def test_no_sweep_can_find_a_child_not_live_before_the_next_due_time() -> None:
+    children = [child("a", idle=10.0, unseen=5.0), child("b", idle=50.0, unseen=None)]
+    due = POLICY.next_due(children, NOW)
+    assert due == NOW + 10.0  # b: idle 50 of 60 s
+    assert POLICY.sweep(children, due) == []
+    assert POLICY.sweep(children, due + 0.001) == [("b", ReapReason.IDLE)]
+
+
+def test_the_next_due_time_is_never_later_than_the_shortest_timeout_from_now() -> None:
+    assert POLICY.next_due([], NOW) == NOW + 30.0  # a child admitted later, or starting pongs
+    assert POLICY.next_due([child("fresh", idle=0.0, unseen=0.0)], NOW) == NOW + 30.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 100.0), st.one_of(st.none(), st.floats(0.0, 100.0))),
+        max_size=6,
+    ),
+    st.floats(0.0, 200.0),
+)
+def test_a_sweep_skipped_until_the_next_due_time_would_have_found_nothing(
+    ages: list[tuple[float, float | None]], later: float
+) -> None:
+    children = [child(f"c{n}", idle=idle, unseen=unseen) for n, (idle, unseen) in enumerate(ages)]
+    live = [c for c in children if POLICY.not_live(c, NOW) is None]
+    due = POLICY.next_due(live, NOW)
+    at = NOW + later
+    if at < due:
+        assert POLICY.sweep(live, at) == []
 
 
 def test_a_cleanup_is_overdue_exactly_at_the_cleanup_timeout() -> None:

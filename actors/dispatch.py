@@ -1,0 +1,395 @@
+"""Dispatcher-backed pykka actors: many actors on a few shared threads.
+
+A :class:`pykka.ThreadingActor` owns an OS thread for its whole life. A
+:class:`DispatchedActor` does not: its inbox is a :class:`Mailbox` that, when
+a message arrives, puts the actor on its :class:`Dispatcher`'s ready queue,
+and one of the dispatcher's few daemon worker threads gives it a *turn*: up
+to ``batch`` envelopes, handled one by one exactly as pykka 4.5's
+``Actor._actor_loop_running`` handles them, after which the actor goes back
+to the end of the ready queue if more messages are waiting (fairness), or to
+sleep. An actor is scheduled at most once at a time, so two workers never run
+the same actor: its hooks run one at a time, in order, as on its own thread.
+
+pykka's semantics are kept: ``ActorRef.tell``, ``ask``, ``proxy`` and
+``stop`` work unchanged, futures are :class:`pykka.ThreadingFuture`, the
+actor is in the :class:`pykka.ActorRegistry` from ``start()`` until it
+stops, an exception in ``on_receive`` from a ``tell`` calls
+``_handle_failure`` then ``on_failure`` and the actor stops, one from an
+``ask`` goes back to the caller and the actor lives on, and the messages
+still queued when it stops are answered with :class:`pykka.ActorDeadError`.
+What differs:
+
+- ``__init__`` runs on the thread that calls ``start()``; ``on_start``,
+  ``on_receive``, ``on_failure`` and ``on_stop`` run on a dispatcher worker
+  thread, any of them, one at a time (two turns of one actor may run on two
+  different workers, never at once);
+- ``actor_inbox.get()`` never blocks: call it only after ``empty()`` is
+  False (``on_failure`` may drain what is left this way);
+- a message sent after the actor has stopped is answered with
+  ``ActorDeadError`` at once rather than left in the inbox;
+- a hook must not block for long: a worker blocked in one actor serves no
+  other actor; a BaseException in a hook stops every actor without waiting
+  (``ActorRegistry.stop_all(block=False)``), since a worker must not wait on
+  actors that need a worker to stop.
+
+The dispatcher has an explicit lifecycle: :meth:`Dispatcher.start` starts
+the workers, :meth:`Dispatcher.stop` asks every actor still on it to stop,
+waits for them (bounded), ends the ones that did not (unregistered, marked
+stopped, pending asks failed; their ``on_stop`` does not run), and joins
+the workers. No thread is left behind.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import logging
+import queue
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pykka
+from pykka import messages
+from pykka._envelope import Envelope
+
+__all__ = ["DispatchedActor", "Dispatcher", "DispatcherStopped", "Mailbox", "stop_soon"]
+
+log = logging.getLogger(__name__)
+pykka_log = logging.getLogger("pykka")
+
+_NEW, _IDLE, _SCHEDULED, _DEAD = "new", "idle", "scheduled", "dead"
+_dispatcher_numbers = itertools.count(1)
+
+
+class DispatcherStopped(RuntimeError):
+    """An actor was started on a dispatcher that is not running."""
+
+
+def stop_soon(ref: pykka.ActorRef[Any]) -> None:
+    """Ask ``ref``'s actor to stop, as ``ref.stop(block=False)`` without its two futures.
+
+    Nothing to wait on and nothing raised: a dead actor is left alone.
+    """
+    with contextlib.suppress(pykka.ActorDeadError):
+        ref.tell(messages._ActorStop())
+
+
+class _RefIndex:
+    """pykka's registry list, as an insertion-ordered dict: O(1) register and unregister.
+
+    ``ActorRegistry`` keeps every ref in a list and scans it twice to
+    unregister one; with 10,000 actors that is most of the cost of stopping
+    one. This holds the same refs in the same order and answers the list
+    operations the registry uses (``append``, ``remove``, ``in``, iteration,
+    slices). Installed once, at import (:func:`_install_ref_index`).
+    """
+
+    __slots__ = ("_refs",)
+
+    def __init__(self, refs: list[pykka.ActorRef[Any]]) -> None:
+        self._refs = {id(ref): ref for ref in refs}
+
+    def append(self, ref: pykka.ActorRef[Any]) -> None:
+        self._refs[id(ref)] = ref
+
+    def remove(self, ref: pykka.ActorRef[Any]) -> None:
+        if self._refs.get(id(ref)) is not ref:
+            raise ValueError("ref not in the registry")
+        del self._refs[id(ref)]
+
+    def __contains__(self, ref: object) -> bool:
+        return self._refs.get(id(ref)) is ref
+
+    def __iter__(self) -> Iterator[pykka.ActorRef[Any]]:
+        return iter(list(self._refs.values()))
+
+    def __getitem__(self, index: slice) -> list[pykka.ActorRef[Any]]:
+        return list(self._refs.values())[index]
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
+def _install_ref_index() -> None:
+    registry: Any = pykka.ActorRegistry
+    with registry._actor_refs_lock:
+        if isinstance(registry._actor_refs, list):
+            registry._actor_refs = _RefIndex(registry._actor_refs)
+
+
+_install_ref_index()
+
+
+def _refuse(actor_ref: pykka.ActorRef[Any], envelope: Envelope[Any]) -> None:
+    """Answer an envelope that will never be handled, as pykka's teardown does."""
+    if envelope.reply_to is None:
+        return
+    if isinstance(envelope.message, messages._ActorStop):
+        envelope.reply_to.set(None)
+    else:
+        error = pykka.ActorDeadError(f"{actor_ref} stopped before handling the message")
+        envelope.reply_to.set_exception(exc_info=(pykka.ActorDeadError, error, None))
+
+
+class Mailbox:
+    """A dispatched actor's inbox: a deque, and the actor's place in the ready queue.
+
+    ``put`` may be called from any thread; ``get`` and ``empty`` only from
+    the actor's own turn (its hooks).
+    """
+
+    __slots__ = ("_actor", "_dispatcher", "_envelopes", "_lock", "_started", "_state")
+
+    def __init__(self) -> None:
+        self._envelopes: collections.deque[Envelope[Any]] = collections.deque()
+        self._lock = threading.Lock()
+        self._state = _NEW
+        self._started = False
+        self._actor: DispatchedActor | None = None
+        self._dispatcher: Dispatcher | None = None
+
+    def bind(self, actor: DispatchedActor, dispatcher: Dispatcher) -> None:
+        """Tie the mailbox to its actor and dispatcher (from the actor's ``__init__``)."""
+        self._actor, self._dispatcher = actor, dispatcher
+
+    def put(self, envelope: Envelope[Any], /) -> None:
+        """Any thread: queue one envelope; schedule the actor if it was asleep."""
+        with self._lock:
+            state = self._state
+            if state is not _DEAD:
+                self._envelopes.append(envelope)
+                if state is _IDLE:
+                    self._state = _SCHEDULED
+        if state is _IDLE:
+            assert self._dispatcher is not None
+            self._dispatcher.submit(self)
+        elif state is _DEAD:
+            assert self._actor is not None
+            _refuse(self._actor.actor_ref, envelope)
+
+    def get(self) -> Envelope[Any]:
+        """The oldest envelope; never blocks (IndexError when empty)."""
+        return self._envelopes.popleft()
+
+    def empty(self) -> bool:
+        """True when no envelope waits."""
+        return not self._envelopes
+
+    def __len__(self) -> int:
+        return len(self._envelopes)
+
+    def arm(self) -> None:
+        """Start: give the actor its first turn (``on_start``, then what is queued)."""
+        with self._lock:
+            self._state = _SCHEDULED
+        assert self._dispatcher is not None
+        self._dispatcher.submit(self)
+
+    def run_turn(self, batch: int) -> None:
+        """Worker: handle up to ``batch`` envelopes, then requeue, sleep or end."""
+        actor = self._actor
+        assert actor is not None and self._dispatcher is not None
+        if not self._started:
+            self._started = True
+            actor._actor_loop_setup()  # on_start; a failure stops the actor
+        stopped = actor.actor_stopped
+        envelopes = self._envelopes
+        for _ in range(batch):
+            if stopped.is_set() or not envelopes:
+                break
+            actor._handle_envelope(envelopes.popleft())
+        with self._lock:
+            if stopped.is_set():
+                self._state = _DEAD
+            elif envelopes:
+                self._state = _SCHEDULED
+            else:
+                self._state = _IDLE
+            state = self._state
+        if state is _SCHEDULED:
+            self._dispatcher.submit(self)
+        elif state is _DEAD:
+            self.end()
+
+    def end(self) -> None:
+        """Mark the actor dead, answer what is left, leave the dispatcher."""
+        with self._lock:
+            self._state = _DEAD
+            left = list(self._envelopes)
+            self._envelopes.clear()
+        assert self._actor is not None and self._dispatcher is not None
+        for envelope in left:
+            _refuse(self._actor.actor_ref, envelope)
+        self._dispatcher.forget(self)
+
+    def kill(self) -> None:
+        """End an actor that did not stop in time: unregistered, stopped, asks failed."""
+        assert self._actor is not None
+        pykka.ActorRegistry.unregister(self._actor.actor_ref)
+        self._actor.actor_stopped.set()
+        self.end()
+
+
+class Dispatcher:
+    """A small pool of daemon worker threads that gives dispatched actors their turns.
+
+    ``workers`` threads take ready actors off one FIFO queue; each turn
+    handles at most ``batch`` envelopes, so a busy actor cannot starve the
+    others. :meth:`start` and :meth:`stop` may be called again (a stopped
+    dispatcher can be restarted).
+    """
+
+    def __init__(self, workers: int = 2, batch: int = 32, name: str = "") -> None:
+        if workers < 1 or batch < 1:
+            raise ValueError(f"workers and batch must be >= 1, got {workers}, {batch}")
+        self.workers = workers
+        self.batch = batch
+        self.name = name or f"ws-supervisor-dispatch-{next(_dispatcher_numbers)}"
+        self._ready: queue.SimpleQueue[Mailbox | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._mailboxes: set[Mailbox] = set()
+        self._lock = threading.Condition()
+        self._running = False
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._running
+
+    @property
+    def actors(self) -> int:
+        """Actors started on this dispatcher and not yet ended."""
+        with self._lock:
+            return len(self._mailboxes)
+
+    def start(self) -> Dispatcher:
+        """Start the worker threads (idempotent)."""
+        with self._lock:
+            if self._running:
+                return self
+            self._running = True
+            self._ready = queue.SimpleQueue()
+            self._threads = [
+                threading.Thread(target=self._work, name=f"{self.name}-{n}", daemon=True)
+                for n in range(self.workers)
+            ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """Stop every actor still here, then the workers; how many had to be killed.
+
+        Waits up to ``timeout`` seconds in all: first for the actors to stop
+        (their ``on_stop`` runs), then for the workers to end.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if not self._running:
+                return 0
+            left = list(self._mailboxes)
+        for mailbox in left:
+            assert mailbox._actor is not None
+            stop_soon(mailbox._actor.actor_ref)
+        with self._lock:
+            self._lock.wait_for(lambda: not self._mailboxes, max(0.0, deadline - time.monotonic()))
+            self._running = False
+            stuck = list(self._mailboxes)
+        for mailbox in stuck:
+            log.warning("%s: actor %s did not stop in time", self.name, mailbox._actor)
+            mailbox.kill()
+        for _ in self._threads:
+            self._ready.put(None)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        return len(stuck)
+
+    def adopt(self, mailbox: Mailbox) -> None:
+        """An actor is starting here; refused (DispatcherStopped) when not running."""
+        with self._lock:
+            if not self._running:
+                raise DispatcherStopped(f"{self.name} is not running")
+            self._mailboxes.add(mailbox)
+
+    def forget(self, mailbox: Mailbox) -> None:
+        """An actor has ended."""
+        with self._lock:
+            self._mailboxes.discard(mailbox)
+            if not self._mailboxes:
+                self._lock.notify_all()
+
+    def submit(self, mailbox: Mailbox) -> None:
+        """Queue one turn of ``mailbox``'s actor."""
+        self._ready.put(mailbox)
+
+    def _work(self) -> None:
+        ready, batch = self._ready, self.batch
+        while True:
+            mailbox = ready.get()
+            if mailbox is None:
+                return
+            try:
+                mailbox.run_turn(batch)
+            except BaseException:  # a bug here must not kill the worker
+                log.exception("%s: a turn failed", self.name)
+
+
+class DispatchedActor(pykka.Actor):
+    """A pykka actor that runs on a :class:`Dispatcher`'s workers, not its own thread.
+
+    Subclasses call ``super().__init__(dispatcher)``; everything else is
+    pykka's (see the module docstring for which thread runs which hook).
+    """
+
+    actor_inbox: Mailbox
+    use_daemon_thread: ClassVar[bool] = True  # as ThreadingActor's flag: workers are daemons
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        super().__init__()
+        self._dispatcher = dispatcher
+        self.actor_inbox.bind(self, dispatcher)
+
+    @staticmethod
+    def _create_actor_inbox() -> Mailbox:
+        return Mailbox()
+
+    @staticmethod
+    def _create_future() -> pykka.Future[Any]:
+        return pykka.ThreadingFuture()
+
+    def _start_actor_loop(self) -> None:
+        try:
+            self._dispatcher.adopt(self.actor_inbox)
+        except DispatcherStopped:
+            pykka.ActorRegistry.unregister(self.actor_ref)
+            self.actor_stopped.set()
+            raise
+        self.actor_inbox.arm()
+
+    def _handle_envelope(self, envelope: Envelope[Any]) -> None:
+        """One envelope, as the body of pykka 4.5's ``Actor._actor_loop_running``."""
+        try:
+            response = self._handle_receive(envelope.message)
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(response)
+        except Exception:
+            if envelope.reply_to is not None:
+                pykka_log.info(
+                    f"Exception returned from {self} to caller:", exc_info=sys.exc_info()
+                )
+                envelope.reply_to.set_exception()
+            else:
+                self._handle_failure(*sys.exc_info())
+                try:
+                    self.on_failure(*sys.exc_info())
+                except Exception:
+                    self._handle_failure(*sys.exc_info())
+        except BaseException:
+            pykka_log.debug(f"{sys.exc_info()[1]!r} in {self}. Stopping all actors.")
+            self._stop()
+            pykka.ActorRegistry.stop_all(block=False)

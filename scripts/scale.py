@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Scale check: N idle connections (users x 20 each) against bare websockets and ws-supervisor.
+
+For each server (bare first, then supervised, each its own process, the same
+compression): open ``--connections`` idle connections from ``--client-procs``
+client processes (each under the open-files hard limit), as ``N / 20`` users
+of 20 connections each; read the server's RSS and thread count; then SIGKILL
+every client process at once and time, from the kill:
+
+- until every slot is free (supervised: ``ws_supervisor_managers_active`` in
+  ``/metrics`` is 0; ``/debug/state``'s ledger count is read once after);
+- until the server holds no more sockets than before the connections (both);
+- until its thread count is back to what it was before the connections.
+
+Keepalive is ``--ping-interval`` (default 20 s, production's) on both, and the
+supervised server's idle timeout is 600 s, so nothing is reaped while the
+connections open. Linux only (reads ``/proc``).
+
+Usage: scripts/scale [--connections 10000] [--client-procs 4] [--compression none] [--json FILE]
+
+Internal mode (started by the tool itself): ``--client``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from _toolkit import exec_child, http_get  # scripts/ is on sys.path when run as a script
+from bench import Children, ClientProc, Probe, Server, StdinLines, start_server
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
+
+PER_USER = 20
+
+
+def managers_active(server: Server) -> float | None:
+    """``ws_supervisor_managers_active`` from ``/metrics`` (slots held, as the root counts them).
+
+    Cheap to poll, unlike ``/debug/state``, which asks every user supervisor.
+    """
+    try:
+        status, body = http_get(server.admin("/metrics"))
+    except OSError:
+        return None
+    for line in body.splitlines() if status == 200 else []:
+        if line.startswith("ws_supervisor_managers_active "):
+            return float(line.split()[1])
+    return None
+
+
+def open_fds(pid: int) -> int:
+    """How many file descriptors ``pid`` holds."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def client_main(url: str, first: int, count: int, compression: str) -> None:
+    """Open connections ``first .. first + count - 1`` (20 per user), report, hold them."""
+    gate = asyncio.Semaphore(100)
+    errors: dict[str, int] = {}
+
+    async def one(index: int) -> ClientConnection | None:
+        async with gate:
+            try:
+                ws = await connect(
+                    f"{url}?user_id=scale-u{index // PER_USER}",
+                    compression="deflate" if compression == "deflate" else None,
+                    ping_interval=None,
+                    open_timeout=60,
+                    max_size=None,
+                )
+                await asyncio.wait_for(ws.recv(), 60)
+                return ws
+            except (OSError, TimeoutError, WebSocketException) as error:
+                name = type(error).__name__
+                errors[name] = errors.get(name, 0) + 1
+                return None
+
+    stdin = StdinLines(asyncio.get_running_loop())
+    held = await asyncio.gather(*(one(i) for i in range(first, first + count)))
+    opened = [ws for ws in held if ws is not None]
+    print(f"result {json.dumps({'opened': len(opened), 'errors': errors})}", flush=True)
+    await stdin.next()  # held until SIGKILL (or "end")
+
+
+def wait_for_all(
+    checks: dict[str, Callable[[], bool]], started: float, timeout: float
+) -> dict[str, float | None]:
+    """Seconds from ``started`` until each check first held (polled every 10 ms); None if not."""
+    found: dict[str, float | None] = dict.fromkeys(checks)
+    while time.monotonic() - started < timeout:
+        for name, check in checks.items():
+            if found[name] is None and check():
+                found[name] = round(time.monotonic() - started, 3)
+        if all(value is not None for value in found.values()):
+            break
+        time.sleep(0.01)
+    return found
+
+
+def measure(kind: str, args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
+    """One server: open the connections, read it, kill the clients, time the release."""
+    children = Children()
+    overrides = {"WS_SUPERVISOR_TIMEOUTS_IDLE_TIMEOUT": "600"}
+    server: Server = start_server(
+        kind,
+        children,
+        args.compression,
+        logdir,
+        ping_interval=args.ping_interval,
+        overrides=overrides,
+    )
+    try:
+        server.wait_ready()
+        pid = server.proc.pid
+        time.sleep(1.0)
+        before = Probe.read(pid)
+        fds_before = open_fds(pid)
+        script = str(Path(__file__).resolve())
+        clients: list[ClientProc] = []
+        share = args.connections // args.client_procs
+        for n in range(args.client_procs):
+            count = share + (args.connections % args.client_procs if n == 0 else 0)
+            first = n * share + (0 if n == 0 else args.connections % args.client_procs)
+            argv = [sys.executable, script, "--client", "--url", server.url]
+            argv += ["--first", str(first), "--count", str(count)]
+            argv += ["--compression", args.compression]
+            clients.append(ClientProc(children, argv))
+        started = time.monotonic()
+        results = [client.expect("result", 600) for client in clients]
+        open_seconds = time.monotonic() - started
+        opened = sum(int(r["opened"]) for r in results)
+        time.sleep(2.0)  # let the last admissions and a few keepalives settle
+        during = Probe.read(pid)
+        time.sleep(args.idle_seconds)
+        idle_cpu = (Probe.read(pid).cpu - during.cpu) / args.idle_seconds
+        slots = server.slots_held()
+        killed_at = time.monotonic()
+        for client in clients:
+            os.killpg(client.proc.pid, signal.SIGKILL)
+        checks = {
+            "sockets_closed_s": lambda: open_fds(pid) <= fds_before,
+            "threads_back_s": lambda: Probe.read(pid).threads <= before.threads,
+        }
+        if kind == "supervised":
+            checks["slots_free_s"] = lambda: managers_active(server) == 0
+        released = wait_for_all(checks, killed_at, 60)
+        ledger_after = server.slots_held()  # the ledger itself, once everything reads free
+        after = Probe.read(pid)
+        total = time.monotonic() - killed_at
+        return {
+            "opened": opened,
+            "errors": [r["errors"] for r in results if r["errors"]],
+            "open_seconds": round(open_seconds, 1),
+            "rss_before_mib": round(before.rss_kib / 1024, 1),
+            "rss_kib_per_conn": round((during.rss_kib - before.rss_kib) / max(1, opened), 1),
+            "threads_before": before.threads,
+            "threads_with_conns": during.threads,
+            "threads_after": after.threads,
+            "idle_cpu_pct": round(100 * idle_cpu, 1),
+            "slots_held": slots,
+            "slots_held_after": ledger_after,
+            "slots_free_s": released.get("slots_free_s"),
+            "sockets_closed_s": released["sockets_closed_s"],
+            "threads_back_s": released["threads_back_s"],
+            "cpu_s_open_and_drop": round(after.cpu - before.cpu, 1),
+            "measured_for_s": round(total, 1),
+        }
+    finally:
+        server.stop()
+        children.stop_all()
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+    bare, sup = results["bare"], results["supervised"]
+    lines = [
+        f"scale: {args.connections} idle connections ({args.connections // PER_USER} users x "
+        f"{PER_USER}), compression={args.compression}, ping every {args.ping_interval:g}s, "
+        f"{args.client_procs} client processes",
+        f"| {'':40} | {'bare':>9} | {'supervised':>10} |",
+        f"|{'-' * 42}|{'-' * 11}|{'-' * 12}|",
+    ]
+    rows = [
+        ("connections opened", "opened"),
+        ("seconds to open them", "open_seconds"),
+        ("RSS at start (MiB)", "rss_before_mib"),
+        ("RSS per connection (KiB)", "rss_kib_per_conn"),
+        ("threads before / with the connections", None),
+        ("server CPU while they idle (% of a core)", "idle_cpu_pct"),
+        ("slots held with the connections", "slots_held"),
+        ("after SIGKILL: every slot free (s)", "slots_free_s"),
+        ("after SIGKILL: slots held then (ledger)", "slots_held_after"),
+        ("after SIGKILL: every socket closed (s)", "sockets_closed_s"),
+        ("after SIGKILL: threads back (s)", "threads_back_s"),
+        ("server CPU, open + drop (s)", "cpu_s_open_and_drop"),
+    ]
+    for label, key in rows:
+        if key is None:
+            cells = [f"{r['threads_before']} / {r['threads_with_conns']}" for r in (bare, sup)]
+        else:
+            cells = ["n/a" if r.get(key) is None else str(r[key]) for r in (bare, sup)]
+        lines.append(f"| {label:40} | {cells[0]:>9} | {cells[1]:>10} |")
+    above = sup["rss_kib_per_conn"] - bare["rss_kib_per_conn"]
+    lines.append(f"supervised RSS above bare: {above:.1f} KiB per connection")
+    for kind, r in results.items():
+        if r["errors"]:
+            lines.append(f"{kind} client errors: {r['errors']}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/scale", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--connections", type=int, default=10000, help="idle connections")
+    parser.add_argument("--client-procs", type=int, default=4, help="client processes")
+    parser.add_argument("--compression", choices=("deflate", "none"), default="deflate")
+    parser.add_argument("--ping-interval", type=float, default=20.0, help="keepalive, both")
+    parser.add_argument("--idle-seconds", type=float, default=5.0, help="idle CPU sample")
+    parser.add_argument(
+        "--servers", choices=("both", "supervised"), default="both", help="which to measure"
+    )
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    internal = parser.add_argument_group("internal mode")
+    internal.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    internal.add_argument("--url", default="", help=argparse.SUPPRESS)
+    internal.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    internal.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.connections < 1 or args.client_procs < 1:
+        parser.error("--connections and --client-procs must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["--exec"]:
+        exec_child(arguments[1:], signal.SIGKILL)
+    args = parse_args(arguments)
+    if args.client:
+        asyncio.run(client_main(args.url, args.first, args.count, args.compression))
+        return 0
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="ws-scale-") as logdir:
+        for kind in ("bare", "supervised") if args.servers == "both" else ("supervised",):
+            print(f"== {kind}", file=sys.stderr)
+            results[kind] = measure(kind, args, Path(logdir))
+            print(f"   {json.dumps(results[kind])}", file=sys.stderr)
+    if "bare" in results:
+        print(report(results, args))
+    if args.json:
+        Path(args.json).write_text(json.dumps({**results, "args": vars(args)}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
