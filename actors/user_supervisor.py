@@ -66,6 +66,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         self._admits_seen = 0
         self._restarts = 0
         self._last_report: UsageReport | None = None
+        self._report_due = False
         self._dispatch = {
             Admit: self._admit,
             ConnectionClosed: self._closed,
@@ -308,6 +309,13 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         self._report()
 
     def _report(self) -> None:
+        self._report_due = True  # sent once per turn, by on_turn_end
+
+    def on_turn_end(self) -> None:
+        """After a turn: one usage report to the root for all its messages, if it changed."""
+        if not self._report_due:
+            return
+        self._report_due = False
         report = UsageReport(
             self.user_id,
             self._children.used,
