@@ -316,13 +316,15 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         if not self._report_due:
             return
         self._report_due = False
-        report = UsageReport(
-            self.user_id,
-            self._children.used,
-            self._rt.quota.limit,
-            len(self._children.pool),
-            self._admits_seen,
-        )
+        used, limit, idle = self._children.used, self._rt.quota.limit, len(self._children.pool)
+        last = self._last_report
+        if (  # most turns (every tick) change nothing: no report object to build
+            last is not None
+            and (last.used, last.limit, last.pool_idle, last.admits_seen)
+            == (used, limit, idle, self._admits_seen)
+        ):
+            return
+        report = UsageReport(self.user_id, used, limit, idle, self._admits_seen)
         if report != self._last_report:
             self._last_report = report
             with contextlib.suppress(pykka.ActorDeadError):  # the tree is stopping
