@@ -11,6 +11,8 @@ connection only through a :class:`actors.ports.Port`, and the shell in
 - :mod:`actors.keeper`: how a supervisor closes, frees and retires a connection.
 - :mod:`actors.root`: the root monitor; levels, cleanup, restarts.
 - :mod:`actors.ticker`: the one timer thread of the tree.
+- :mod:`actors.dispatch`: dispatcher-backed pykka actors (few threads for all actors).
+- :mod:`actors.registry`: an O(1) index for pykka's actor registry.
 """
 
 __all__: list[str] = []

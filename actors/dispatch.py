@@ -27,6 +27,8 @@ What differs:
   False (``on_failure`` may drain what is left this way);
 - a message sent after the actor has stopped is answered with
   ``ActorDeadError`` at once rather than left in the inbox;
+- a new hook, ``on_turn_end``, runs after each turn (for one report per
+  batch of messages rather than one per message);
 - a hook must not block for long: a worker blocked in one actor serves no
   other actor; a BaseException in a hook stops every actor without waiting
   (``ActorRegistry.stop_all(block=False)``), since a worker must not wait on
@@ -49,17 +51,20 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pykka
 from pykka import messages
 from pykka._envelope import Envelope
 
+from actors.registry import install_ref_index
+
 __all__ = ["DispatchedActor", "Dispatcher", "DispatcherStopped", "Mailbox", "stop_soon"]
 
 log = logging.getLogger(__name__)
 pykka_log = logging.getLogger("pykka")
+
+install_ref_index()  # O(1) unregister: dispatched actors come and go by the thousand
 
 _NEW, _IDLE, _SCHEDULED, _DEAD = "new", "idle", "scheduled", "dead"
 _dispatcher_numbers = itertools.count(1)
@@ -76,52 +81,6 @@ def stop_soon(ref: pykka.ActorRef[Any]) -> None:
     """
     with contextlib.suppress(pykka.ActorDeadError):
         ref.tell(messages._ActorStop())
-
-
-class _RefIndex:
-    """pykka's registry list, as an insertion-ordered dict: O(1) register and unregister.
-
-    ``ActorRegistry`` keeps every ref in a list and scans it twice to
-    unregister one; with 10,000 actors that is most of the cost of stopping
-    one. This holds the same refs in the same order and answers the list
-    operations the registry uses (``append``, ``remove``, ``in``, iteration,
-    slices). Installed once, at import (:func:`_install_ref_index`).
-    """
-
-    __slots__ = ("_refs",)
-
-    def __init__(self, refs: list[pykka.ActorRef[Any]]) -> None:
-        self._refs = {id(ref): ref for ref in refs}
-
-    def append(self, ref: pykka.ActorRef[Any]) -> None:
-        self._refs[id(ref)] = ref
-
-    def remove(self, ref: pykka.ActorRef[Any]) -> None:
-        if self._refs.get(id(ref)) is not ref:
-            raise ValueError("ref not in the registry")
-        del self._refs[id(ref)]
-
-    def __contains__(self, ref: object) -> bool:
-        return self._refs.get(id(ref)) is ref
-
-    def __iter__(self) -> Iterator[pykka.ActorRef[Any]]:
-        return iter(list(self._refs.values()))
-
-    def __getitem__(self, index: slice) -> list[pykka.ActorRef[Any]]:
-        return list(self._refs.values())[index]
-
-    def __len__(self) -> int:
-        return len(self._refs)
-
-
-def _install_ref_index() -> None:
-    registry: Any = pykka.ActorRegistry
-    with registry._actor_refs_lock:
-        if isinstance(registry._actor_refs, list):
-            registry._actor_refs = _RefIndex(registry._actor_refs)
-
-
-_install_ref_index()
 
 
 def _refuse(actor_ref: pykka.ActorRef[Any], envelope: Envelope[Any]) -> None:
@@ -179,9 +138,6 @@ class Mailbox:
         """True when no envelope waits."""
         return not self._envelopes
 
-    def __len__(self) -> int:
-        return len(self._envelopes)
-
     def arm(self) -> None:
         """Start: give the actor its first turn (``on_start``, then what is queued)."""
         with self._lock:
@@ -202,6 +158,8 @@ class Mailbox:
             if stopped.is_set() or not envelopes:
                 break
             actor._handle_envelope(envelopes.popleft())
+        if not stopped.is_set():
+            actor._end_turn()
         with self._lock:
             if stopped.is_set():
                 self._state = _DEAD
@@ -370,6 +328,24 @@ class DispatchedActor(pykka.Actor):
             self.actor_stopped.set()
             raise
         self.actor_inbox.arm()
+
+    def on_turn_end(self) -> None:
+        """Runs on the worker after each turn (a batch of messages) while the actor lives.
+
+        Empty here; an actor may send there what it would otherwise send
+        after every message (a summary, a report). An exception in it is
+        handled as one in ``on_receive`` from a ``tell``.
+        """
+
+    def _end_turn(self) -> None:
+        try:
+            self.on_turn_end()
+        except Exception:
+            self._handle_failure(*sys.exc_info())
+            try:
+                self.on_failure(*sys.exc_info())
+            except Exception:
+                self._handle_failure(*sys.exc_info())
 
     def _handle_envelope(self, envelope: Envelope[Any]) -> None:
         """One envelope, as the body of pykka 4.5's ``Actor._actor_loop_running``."""

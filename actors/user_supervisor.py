@@ -80,6 +80,7 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         self._admits_seen = 0
         self._restarts = 0
         self._last_report: UsageReport | None = None
+        self._report_due = False
         self._dispatch = {
             Admit: self._admit,
             ConnectionClosed: self._closed,
@@ -331,13 +332,22 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         self._report()
 
     def _report(self) -> None:
-        report = UsageReport(
-            self.user_id,
-            self._children.used,
-            self._rt.quota.limit,
-            len(self._children.pool),
-            self._admits_seen,
-        )
+        self._report_due = True  # sent once per turn, by on_turn_end
+
+    def on_turn_end(self) -> None:
+        """After a turn: one usage report to the root for all its messages, if it changed."""
+        if not self._report_due:
+            return
+        self._report_due = False
+        used, limit, idle = self._children.used, self._rt.quota.limit, len(self._children.pool)
+        last = self._last_report
+        if (  # most turns (every tick) change nothing: no report object to build
+            last is not None
+            and (last.used, last.limit, last.pool_idle, last.admits_seen)
+            == (used, limit, idle, self._admits_seen)
+        ):
+            return
+        report = UsageReport(self.user_id, used, limit, idle, self._admits_seen)
         if report != self._last_report:
             self._last_report = report
             with contextlib.suppress(pykka.ActorDeadError):  # the tree is stopping

@@ -225,7 +225,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--client-procs", type=int, default=4, help="client processes")
     parser.add_argument("--compression", choices=("deflate", "none"), default="deflate")
     parser.add_argument("--ping-interval", type=float, default=20.0, help="keepalive, both")
-    parser.add_argument("--idle-seconds", type=float, default=5.0, help="idle CPU sample")
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=0.0,
+        help="idle CPU sample (default: one ping interval, so both servers ping once in it)",
+    )
     parser.add_argument(
         "--servers", choices=("both", "supervised"), default="both", help="which to measure"
     )
@@ -236,6 +241,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     internal.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     internal.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.idle_seconds = args.idle_seconds or args.ping_interval
     if args.connections < 1 or args.client_procs < 1:
         parser.error("--connections and --client-procs must be >= 1")
     return args

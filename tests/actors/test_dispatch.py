@@ -326,3 +326,63 @@ def test_stop_soon_stops_an_actor_after_what_it_was_sent_and_ignores_a_dead_one(
     assert actor.seen == ["last"]
     assert actor.hooks[-1][0] == "on_stop"
     stop_soon(ref)  # dead: no error
+
+
+class TurnCounter(DispatchedActor):
+    """Counts its messages and its turns; fails at the end of a turn on request."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        super().__init__(dispatcher)
+        self.messages = 0
+        self.turn_ends: list[int] = []
+        self.fail_at_turn_end = False
+        self.failed = False
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, threading.Event):
+            message.wait(5)
+        self.messages += 1
+        return self.messages
+
+    def on_turn_end(self) -> None:
+        self.turn_ends.append(self.messages)
+        if self.fail_at_turn_end:
+            raise RuntimeError("turn end")
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.failed = True
+
+
+def test_on_turn_end_runs_once_after_each_batch_of_messages() -> None:
+    single = Dispatcher(workers=1, batch=4).start()
+    try:
+        gate = threading.Event()
+        ref = TurnCounter.start(single)
+        actor = ref._actor_weakref()
+        assert isinstance(actor, TurnCounter)
+        ref.tell(gate)  # the first turn waits here while nine more messages queue up
+        for _ in range(9):
+            ref.tell("x")
+        gate.set()
+        wait_until(lambda: actor.turn_ends[-1:] == [10], what="every message handled")
+        # batches of 4: one turn end each (after a first, empty turn if on_start ran alone)
+        assert [n for n in actor.turn_ends if n] == [4, 8, 10]
+    finally:
+        single.stop(timeout=5)
+
+
+def test_an_exception_in_on_turn_end_runs_on_failure_and_stops_the_actor(
+    dispatcher: Dispatcher,
+) -> None:
+    ref = TurnCounter.start(dispatcher)
+    actor = ref._actor_weakref()
+    assert isinstance(actor, TurnCounter)
+    actor.fail_at_turn_end = True
+    ref.tell("x")
+    wait_until(lambda: not ref.is_alive(), what="the actor stopped")
+    assert actor.failed

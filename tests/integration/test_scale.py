@@ -1,0 +1,40 @@
+"""``scripts/scale.py`` runs end to end on a few hundred connections and writes its JSON (the tool
+works; no speed is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCALE = ROOT / "scripts" / "scale.py"
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="the scale check reads /proc (Linux)"
+)
+
+
+@pytest.mark.timeout(150)
+def test_a_small_scale_run_opens_drops_and_frees_every_slot(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    argv = [PYTHON, str(SCALE), "--connections", "200", "--client-procs", "2"]
+    argv += ["--ping-interval", "2", "--json", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=140, cwd=ROOT, check=False)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    data: dict[str, Any] = json.loads(out.read_text())
+    for kind in ("bare", "supervised"):
+        assert data[kind]["opened"] == 200, data[kind]
+        assert data[kind]["sockets_closed_s"] is not None
+        assert data[kind]["threads_back_s"] is not None
+    supervised = data["supervised"]
+    assert supervised["slots_held"] == 200
+    assert supervised["slots_free_s"] is not None
+    assert supervised["slots_held_after"] == 0
+    assert "RSS per connection" in done.stdout and "every slot free" in done.stdout
