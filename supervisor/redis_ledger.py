@@ -97,6 +97,8 @@ def parse_record(key: str, record: bytes | str) -> SlotRecord:
 class RedisLedger:
     """The :class:`~supervisor.policies.ledger.Ledger` of a node in a cluster."""
 
+    shared = True
+
     def __init__(
         self,
         client: redis.Redis,

@@ -79,9 +79,7 @@ class SupervisionTree:
         self.ledger: Ledger = ledger or InMemoryLedger(config.quota.node_max_managers)
         self.dispatcher = Dispatcher(dispatcher_workers, name="ws-supervisor-managers")
         system_workers = (
-            SYSTEM_DISPATCHER_WORKERS
-            if isinstance(self.ledger, InMemoryLedger)
-            else SHARED_LEDGER_SYSTEM_WORKERS
+            SHARED_LEDGER_SYSTEM_WORKERS if self.ledger.shared else SYSTEM_DISPATCHER_WORKERS
         )
         self.system_dispatcher = Dispatcher(system_workers, name="ws-supervisor-system")
         self._runtime = Runtime(

@@ -36,6 +36,9 @@ class AcquireResult(enum.Enum):
 class Ledger(Protocol):
     """The quota's book of slots; every method is atomic and thread-safe."""
 
+    shared: bool
+    """True when several nodes share the book: a call then waits a network round trip."""
+
     def acquire(
         self, user_id: str, key: str, holder: str, limit: int, evict: bool = False
     ) -> AcquireResult:
@@ -78,6 +81,8 @@ class Ledger(Protocol):
 
 class InMemoryLedger:
     """The ledger of one process, with a node-wide cap on slots."""
+
+    shared = False
 
     def __init__(self, node_limit: int) -> None:
         self.node_limit = node_limit

@@ -63,3 +63,11 @@ def test_a_resume_on_a_slot_another_node_evicted_asks_for_a_slot_anew(
     wait_until(lambda: old_port.close_code == 4001, what="the old connection closed")
     assert trees["A"].ledger.usage("u") == 2
     assert trees["A"].ledger.total() == 0  # nothing uncounted is left on A
+
+
+def test_a_tree_on_a_shared_ledger_lets_several_users_wait_on_redis_at_once(
+    trees: dict[str, SupervisionTree],
+) -> None:
+    assert trees["A"].ledger.shared is True
+    assert trees["A"].system_dispatcher.workers == 8
+    assert SupervisionTree(make_config()).system_dispatcher.workers == 1
