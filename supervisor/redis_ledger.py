@@ -1,7 +1,8 @@
 """The quota ledger on Redis: one per-user quota across every node that shares it.
 
-Each call is one Lua script (:mod:`supervisor.redis_scripts`), so admission
-is atomic across nodes and costs one round trip. Beside Redis the node keeps
+Each call is one Lua script (:mod:`supervisor.redis_scripts`, called through
+:mod:`supervisor.redis_calls`), so admission is atomic across nodes and costs
+one round trip. Beside Redis the node keeps
 its own book (an :class:`~supervisor.policies.ledger.InMemoryLedger`) of the
 slots its connections hold. Only the actors write that book, through their
 ledger calls, so it is the actors' record: it is what the node renews, what
@@ -32,6 +33,7 @@ from supervisor.config import RedisConfig
 from supervisor.observer import CleanupReason
 from supervisor.policies.lease import LeasePolicy, SlotRecord, beyond_quota
 from supervisor.policies.ledger import AcquireResult, InMemoryLedger
+from supervisor.redis_calls import ScriptCaller
 
 __all__ = ["LedgerEvents", "RedisLedger", "Takeback", "connect", "parse_record"]
 
@@ -120,10 +122,8 @@ class RedisLedger:
         self._versions: dict[str, int] = {}
         self._available = True
         self._lock = threading.Lock()
-        self._scripts = {
-            name: client.register_script(getattr(redis_scripts, name))
-            for name in ("ACQUIRE", "RELEASE", "TRANSFER", "RENEW", "USAGE", "HOLDERS")
-        }
+        self._calls = ScriptCaller(client, redis_scripts.BY_NAME)
+        self._renew_script = client.register_script(redis_scripts.RENEW)  # pipelined
 
     # --- keys -------------------------------------------------------------------------
 
@@ -206,7 +206,7 @@ class RedisLedger:
     def usage(self, user_id: str) -> int:
         if self._available:
             try:
-                return int(self._scripts["USAGE"](keys=self.user_keys(user_id)[:1]))
+                return int(self._calls("USAGE", self.user_keys(user_id)[:1]))
             except redis.RedisError as exc:
                 self._lost("usage", exc)
         return self._book.usage(user_id)
@@ -262,7 +262,7 @@ class RedisLedger:
 
     def cluster_slots(self, user_id: str) -> list[dict[str, Any]]:
         """The user's live slots on every node, from Redis (raises ``redis.RedisError``)."""
-        now, flat, live = self._scripts["HOLDERS"](keys=self.user_keys(user_id))
+        now, flat, live = self._calls("HOLDERS", self.user_keys(user_id))
         expiries = {live[i].decode(): float(live[i + 1]) for i in range(0, len(live), 2)}
         slots = []
         for i in range(0, len(flat), 2):
@@ -292,7 +292,7 @@ class RedisLedger:
     # --- inside ---------------------------------------------------------------------------------
 
     def _run(self, script: str, user_id: str, *args: Any) -> Any:
-        return self._scripts[script](keys=self.user_keys(user_id), args=list(args))
+        return self._calls(script, self.user_keys(user_id), args)
 
     def _write(self, operation: str, script: str, user_id: str, *args: Any) -> Any:
         """Run a write whose outcome the book already holds; offline, mark the user for resync.
@@ -395,7 +395,7 @@ class RedisLedger:
         pipe = self._client.pipeline(transaction=False)
         for user_id in users:
             args = self._renew_args(user_id, mode) + self._slot_args(user_id)
-            self._scripts["RENEW"](keys=self.user_keys(user_id), args=args, client=pipe)
+            self._renew_script(keys=self.user_keys(user_id), args=args, client=pipe)
         replies = pipe.execute()
         takebacks: list[Takeback] = []
         for user_id, (superseded, expired, records) in zip(users, replies, strict=True):

@@ -16,7 +16,7 @@ never from a node's clock.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "HOLDERS", "RELEASE", "RENEW", "TRANSFER", "USAGE"]
+__all__ = ["ACQUIRE", "BY_NAME", "HOLDERS", "RELEASE", "RENEW", "TRANSFER", "USAGE"]
 
 _PRELUDE = r"""
 local function now_ms()
@@ -213,3 +213,13 @@ end
 return {now, records, live}
 """
 )
+
+BY_NAME = {
+    "ACQUIRE": ACQUIRE,
+    "RELEASE": RELEASE,
+    "TRANSFER": TRANSFER,
+    "RENEW": RENEW,
+    "USAGE": USAGE,
+    "HOLDERS": HOLDERS,
+}
+"""Every script by the name the ledger calls it."""
