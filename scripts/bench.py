@@ -730,7 +730,7 @@ class RedisCalls:
         from supervisor import redis_scripts  # noqa: PLC0415  (the venv has the project)
 
         self.server = server
-        texts = {name: getattr(redis_scripts, name) for name in redis_scripts.__all__}
+        texts = redis_scripts.BY_NAME
         self.scripts = {hashlib.sha1(t.encode()).hexdigest(): n for n, t in texts.items()}
         # the slow log lists the commands a script calls too: those are no round trips
         self.inner = {found.upper() for text in texts.values() for found in _CALLED.findall(text)}
