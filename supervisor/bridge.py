@@ -237,16 +237,39 @@ def welcome_frame(context: UserExecutionContext) -> str:
 async def admit(
     tree: SupervisionTree, context: UserExecutionContext, port: WebSocketPort, timeout: float
 ) -> Admission:
-    """Loop: ask the tree for a slot without blocking the loop."""
-    answer: asyncio.Future[Admission]
-    answer, hand_over = reply_future(asyncio.get_running_loop())
+    """Loop: ask the tree for a slot without blocking the loop.
+
+    After ``timeout`` seconds the request is withdrawn (503), unless the
+    answer is already on its way. A caller cancelled meanwhile withdraws it
+    too, and an admission that arrives after that is undone at once: no
+    slot is ever left without a connection.
+    """
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[Admission] = loop.create_future()
+
+    def settle(admission: Admission) -> None:  # on the loop
+        if not answer.done():
+            answer.set_result(admission)
+        elif admission.handle is not None:  # the caller was cancelled: undo
+            admission.handle.closed()
+
+    def hand_over(admission: Admission) -> None:  # on a supervisor's worker
+        with contextlib.suppress(RuntimeError):  # a closed loop: the process is ending
+            loop.call_soon_threadsafe(settle, admission)
+
+    def give_up() -> None:  # on the loop, ``timeout`` seconds later
+        if not answer.done() and ticket.withdraw():
+            answer.set_result(Admission("rejected_unavailable", reason="no answer in time"))
+
     ticket = tree.admit_nowait(context, port, hand_over)
+    timer = loop.call_later(timeout, give_up)
     try:
-        return await asyncio.wait_for(asyncio.shield(answer), timeout)
-    except TimeoutError:
-        if ticket.withdraw():
-            return Admission("rejected_unavailable", reason="no answer in time")
         return await answer
+    except asyncio.CancelledError:
+        ticket.withdraw()  # or, if answered already, settle undoes it
+        raise
+    finally:
+        timer.cancel()
 
 
 @attrs.frozen
