@@ -136,6 +136,19 @@ class ChildKeeper:
             (child.view() for child in self._children.connected()), now
         )
 
+    def _wake_at(self) -> float:
+        """The earliest time a tick can find work here (the root ticks from then on)."""
+        reap, children = self._rt.reap, self._children
+        due = self._next_sweep - _SWEEP_MARGIN
+        for child in children.closing():
+            assert child.closing_since is not None
+            due = min(due, reap.overdue_at(child.closing_since))
+        for _, since in (*children.detaching.values(), *children.stopping.values()):
+            due = min(due, reap.overdue_at(since))
+        if children.pool:
+            due = min(due, self._rt.pool.expires_at(children.pool[0][1]))
+        return due
+
     def _sweep_if_due(self, now: float, trigger: CleanupReason) -> None:
         """Sweep, unless no child could be found not live yet (every tick calls this)."""
         if now >= self._next_sweep - _SWEEP_MARGIN:

@@ -74,7 +74,10 @@ class Push:
 
 @attrs.frozen
 class Tick:
-    """The time is ``now`` (monotonic): check every timer. Ticker to root to supervisors."""
+    """The time is ``now`` (monotonic): check every timer.
+
+    Ticker to root; root to the supervisors whose ``wake_at`` has come.
+    """
 
     now: float
 
@@ -208,6 +211,9 @@ class UsageReport:
 
     ``admits_seen`` counts the admissions the supervisor has handled, so the
     root never stops a supervisor that still has an admission on its way.
+    ``wake_at`` is the earliest tick time at which the supervisor has work
+    (a sweep, an overdue close or stop, a pooled manager to expire): the
+    root ticks it only from then on (``-inf``: at every tick).
     """
 
     user_id: str
@@ -215,6 +221,7 @@ class UsageReport:
     limit: int
     pool_idle: int
     admits_seen: int
+    wake_at: float = float("-inf")
 
 
 @attrs.frozen

@@ -62,6 +62,7 @@ class RootMonitorActor(DispatchingActor):
         self._alerts: collections.deque[dict[str, Any]] = collections.deque(maxlen=_ALERTS_KEPT)
         self._last_background: float | None = None
         self._supervisor_restarts = 0
+        self._last_ticked = 0
         self._dispatch = {
             Admit: self._route,
             Push: self._push,
@@ -120,6 +121,8 @@ class RootMonitorActor(DispatchingActor):
             return  # from a supervisor that has already been stopped or replaced
         previous = self._usage.get(user_id)
         self._usage[user_id] = report
+        if previous is not None and _same_counts(previous, report):
+            return  # only its wake time moved
         self._node_used += report.used - (previous.used if previous else 0)
         self._users_active += (report.used > 0) - (previous is not None and previous.used > 0)
         schedule = self._rt.schedule
@@ -191,8 +194,13 @@ class RootMonitorActor(DispatchingActor):
     # --- time ---------------------------------------------------------------------------------
 
     def _tick(self, tick: Tick) -> None:
-        for ref in list(self._sups.values()):
-            self._tell(ref, tick)
+        usage, ticked = self._usage, 0
+        for user_id, ref in list(self._sups.items()):
+            report = usage.get(user_id)
+            if report is None or report.wake_at <= tick.now:  # only who has work by now
+                self._tell(ref, tick)
+                ticked += 1
+        self._last_ticked = ticked
         schedule = self._rt.schedule
         if self._last_background is None:
             self._last_background = tick.now
@@ -270,6 +278,7 @@ class RootMonitorActor(DispatchingActor):
             "user_levels": {user: lv.label for user, lv in self._levels.items()},
             "thresholds": {"warning": t.warning, "critical": t.critical, "emergency": t.emergency},
             "supervisor_restarts": self._supervisor_restarts,
+            "ticked_last": self._last_ticked,
             "alerts": list(self._alerts),
         }
 
@@ -287,3 +296,13 @@ class RootMonitorActor(DispatchingActor):
     ) -> None:
         """Runs on a system worker after a crash: stop the supervisors, slots freed."""
         self.on_stop()
+
+
+def _same_counts(a: UsageReport, b: UsageReport) -> bool:
+    """True when two reports of one user differ at most in ``wake_at``."""
+    return (a.used, a.limit, a.pool_idle, a.admits_seen) == (
+        b.used,
+        b.limit,
+        b.pool_idle,
+        b.admits_seen,
+    )

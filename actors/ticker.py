@@ -1,7 +1,8 @@
 """The tree's one timer: a thread that sends :class:`~actors.messages.Tick` to the root.
 
 pykka has no timers; rather than a thread per timeout, one ticker tells the
-root the time every ``interval`` seconds and the root passes it down. Unit
+root the time every ``interval`` seconds and the root passes it down to the
+supervisors that have work due (:attr:`~actors.messages.UsageReport.wake_at`). Unit
 tests with a manual clock do not start it and send ticks themselves.
 """
 

@@ -340,18 +340,18 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
             return
         self._report_due = False
         used, limit, idle = self._children.used, self._rt.quota.limit, len(self._children.pool)
+        wake_at = self._wake_at()
         last = self._last_report
-        if (  # most turns (every tick) change nothing: no report object to build
+        if (  # most turns change nothing: no report object to build
             last is not None
-            and (last.used, last.limit, last.pool_idle, last.admits_seen)
-            == (used, limit, idle, self._admits_seen)
+            and (last.used, last.limit, last.pool_idle, last.admits_seen, last.wake_at)
+            == (used, limit, idle, self._admits_seen, wake_at)
         ):
             return
-        report = UsageReport(self.user_id, used, limit, idle, self._admits_seen)
-        if report != self._last_report:
-            self._last_report = report
-            with contextlib.suppress(pykka.ActorDeadError):  # the tree is stopping
-                self._root.tell(report)
+        report = UsageReport(self.user_id, used, limit, idle, self._admits_seen, wake_at)
+        self._last_report = report
+        with contextlib.suppress(pykka.ActorDeadError):  # the tree is stopping
+            self._root.tell(report)
 
     # --- state and end of life ------------------------------------------------------------------
 

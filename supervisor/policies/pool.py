@@ -21,4 +21,8 @@ class PoolPolicy:
 
     def expired(self, idle_since: float, now: float) -> bool:
         """True when a manager idle since ``idle_since`` has waited long enough: stop it."""
-        return now - idle_since >= self.idle_seconds
+        return now >= self.expires_at(idle_since)  # one rule for both: never an ulp apart
+
+    def expires_at(self, idle_since: float) -> float:
+        """When a manager idle since ``idle_since`` expires (:meth:`expired`)."""
+        return idle_since + self.idle_seconds

@@ -80,7 +80,11 @@ class ReapPolicy:
 
     def is_overdue(self, since: float, now: float) -> bool:
         """True when a close or stop started at ``since`` has taken too long: abandon it."""
-        return now - since >= self.cleanup_timeout
+        return now >= self.overdue_at(since)  # one rule for both: never an ulp apart
+
+    def overdue_at(self, since: float) -> float:
+        """When a close or stop started at ``since`` becomes overdue (:meth:`is_overdue`)."""
+        return since + self.cleanup_timeout
 
     @staticmethod
     def oldest_idle(children: Iterable[ChildView]) -> str | None:

@@ -123,6 +123,28 @@ def test_an_idle_connection_is_reaped_with_4003_on_the_tick_after_the_idle_timeo
         )
 
 
+def test_the_root_ticks_only_the_supervisors_with_work_due(
+    metrics: MetricsObserver, clock: ManualClock
+) -> None:
+    timeouts = {"idle_timeout": 60.0, "ping_interval": 20.0, "ping_timeout": 20.0}
+    config = make_config({"timeouts": timeouts})  # sweeps due at least every 40 s
+    with SupervisionTree(config, clock=clock, observer=metrics, tick=False) as tree:
+        ports = [connect(tree, user)[1] for user in ("ann", "bob", "cyd")]
+
+        def ticked() -> int:
+            tree.tick()
+            return int(tree.snapshot()["root"]["ticked_last"])
+
+        assert ticked() == 3  # new supervisors: due at once; each sweeps, then says when next
+        wait_until(lambda: ticked() == 0, what="no supervisor ticked before its work is due")
+        clock.advance(30.0)
+        assert ticked() == 0
+        assert not any(port.is_closed for port in ports)
+        clock.advance(30.5)  # past the idle timeout
+        assert ticked() == 3
+        assert [port.wait_closed(2) for port in ports] == [CloseCode.IDLE_TIMEOUT] * 3
+
+
 def test_a_connection_missing_keepalive_is_reaped_once_past_interval_plus_timeout(
     clock: ManualClock,
 ) -> None:

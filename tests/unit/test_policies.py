@@ -711,3 +711,28 @@ def test_an_empty_supervisor_is_retired_once_its_ttl_has_passed() -> None:
     schedule = CleanupSchedule(background_interval=120.0, empty_supervisor_ttl=60.0)
     assert not schedule.retire(empty_since=10.0, now=69.9)
     assert schedule.retire(empty_since=10.0, now=70.0)
+
+
+@given(
+    since=st.floats(min_value=0.0, max_value=1e6, allow_nan=False),
+    later=st.floats(min_value=0.0, max_value=100.0, allow_nan=False),
+)
+@settings(max_examples=500)
+def test_a_close_is_overdue_from_the_time_overdue_at_gives_and_not_before(
+    since: float, later: float
+) -> None:
+    at = POLICY.overdue_at(since)
+    assert POLICY.is_overdue(since, at + later)
+    assert not POLICY.is_overdue(since, since + POLICY.cleanup_timeout * 0.999)
+
+
+@given(
+    since=st.floats(min_value=0.0, max_value=1e6, allow_nan=False),
+    later=st.floats(min_value=0.0, max_value=100.0, allow_nan=False),
+)
+def test_a_pooled_manager_expires_from_the_time_expires_at_gives_and_not_before(
+    since: float, later: float
+) -> None:
+    pool = PoolPolicy(size=2, idle_seconds=30.0)
+    assert pool.expired(since, pool.expires_at(since) + later)
+    assert not pool.expired(since, since + 29.9)
