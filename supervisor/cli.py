@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +20,8 @@ from supervisor.configload import PROFILES, check_config_file, load_config, prof
 from supervisor.errors import ConfigError, WsSupervisorError
 
 __all__ = ["main"]
+
+log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FORCED = 1
@@ -46,13 +50,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from supervisor.daemon import Daemon, ForcedExit  # noqa: PLC0415 - keep dump/check light
+    from supervisor import gc_tuning  # noqa: PLC0415 - keep dump/check light
+    from supervisor.daemon import Daemon, ForcedExit  # noqa: PLC0415
     from supervisor.logs import configure_logging  # noqa: PLC0415
 
     path = profile_path(args.profile) if args.profile else args.config
     config = load_config(path)
     configure_logging(config.logging)
     daemon = Daemon(config, config_path=path)
+    frozen = gc_tuning.tune()  # this process is the daemon's alone
+    log.info("gc: thresholds %s, %d startup objects frozen", gc.get_threshold(), frozen)
 
     async def run() -> None:
         daemon.install_signal_handlers()

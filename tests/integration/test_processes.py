@@ -106,6 +106,7 @@ async def test_sigterm_drains_every_connection_with_1001_and_exits_0(
         assert ws.close_code == CloseCode.GOING_AWAY
     loop = asyncio.get_running_loop()
     assert await loop.run_in_executor(None, daemon_proc.wait, 20) == 0
+    assert "gc: thresholds (10000, 10, 10)" in daemon_proc.output()  # tuned for the daemon
 
 
 @pytest.mark.asyncio
