@@ -59,6 +59,8 @@ class Children:
     pool: collections.deque[tuple[pykka.ActorRef[Any], float]] = attrs.Factory(collections.deque)
     detaching: dict[str, tuple[pykka.ActorRef[Any], float]] = attrs.Factory(dict)
     stopping: dict[str, tuple[pykka.ActorRef[Any], float]] = attrs.Factory(dict)
+    closing_ids: dict[str, None] = attrs.Factory(dict)
+    """The children whose close is under way, in the order they began closing."""
     retired: collections.deque[str] = attrs.Factory(
         lambda: collections.deque(maxlen=_RETIRED_MEMORY)
     )
@@ -79,10 +81,17 @@ class Children:
         if self.by_key.get(key) == child.context.websocket_id:
             del self.by_key[key]
 
+    def mark_closing(self, child: Child, now: float) -> None:
+        """``child``'s close has begun at ``now``."""
+        child.state = "closing"
+        child.closing_since = now
+        self.closing_ids[child.context.websocket_id] = None
+
     def remove(self, child: Child) -> None:
         """Forget ``child`` entirely, remembering its id for late messages."""
         self.drop_key(child)
         self.by_id.pop(child.context.websocket_id, None)
+        self.closing_ids.pop(child.context.websocket_id, None)
         self.retired.append(child.context.websocket_id)
 
     def connected(self) -> list[Child]:
@@ -90,8 +99,8 @@ class Children:
         return [child for child in self.by_id.values() if child.state == "connected"]
 
     def closing(self) -> list[Child]:
-        """Children whose close is under way."""
-        return [child for child in self.by_id.values() if child.state == "closing"]
+        """Children whose close is under way (without walking the others)."""
+        return [self.by_id[websocket_id] for websocket_id in self.closing_ids]
 
     @property
     def used(self) -> int:

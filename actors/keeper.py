@@ -56,8 +56,7 @@ class ChildKeeper:
             log.exception("port close failed websocket_id=%s", child.context.websocket_id)
         if child.holds_slot:
             self._free_slot(child, now)
-        child.state = "closing"
-        child.closing_since = now
+        self._children.mark_closing(child, now)
         child.close_reason = reason
         log.info(
             "reaping user_id=%s isolation_key=%s websocket_id=%s reason=%s code=%d",
