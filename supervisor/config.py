@@ -383,3 +383,14 @@ class Config:
     timeouts: TimeoutsConfig = attrs.field(factory=TimeoutsConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+
+    def cross_section_problems(self) -> list[tuple[str, str]]:
+        """(key path, problem) for values that contradict a value of another section."""
+        admission, opening = self.server.admission_timeout, self.limits.open_timeout
+        if admission >= opening:
+            problem = (
+                f"must be below limits.open_timeout ({opening:g}), got {admission:g}: "
+                "a slower admission would be cut off with no HTTP answer instead of a 503"
+            )
+            return [("server.admission_timeout", problem)]
+        return []

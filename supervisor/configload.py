@@ -339,7 +339,11 @@ def parse_config(
     issues = _check_document(merged, env_vars) + issues
     if issues:
         raise ConfigError(issues, source)
-    return _structure(merged, source)
+    config = _structure(merged, source)
+    problems = [ConfigIssue(path, problem) for path, problem in config.cross_section_problems()]
+    if problems:
+        raise ConfigError(problems, source)
+    return config
 
 
 def _file_error(path: Path, message: str) -> ConfigError:

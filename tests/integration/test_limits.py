@@ -153,7 +153,8 @@ async def test_a_disallowed_origin_gets_403_and_never_takes_a_slot() -> None:
 
 
 async def test_a_slow_handshake_is_cut_off_after_open_timeout_and_others_are_unaffected() -> None:
-    async with running_daemon({"limits": {"open_timeout": 0.5}}) as daemon:
+    overrides = {"limits": {"open_timeout": 0.5}, "server": {"admission_timeout": 0.25}}
+    async with running_daemon(overrides) as daemon:
         reader, writer = await asyncio.open_connection("127.0.0.1", daemon.front.port)
         writer.write(b"GET /ws?user_id=slowpoke HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # half a request
         await writer.drain()

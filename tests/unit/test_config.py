@@ -436,3 +436,24 @@ def test_every_profile_gives_a_lease_that_outlives_a_missed_renewal(name: str) -
     redis = load_profile(name, env={}).redis
     assert redis.renew_interval * 2 <= redis.lease_ttl
     assert redis.timeout < redis.renew_interval
+
+
+def test_an_admission_timeout_not_below_the_open_timeout_is_refused_naming_both_keys() -> None:
+    issue = the_issue({"server": {"admission_timeout": 5.0}, "limits": {"open_timeout": 5.0}})
+    assert issue.path == "server.admission_timeout"
+    assert "limits.open_timeout (5)" in issue.message and "503" in issue.message
+    config = parse_config({"server": {"admission_timeout": 4.9}, "limits": {"open_timeout": 5.0}})
+    assert config.server.admission_timeout == 4.9
+
+
+def test_an_admission_timeout_from_the_environment_is_checked_against_the_file() -> None:
+    env = {"WS_SUPERVISOR_SERVER_ADMISSION_TIMEOUT": "3"}
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"limits": {"open_timeout": 2.0}}, env=env)
+    assert [issue.path for issue in caught.value.issues] == ["server.admission_timeout"]
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_profile_answers_an_admission_before_the_handshake_times_out(name: str) -> None:
+    config = load_profile(name, env={})
+    assert config.server.admission_timeout < config.limits.open_timeout
