@@ -6,6 +6,7 @@ runs in that supervisor's turn.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
@@ -142,7 +143,7 @@ class ChildKeeper:
         for child in children.closing():
             assert child.closing_since is not None
             due = min(due, reap.overdue_at(child.closing_since))
-        for _, since in (*children.detaching.values(), *children.stopping.values()):
+        for _, since in itertools.chain(children.detaching.values(), children.stopping.values()):
             due = min(due, reap.overdue_at(since))
         if children.pool:
             due = min(due, self._rt.pool.expires_at(children.pool[0][1]))

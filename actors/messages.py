@@ -223,6 +223,11 @@ class UsageReport:
     admits_seen: int
     wake_at: float = float("-inf")
 
+    @property
+    def counts(self) -> tuple[int, int, int, int]:
+        """Everything but ``wake_at``: what the root's levels and totals depend on."""
+        return (self.used, self.limit, self.pool_idle, self.admits_seen)
+
 
 @attrs.frozen
 class Cleanup:

@@ -121,7 +121,7 @@ class RootMonitorActor(DispatchingActor):
             return  # from a supervisor that has already been stopped or replaced
         previous = self._usage.get(user_id)
         self._usage[user_id] = report
-        if previous is not None and _same_counts(previous, report):
+        if previous is not None and previous.counts == report.counts:
             return  # only its wake time moved
         self._node_used += report.used - (previous.used if previous else 0)
         self._users_active += (report.used > 0) - (previous is not None and previous.used > 0)
@@ -296,13 +296,3 @@ class RootMonitorActor(DispatchingActor):
     ) -> None:
         """Runs on a system worker after a crash: stop the supervisors, slots freed."""
         self.on_stop()
-
-
-def _same_counts(a: UsageReport, b: UsageReport) -> bool:
-    """True when two reports of one user differ at most in ``wake_at``."""
-    return (a.used, a.limit, a.pool_idle, a.admits_seen) == (
-        b.used,
-        b.limit,
-        b.pool_idle,
-        b.admits_seen,
-    )

@@ -342,12 +342,9 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         used, limit, idle = self._children.used, self._rt.quota.limit, len(self._children.pool)
         wake_at = self._wake_at()
         last = self._last_report
-        if (  # most turns change nothing: no report object to build
-            last is not None
-            and (last.used, last.limit, last.pool_idle, last.admits_seen, last.wake_at)
-            == (used, limit, idle, self._admits_seen, wake_at)
-        ):
-            return
+        counts = (used, limit, idle, self._admits_seen)
+        if last is not None and (last.counts, last.wake_at) == (counts, wake_at):
+            return  # most turns change nothing: no report object to build
         report = UsageReport(self.user_id, used, limit, idle, self._admits_seen, wake_at)
         self._last_report = report
         with contextlib.suppress(pykka.ActorDeadError):  # the tree is stopping

@@ -44,13 +44,21 @@ __all__ = [
 T = TypeVar("T")
 
 
-def reply_future(loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Future[T], Callable[[T], None]]:
-    """A future on ``loop``, and the callback that completes it from any thread."""
+def reply_future(
+    loop: asyncio.AbstractEventLoop, undo: Callable[[T], None] | None = None
+) -> tuple[asyncio.Future[T], Callable[[T], None]]:
+    """A future on ``loop``, and the callback that completes it from any thread.
+
+    A value that comes once the future is already done (cancelled, or
+    given up on) goes to ``undo``, on the loop.
+    """
     future: asyncio.Future[T] = loop.create_future()
 
     def settle(value: T) -> None:  # on the loop
         if not future.done():
             future.set_result(value)
+        elif undo is not None:
+            undo(value)
 
     def reply(value: T) -> None:  # on an actor thread
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
@@ -245,17 +253,8 @@ async def admit(
     slot is ever left without a connection.
     """
     loop = asyncio.get_running_loop()
-    answer: asyncio.Future[Admission] = loop.create_future()
-
-    def settle(admission: Admission) -> None:  # on the loop
-        if not answer.done():
-            answer.set_result(admission)
-        elif admission.handle is not None:  # the caller was cancelled: undo
-            admission.handle.closed()
-
-    def hand_over(admission: Admission) -> None:  # on a supervisor's worker
-        with contextlib.suppress(RuntimeError):  # a closed loop: the process is ending
-            loop.call_soon_threadsafe(settle, admission)
+    answer: asyncio.Future[Admission]
+    answer, hand_over = reply_future(loop, undo=_release)
 
     def give_up() -> None:  # on the loop, ``timeout`` seconds later
         if not answer.done() and ticket.withdraw():
@@ -270,6 +269,12 @@ async def admit(
         raise
     finally:
         timer.cancel()
+
+
+def _release(admission: Admission) -> None:
+    """Loop: undo an admission that came after its caller was cancelled."""
+    if admission.handle is not None:
+        admission.handle.closed()
 
 
 @attrs.frozen
