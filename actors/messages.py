@@ -15,11 +15,13 @@ import pykka
 
 from supervisor.context import UserExecutionContext
 from supervisor.observer import CleanupReason
+from supervisor.policies.ledger import PendingAcquire
 
 if TYPE_CHECKING:  # annotations only: actors.ports imports this module at run time
     from actors.ports import AdmissionTicket, Handler, ManagerStats, Port
 
 __all__ = [
+    "AcquireAnswered",
     "Admit",
     "Attach",
     "ChildFailed",
@@ -56,6 +58,17 @@ class Admit:
     context: UserExecutionContext
     port: Port
     ticket: AdmissionTicket
+
+
+@attrs.frozen
+class AcquireAnswered:
+    """A shared ledger has the answer to the supervisor's pending admission.
+
+    Sent from the ledger's I/O thread to the user supervisor that asked; the
+    supervisor takes the result with ``Ledger.end_acquire(pending)``.
+    """
+
+    pending: PendingAcquire
 
 
 @attrs.frozen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 from types import TracebackType
@@ -15,6 +16,7 @@ from actors.dispatch import stop_soon
 from actors.keeper import ChildKeeper
 from actors.manager import ManagerActor
 from actors.messages import (
+    AcquireAnswered,
     Admit,
     Attach,
     ChildFailed,
@@ -38,7 +40,7 @@ from actors.runtime import Runtime
 from actors.snapshot import user_snapshot
 from supervisor.context import UserExecutionContext
 from supervisor.observer import AdmissionResult
-from supervisor.policies.ledger import AcquireResult
+from supervisor.policies.ledger import AcquireResult, PendingAcquire
 from supervisor.policies.quota import Verdict
 from supervisor.policies.reaping import ReapPolicy
 from supervisor.policies.restart import RestartIntensity, should_restart
@@ -78,11 +80,14 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
         self._rt = runtime
         self._children = Children()
         self._admits_seen = 0
+        self._admitting: tuple[Admit, AdmissionResult, PendingAcquire] | None = None
+        self._waiting_admits: collections.deque[Admit] = collections.deque()
         self._restarts = 0
         self._last_report: UsageReport | None = None
         self._report_due = False
         self._dispatch = {
             Admit: self._admit,
+            AcquireAnswered: self._acquire_answered,
             ConnectionClosed: self._closed,
             Inbound: self._forward,
             Push: self._push,
@@ -100,7 +105,9 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
     # --- admission --------------------------------------------------------------
 
     def _admit(self, msg: Admit) -> None:
-        self._admits_seen += 1
+        if self._admitting is not None:  # one at a time: its answer bears on the next
+            self._waiting_admits.append(msg)
+            return
         now = self._rt.clock.monotonic()
         ctx = msg.context
         holder = self._children.holder(ctx.isolation_key)
@@ -108,20 +115,54 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
             self._sweep(now, "proactive")
         victim = ReapPolicy.oldest_idle(child.view() for child in self._children.connected())
         verdict = self._rt.quota.decide(self._children.used, holder is not None, victim is not None)
-        result: AdmissionResult | None
         if holder is not None:  # verdict is SUPERSEDE
-            result = self._supersede(holder, ctx, now)
+            self._conclude(msg, self._supersede(holder, ctx, now))
         elif verdict is Verdict.REJECT:
-            result = None
+            self._conclude(msg, None)
         else:
             if verdict is Verdict.EVICT and victim is not None:
                 self._reap(self._children.by_id[victim], "evict", now)
-            result = self._acquire(ctx, "evicted" if verdict is Verdict.EVICT else "admitted")
+            self._begin(msg, "evicted" if verdict is Verdict.EVICT else "admitted")
+
+    def _begin(self, msg: Admit, kind: AdmissionResult) -> None:
+        quota, ctx = self._rt.quota, msg.context
+        answer = self._rt.ledger.begin_acquire(
+            self.user_id,
+            ctx.isolation_key,
+            ctx.websocket_id,
+            quota.limit,
+            evict=quota.evicts,
+            notify=self._answered,
+        )
+        if isinstance(answer, PendingAcquire):  # a shared ledger: AcquireAnswered follows
+            self._admitting = (msg, kind, answer)
+        else:
+            self._conclude(msg, kind if answer is AcquireResult.ACQUIRED else _RESULT_OF[answer])
+
+    def _answered(self, pending: PendingAcquire) -> None:
+        """The ledger's I/O thread: the answer to this supervisor's admission is in."""
+        with contextlib.suppress(pykka.ActorDeadError):  # gone: the root cancels it
+            self.actor_ref.tell(AcquireAnswered(pending))
+
+    def _acquire_answered(self, msg: AcquireAnswered) -> None:
+        if self._admitting is None or self._admitting[2] is not msg.pending:
+            return
+        admit, kind, pending = self._admitting
+        answer = self._rt.ledger.end_acquire(pending)
+        if isinstance(answer, PendingAcquire):  # asked again: the store came back meanwhile
+            self._admitting = (admit, kind, answer)
+            return
+        self._admitting = None
+        self._conclude(admit, kind if answer is AcquireResult.ACQUIRED else _RESULT_OF[answer])
+        while self._waiting_admits and self._admitting is None:
+            self._admit(self._waiting_admits.popleft())
+
+    def _conclude(self, msg: Admit, result: AdmissionResult | None) -> None:
+        self._admits_seen += 1
         if result is None or result.startswith("rejected"):
             self._refuse(msg, result or "rejected_quota")
         else:
-            assert result is not None
-            self._start(msg, result, now)
+            self._start(msg, result, self._rt.clock.monotonic())
         self._report()
 
     def _supersede(self, old: Child, ctx: UserExecutionContext, now: float) -> AdmissionResult:
@@ -359,6 +400,9 @@ class UserSupervisorActor(ChildKeeper, DispatchingActor):
 
     def on_stop(self) -> None:
         """At shutdown: close (1001), free every slot, tell every manager to stop (no wait)."""
+        if self._admitting is not None:  # its answer would come to nobody
+            self._rt.ledger.cancel_acquire(self._admitting[2])
+            self._admitting = None
         now = self._rt.clock.monotonic()
         for child in list(self._children.by_id.values()):
             if child.state == "connected":

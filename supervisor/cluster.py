@@ -74,11 +74,12 @@ class ClusterLink:
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop both threads (the node's slots are released by the tree's own stop)."""
+        """Stop both threads, then the ledger's link (after the releases of the tree's stop)."""
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        self.ledger.close()
 
     # --- maintenance thread -------------------------------------------------------------
 

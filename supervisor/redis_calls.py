@@ -1,36 +1,54 @@
-"""The ledger's Lua scripts, called by SHA on a small pool of direct Redis connections.
+"""The ledger's Lua scripts, sent in order and pipelined on one Redis connection by one thread.
 
 ``redis.Redis`` wraps every command in a pool checkout (with a readiness
 poll of the socket), a retry policy and a response callback: about 100 µs
-of CPU per call on a 2-core VM, more than the round trip itself. An
-admission and a close are one script each, on the user supervisors'
-threads, so this module keeps redis-py's connections, RESP encoder, parser
-and errors, and leaves out the rest: a caller takes an idle connection (or
-makes one), sends ``EVALSHA``, reads the reply and puts the connection
-back. An idle connection with something to read (the server closed it, as
-in a restart) is connected again first, as redis-py's pool does; one that
-failed is closed; a server that lost its script cache gets ``EVAL`` once
-(which caches the script again).
+of CPU per call on a 2-core VM, more than the round trip itself, and the
+calling thread sleeps through the round trip. A user supervisor must not:
+its worker serves many users. So the supervisors hand their script calls to
+a :class:`ScriptLink` and go on; the link's thread sends whatever has
+queued up as one pipeline (``EVALSHA`` each) on one redis-py
+``Connection``, reads the replies in order and hands each to its callback.
+Under load one write and one read carry many calls.
 
-Threads: any; a connection is used by one thread at a time.
+One connection and one thread keep the calls in the order they were
+submitted: a release submitted before an admission is executed before it.
+redis-py's connection, RESP encoder, parser and errors are kept. An idle
+socket with something to read (the server closed it, as in a restart) is
+connected again before a batch, as redis-py's pool does; a connection that
+failed is dropped and made again for the next batch; calls that a server
+without the script cache answered ``NOSCRIPT`` are sent again with ``EVAL``
+(which caches the script again), in their order.
+
+Threads: :meth:`ScriptLink.submit`, :meth:`~ScriptLink.call`,
+:meth:`~ScriptLink.flush` and :meth:`~ScriptLink.close` from any thread;
+callbacks run on the link's own thread (``redis-link``), one at a time, and
+must not block.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 import redis
 
-__all__ = ["ScriptCaller"]
+__all__ = ["Reply", "ScriptLink"]
+
+log = logging.getLogger(__name__)
+
+Reply = Any
+"""A script's reply as redis-py parses it, or the ``redis.RedisError`` that it raised."""
 
 
 class _Connection(Protocol):
     """What is used of a redis-py ``Connection`` (typed here: redis-py's methods are not)."""
 
-    def send_command(self, *args: Any) -> None: ...
+    def pack_commands(self, commands: Sequence[Sequence[Any]]) -> list[bytes]: ...
+
+    def send_packed_command(self, command: list[bytes], check_health: bool = True) -> None: ...
 
     def read_response(self) -> Any: ...
 
@@ -39,65 +57,158 @@ class _Connection(Protocol):
     def disconnect(self) -> None: ...
 
 
-class ScriptCaller:
-    """Runs named Lua scripts on ``client``'s server; errors are redis-py's (``RedisError``)."""
+_Call = tuple[str, Sequence[str], Sequence[Any], Callable[[Reply], None]]
+_BROKEN = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+class ScriptLink:
+    """Runs named Lua scripts on ``client``'s server, in submission order, from one thread."""
 
     def __init__(self, client: redis.Redis, sources: Mapping[str, str]) -> None:
         pool = client.connection_pool
         self._connection_class = pool.connection_class
         self._connection_kwargs = dict(pool.connection_kwargs)
+        self._timeout = float(self._connection_kwargs.get("socket_timeout") or 1.0)
         self._sources = dict(sources)
         self._shas = {
             name: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
             for name, source in sources.items()
         }
-        self._idle: list[_Connection] = []
-        self._lock = threading.Lock()
+        self._connection: _Connection | None = None
+        self._cond = threading.Condition()
+        self._queue: list[_Call] = []
+        self._submitted = self._answered = 0
+        self._closing = False
+        self._thread: threading.Thread | None = None
 
-    def __call__(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
-        """Run script ``name`` with ``keys`` and ``args``; its reply as redis-py parses it."""
-        connection = self._checkout()
+    def submit(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], on_reply: Callable[[Reply], None]
+    ) -> None:
+        """Queue one call; ``on_reply`` gets its reply on the link's thread (never blocks)."""
+        with self._cond:
+            if self._closing:
+                closed = True
+            else:
+                closed = False
+                self._queue.append((name, keys, args, on_reply))
+                self._submitted += 1
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="redis-link", daemon=True
+                    )
+                    self._thread.start()
+                elif len(self._queue) == 1:
+                    self._cond.notify_all()
+        if closed:
+            on_reply(redis.ConnectionError("the redis link is closed"))
+
+    def call(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+        """Run one call after every call queued before it and wait for its reply.
+
+        Raises the ``redis.RedisError`` of the call, or ``redis.TimeoutError``
+        when no reply came within twice the socket timeout.
+        """
+        done = threading.Event()
+        box: list[Reply] = []
+
+        def answer(reply: Reply) -> None:
+            box.append(reply)
+            done.set()
+
+        self.submit(name, keys, args, answer)
+        if not done.wait(self._timeout * 2):
+            raise redis.TimeoutError(f"no reply to {name} in {self._timeout * 2:g} s")
+        if isinstance(box[0], redis.RedisError):
+            raise box[0]
+        return box[0]
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every call submitted so far has been answered; False on timeout."""
+        with self._cond:
+            target = self._submitted
+            return self._cond.wait_for(lambda: self._answered >= target, timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Answer what is queued, then end the thread and close the connection."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        if self._connection is not None:
+            self._connection.disconnect()
+            self._connection = None
+
+    # --- the link's thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue or self._closing)
+                batch, self._queue = self._queue, []
+            if not batch:
+                return  # closing, and nothing is left to send
+            replies = self._send(batch)
+            for (_, _, _, on_reply), reply in zip(batch, replies, strict=True):
+                try:
+                    on_reply(reply)
+                except Exception:
+                    log.exception("a redis reply callback failed")
+            with self._cond:
+                self._answered += len(batch)
+                self._cond.notify_all()
+
+    def _send(self, batch: Sequence[_Call]) -> list[Reply]:
+        replies = self._pipeline(
+            [
+                ("EVALSHA", self._shas[name], len(keys), *keys, *args)
+                for name, keys, args, _ in batch
+            ]
+        )
+        missing = [
+            i
+            for i, reply in enumerate(replies)
+            if isinstance(reply, redis.exceptions.NoScriptError)
+        ]
+        if missing:  # a restarted or flushed server: EVAL caches the scripts again
+            again = [batch[i] for i in missing]
+            evals = [("EVAL", self._sources[n], len(k), *k, *a) for n, k, a, _ in again]
+            for i, reply in zip(missing, self._pipeline(evals), strict=True):
+                replies[i] = reply
+        return replies
+
+    def _pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Reply]:
+        replies: list[Reply] = []
         try:
-            reply = self._run(connection, name, keys, args)
-        except redis.ResponseError:
-            self._checkin(connection)  # an error reply: the connection is in step
-            raise
-        except BaseException:
-            connection.disconnect()  # a timeout or a broken socket: never reuse it
-            raise
-        self._checkin(connection)
-        return reply
+            connection = self._connect()
+            connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            while len(replies) < len(commands):
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:  # an error reply: the connection is in step
+                    replies.append(exc)
+        except _BROKEN as exc:
+            self._drop()
+            error = exc if isinstance(exc, redis.RedisError) else redis.ConnectionError(str(exc))
+            replies += [error] * (len(commands) - len(replies))
+        return replies
 
-    def close(self) -> None:
-        """Close the idle connections (one in use is closed when it fails or comes back)."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.disconnect()
-
-    def _run(
-        self, connection: _Connection, name: str, keys: Sequence[str], args: Sequence[Any]
-    ) -> Any:
-        try:
-            connection.send_command("EVALSHA", self._shas[name], len(keys), *keys, *args)
-            return connection.read_response()
-        except redis.exceptions.NoScriptError:  # a restarted or flushed server
-            connection.send_command("EVAL", self._sources[name], len(keys), *keys, *args)
-            return connection.read_response()
-
-    def _checkout(self) -> _Connection:
-        with self._lock:
-            connection = self._idle.pop() if self._idle else None
+    def _connect(self) -> _Connection:
+        connection = self._connection
         if connection is None:
-            return cast(_Connection, self._connection_class(**self._connection_kwargs))
+            connection = cast(_Connection, self._connection_class(**self._connection_kwargs))
+            self._connection = connection
+            return connection  # it connects on its first command
         try:  # as redis-py's pool: an idle socket with something to read was closed (a restart)
             stale = connection.can_read()
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+        except _BROKEN:
             stale = True
         if stale:
             connection.disconnect()  # the next command connects again
         return connection
 
-    def _checkin(self, connection: _Connection) -> None:
-        with self._lock:
-            self._idle.append(connection)
+    def _drop(self) -> None:
+        if self._connection is not None:
+            self._connection.disconnect()  # a timeout or a broken socket: never reuse it
+            self._connection = None

@@ -1,8 +1,10 @@
 """The quota ledger on Redis: one per-user quota across every node that shares it.
 
-Each call is one Lua script (:mod:`supervisor.redis_scripts`, called through
-:mod:`supervisor.redis_calls`), so admission is atomic across nodes and costs
-one round trip. Beside Redis the node keeps
+Each call is one Lua script (:mod:`supervisor.redis_scripts`), so admission
+is atomic across nodes and costs one round trip. Every call goes through one
+:class:`~supervisor.redis_calls.ScriptLink`, which keeps them in order:
+admissions (:meth:`RedisLedger.begin_acquire`) and releases do not wait for
+Redis, the rest do. Beside Redis the node keeps
 its own book (an :class:`~supervisor.policies.ledger.InMemoryLedger`) of the
 slots its connections hold. Only the actors write that book, through their
 ledger calls, so it is the actors' record: it is what the node renews, what
@@ -10,7 +12,10 @@ it registers again after an outage, and what it counts while Redis is away.
 
 Threads: ledger calls run on the user supervisors' threads; :meth:`renew_all`
 and :meth:`recover` on the cluster link's maintenance thread
-(:mod:`supervisor.cluster`). A Redis failure never raises out of a call: the
+(:mod:`supervisor.cluster`); replies on the script link's thread, which only
+records them and tells the supervisor that asked. An admission under way
+is listed in renewals as reserved, so a renewal never drops the slot that
+its answer is about to bring. A Redis failure never raises out of a call: the
 ledger marks itself unavailable and :class:`LeasePolicy` decides
 (``fail_open``: the node's own count; ``fail_closed``: refuse).
 """
@@ -20,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -32,8 +37,8 @@ from supervisor import redis_scripts
 from supervisor.config import RedisConfig
 from supervisor.observer import CleanupReason
 from supervisor.policies.lease import LeasePolicy, SlotRecord, beyond_quota
-from supervisor.policies.ledger import AcquireResult, InMemoryLedger
-from supervisor.redis_calls import ScriptCaller
+from supervisor.policies.ledger import AcquireResult, InMemoryLedger, PendingAcquire
+from supervisor.redis_calls import Reply, ScriptLink
 
 __all__ = ["LedgerEvents", "RedisLedger", "Takeback", "connect", "parse_record"]
 
@@ -122,7 +127,9 @@ class RedisLedger:
         self._versions: dict[str, int] = {}
         self._available = True
         self._lock = threading.Lock()
-        self._calls = ScriptCaller(client, redis_scripts.BY_NAME)
+        self._pending: dict[str, dict[str, PendingAcquire]] = {}
+        self._reserved = 0
+        self._link = ScriptLink(client, redis_scripts.BY_NAME)
         self._renew_script = client.register_script(redis_scripts.RENEW)  # pipelined
 
     # --- keys -------------------------------------------------------------------------
@@ -148,7 +155,7 @@ class RedisLedger:
         self, user_id: str, key: str, holder: str, limit: int, evict: bool = False
     ) -> AcquireResult:
         self._limits[user_id] = limit
-        if self._book.total() >= self._book.node_limit:
+        if self._node_full():
             return AcquireResult.NODE_FULL
         for _ in range(2):  # twice at most: Redis may come back while we decide
             if self._available:
@@ -159,6 +166,45 @@ class RedisLedger:
             if result is not None:
                 return result
         return AcquireResult.UNAVAILABLE
+
+    def begin_acquire(
+        self,
+        user_id: str,
+        key: str,
+        holder: str,
+        limit: int,
+        *,
+        evict: bool,
+        notify: Callable[[PendingAcquire], None],
+    ) -> AcquireResult | PendingAcquire:
+        self._limits[user_id] = limit
+        return self._ask(PendingAcquire(user_id, key, holder, limit, evict=evict, notify=notify))
+
+    def end_acquire(self, pending: PendingAcquire) -> AcquireResult | PendingAcquire:
+        reply = pending.reply
+        if isinstance(reply, redis.RedisError):  # already marked unavailable
+            self._unreserve(pending)
+            result = self._acquire_alone(
+                pending.user_id, pending.key, pending.holder, pending.limit
+            )
+            if result is not None:
+                return result
+            return self._ask(pending) if pending.attempts < 2 else AcquireResult.UNAVAILABLE
+        status, now = reply
+        result = _STATUS[status]
+        with self._lock:  # entered before unreserved: a renewal always lists the key
+            if result is not AcquireResult.USER_FULL:
+                self._enter(pending.user_id, pending.key, pending.holder, int(now))
+            self._unreserve_locked(pending)
+        return result
+
+    def cancel_acquire(self, pending: PendingAcquire) -> None:
+        with pending.lock:
+            pending.cancelled = True
+            answered = pending.answered
+        self._unreserve(pending)
+        if answered:
+            self._undo(pending)
 
     def transfer(self, user_id: str, key: str, old_holder: str, new_holder: str) -> bool:
         if not self._book.transfer(user_id, key, old_holder, new_holder):
@@ -182,7 +228,7 @@ class RedisLedger:
             return False
         self._changed(user_id)
         self._since.pop((user_id, key), None)
-        self._write("release", "RELEASE", user_id, key, self.node_id, holder)
+        self._post("release", "RELEASE", user_id, key, self.node_id, holder)
         return True
 
     def renew(self, user_id: str, key: str, holder: str) -> bool:
@@ -196,17 +242,21 @@ class RedisLedger:
         return True
 
     def release_user(self, user_id: str) -> int:
+        with self._lock:
+            pending = list(self._pending.get(user_id, {}).values())
+        for one in pending:  # its supervisor is gone: nobody will take the answer
+            self.cancel_acquire(one)
         for key in self._book.holders(user_id):
             self._since.pop((user_id, key), None)
         freed = self._book.release_user(user_id)
         self._changed(user_id)
-        self._write("release_user", "RENEW", user_id, *self._renew_args(user_id, "resync"))
+        self._post("release_user", "RENEW", user_id, *self._renew_args(user_id, "resync"))
         return freed
 
     def usage(self, user_id: str) -> int:
         if self._available:
             try:
-                return int(self._calls("USAGE", self.user_keys(user_id)[:1]))
+                return int(self._link.call("USAGE", self.user_keys(user_id)[:1]))
             except redis.RedisError as exc:
                 self._lost("usage", exc)
         return self._book.usage(user_id)
@@ -262,7 +312,7 @@ class RedisLedger:
 
     def cluster_slots(self, user_id: str) -> list[dict[str, Any]]:
         """The user's live slots on every node, from Redis (raises ``redis.RedisError``)."""
-        now, flat, live = self._calls("HOLDERS", self.user_keys(user_id))
+        now, flat, live = self._link.call("HOLDERS", self.user_keys(user_id))
         expiries = {live[i].decode(): float(live[i + 1]) for i in range(0, len(live), 2)}
         slots = []
         for i in range(0, len(flat), 2):
@@ -289,10 +339,100 @@ class RedisLedger:
                 break
         return sorted(users)
 
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until Redis has answered every call made so far; False on timeout."""
+        return self._link.flush(timeout)
+
+    def close(self) -> None:
+        """Send what is still queued (the releases of a stopping tree), then close the link."""
+        self._link.close()
+
     # --- inside ---------------------------------------------------------------------------------
 
     def _run(self, script: str, user_id: str, *args: Any) -> Any:
-        return self._calls(script, self.user_keys(user_id), args)
+        return self._link.call(script, self.user_keys(user_id), args)
+
+    def _post(self, operation: str, script: str, user_id: str, *args: Any) -> None:
+        """Send a write whose outcome the book already holds, without waiting for it.
+
+        Offline, or if it fails, the user is marked for the resync after the outage.
+        """
+        with self._lock:
+            offline = not self._available
+            if offline:
+                self._dirty.add(user_id)
+        if offline:
+            return
+
+        def done(reply: Reply) -> None:
+            if isinstance(reply, redis.RedisError):
+                self._lost(operation, reply)
+                with self._lock:
+                    self._dirty.add(user_id)
+
+        self._link.submit(script, self.user_keys(user_id), args, done)
+
+    def _ask(self, pending: PendingAcquire) -> AcquireResult | PendingAcquire:
+        """Send one admission script (the key is reserved until its answer is taken)."""
+        pending.attempts += 1
+        pending.reply, pending.answered = None, False
+        user_id, key = pending.user_id, pending.key
+        with self._lock:
+            if self._book.total() + self._reserved >= self._book.node_limit:
+                return AcquireResult.NODE_FULL
+            shared = self._available
+            if shared:
+                self._reserved += 1
+                self._pending.setdefault(user_id, {})[key] = pending
+        if shared:
+            args = (key, self.node_id, pending.holder, pending.limit, self.policy.ttl_ms)
+            tail = (int(pending.evict), f"{self._prefix}:node:", user_id)
+            keys = self.user_keys(user_id)
+            self._link.submit("ACQUIRE", keys, (*args, *tail), lambda r: self._answer(pending, r))
+            return pending
+        result = self._acquire_alone(user_id, key, pending.holder, pending.limit)
+        if result is not None:
+            return result
+        return self._ask(pending) if pending.attempts < 2 else AcquireResult.UNAVAILABLE
+
+    def _answer(self, pending: PendingAcquire, reply: Reply) -> None:
+        """The link's thread: record the answer, then tell whoever asked (or undo it)."""
+        if isinstance(reply, redis.RedisError):
+            self._lost("acquire", reply)
+        with pending.lock:
+            pending.reply, pending.answered = reply, True
+            cancelled = pending.cancelled
+        if cancelled:
+            self._undo(pending)
+        else:
+            pending.notify(pending)
+
+    def _undo(self, pending: PendingAcquire) -> None:
+        """Release the slot that a cancelled admission took, if it took one."""
+        reply = pending.reply
+        if (
+            not isinstance(reply, redis.RedisError)
+            and _STATUS[reply[0]] is not AcquireResult.USER_FULL
+        ):
+            self._post(
+                "release", "RELEASE", pending.user_id, pending.key, self.node_id, pending.holder
+            )
+
+    def _unreserve(self, pending: PendingAcquire) -> None:
+        with self._lock:
+            self._unreserve_locked(pending)
+
+    def _unreserve_locked(self, pending: PendingAcquire) -> None:
+        waiting = self._pending.get(pending.user_id)
+        if waiting is not None and waiting.get(pending.key) is pending:
+            del waiting[pending.key]
+            if not waiting:
+                del self._pending[pending.user_id]
+            self._reserved -= 1
+
+    def _node_full(self) -> bool:
+        with self._lock:
+            return self._book.total() + self._reserved >= self._book.node_limit
 
     def _write(self, operation: str, script: str, user_id: str, *args: Any) -> Any:
         """Run a write whose outcome the book already holds; offline, mark the user for resync.
@@ -375,9 +515,16 @@ class RedisLedger:
         return [self.node_id, self.policy.ttl_ms, limit, mode]
 
     def _slot_args(self, user_id: str) -> list[Any]:
+        """The user's slots on this node; a key reserved for an admission as ``key, "", 0``."""
+        # the reserved keys first: a key leaves them only after it has entered the book
+        reserved = list(self._pending.get(user_id, ()))
+        held = self._book.holders(user_id)
         args: list[Any] = []
-        for key, holder in self._book.holders(user_id).items():
+        for key, holder in held.items():
             args += [key, holder, self._since.get((user_id, key), 0)]
+        for key in reserved:
+            if key not in held:
+                args += [key, "", 0]
         return args
 
     def _sync(self, users: Sequence[str], mode: str) -> list[Takeback]:

@@ -147,9 +147,10 @@ RENEW = (
 -- every slot this node holds for the user. Extends the leases still held, registers again
 -- a missing one (Redis lost it, or its lease ran out) if the user has room - always, in
 -- mode "resync", after an outage - and drops this node's slots that are not listed (a
--- release that raced the renewal). Returns {superseded, expired, records}: keys now held
--- by another connection, keys lost with no room left, and every record of the user when
--- the user is over the limit (empty otherwise).
+-- release that raced the renewal). A triple with an empty ws is a key whose admission is
+-- under way on this node: neither dropped nor registered nor renewed. Returns {superseded,
+-- expired, records}: keys now held by another connection, keys lost with no room left, and
+-- every record of the user when the user is over the limit (empty otherwise).
 local slots, holders = KEYS[1], KEYS[2]
 local node, ttl, limit, resync = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == 'resync'
 local now = now_ms()
@@ -167,8 +168,10 @@ for i = 1, #all, 2 do
 end
 for i = 5, #ARGV, 3 do
   local key, ws = ARGV[i], ARGV[i + 1]
-  local current = redis.call('HGET', holders, key)
-  if current then
+  local current = ws ~= '' and redis.call('HGET', holders, key)
+  if ws == '' then
+    -- reserved: its admission script is on the way or has just been answered
+  elseif current then
     local cnode, cws = split(current)
     if cnode == node and cws == ws then
       redis.call('ZADD', slots, now + ttl, key)

@@ -45,10 +45,10 @@ DEFAULT_DISPATCHER_WORKERS = 2
 SYSTEM_DISPATCHER_WORKERS = 1
 """Worker threads that run the root and the user supervisors of a tree."""
 
-SHARED_LEDGER_SYSTEM_WORKERS = 8
-"""The same with a shared ledger (Redis): each of its calls blocks a worker for a
-round trip (at most ``[redis] timeout``), so several users' admissions and
-closes must be able to wait on Redis at once."""
+SHARED_LEDGER_SYSTEM_WORKERS = 2
+"""The same with a shared ledger (Redis). Admissions and closes do not wait for
+Redis, but a resume (a slot handed from one connection to the next) does, for
+up to twice ``[redis] timeout``: a second worker keeps the other users going."""
 
 
 class SupervisionTree:

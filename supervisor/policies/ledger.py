@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import enum
 import threading
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
-__all__ = ["AcquireResult", "InMemoryLedger", "Ledger"]
+__all__ = ["AcquireResult", "InMemoryLedger", "Ledger", "PendingAcquire"]
 
 
 class AcquireResult(enum.Enum):
@@ -33,6 +34,35 @@ class AcquireResult(enum.Enum):
     """A shared ledger could not be reached and its policy refuses (fail_closed)."""
 
 
+class PendingAcquire:
+    """An admission that a shared ledger answers later, off the caller's thread.
+
+    :meth:`Ledger.begin_acquire` returns it; the ledger calls ``notify`` with
+    it (on the ledger's own thread) once :attr:`reply` is in, and the
+    caller then passes it to :meth:`Ledger.end_acquire` on its own thread.
+    The caller treats it as opaque.
+    """
+
+    def __init__(
+        self,
+        user_id: str,
+        key: str,
+        holder: str,
+        limit: int,
+        *,
+        evict: bool,
+        notify: Callable[[PendingAcquire], None],
+    ) -> None:
+        self.user_id, self.key, self.holder = user_id, key, holder
+        self.limit, self.evict = limit, evict
+        self.notify = notify
+        self.attempts = 0
+        self.reply: Any = None
+        self.answered = False
+        self.cancelled = False
+        self.lock = threading.Lock()
+
+
 class Ledger(Protocol):
     """The quota's book of slots; every method is atomic and thread-safe."""
 
@@ -48,6 +78,36 @@ class Ledger(Protocol):
         another node when the user is full; a node-local ledger ignores it,
         since the supervisor evicts its own connections before asking.
         """
+        ...
+
+    def begin_acquire(
+        self,
+        user_id: str,
+        key: str,
+        holder: str,
+        limit: int,
+        *,
+        evict: bool,
+        notify: Callable[[PendingAcquire], None],
+    ) -> AcquireResult | PendingAcquire:
+        """:meth:`acquire` without waiting: the result, or a :class:`PendingAcquire`.
+
+        A node-local ledger answers at once. A shared one sends the request
+        and returns; ``notify`` is called with the pending acquisition when
+        its answer is in. Until then the key is reserved on this node.
+        """
+        ...
+
+    def end_acquire(self, pending: PendingAcquire) -> AcquireResult | PendingAcquire:
+        """The result of an answered acquisition (on the caller's thread).
+
+        It may be pending again: asked once more because the store came
+        back while the first answer was a failure.
+        """
+        ...
+
+    def cancel_acquire(self, pending: PendingAcquire) -> None:
+        """Give up on a pending acquisition: a slot it took is released."""
         ...
 
     def transfer(self, user_id: str, key: str, old_holder: str, new_holder: str) -> bool:
@@ -105,6 +165,24 @@ class InMemoryLedger:
             slots[key] = holder
             self._total += 1
             return AcquireResult.ACQUIRED
+
+    def begin_acquire(
+        self,
+        user_id: str,
+        key: str,
+        holder: str,
+        limit: int,
+        *,
+        evict: bool,
+        notify: Callable[[PendingAcquire], None],
+    ) -> AcquireResult:
+        return self.acquire(user_id, key, holder, limit, evict)
+
+    def end_acquire(self, pending: PendingAcquire) -> AcquireResult:
+        raise TypeError("an in-memory ledger never leaves an acquisition pending")
+
+    def cancel_acquire(self, pending: PendingAcquire) -> None:
+        raise TypeError("an in-memory ledger never leaves an acquisition pending")
 
     def transfer(self, user_id: str, key: str, old_holder: str, new_holder: str) -> bool:
         with self._lock:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from actors.messages import GetSnapshot
+from actors.ports import Admission, AdmissionTicket, QueuePort
 from supervisor.config import RedisConfig
+from supervisor.context import UserExecutionContext
 from supervisor.redis_ledger import RedisLedger, connect
 from supervisor.tree import SupervisionTree
 from tests.cluster.redis_server import RedisServer
@@ -36,6 +42,8 @@ def trees(redis_server: RedisServer) -> Iterator[dict[str, SupervisionTree]]:
     finally:
         for tree in started.values():
             tree.stop()
+            assert isinstance(tree.ledger, RedisLedger)
+            tree.ledger.close()
 
 
 def test_a_user_full_across_nodes_is_refused_by_the_node_with_room(
@@ -65,9 +73,70 @@ def test_a_resume_on_a_slot_another_node_evicted_asks_for_a_slot_anew(
     assert trees["A"].ledger.total() == 0  # nothing uncounted is left on A
 
 
-def test_a_tree_on_a_shared_ledger_lets_several_users_wait_on_redis_at_once(
-    trees: dict[str, SupervisionTree],
+@contextlib.contextmanager
+def patient_tree(server: RedisServer, quota: int = 20) -> Iterator[SupervisionTree]:
+    """One node whose Redis calls wait up to 3 s; stopped, its releases sent, after use."""
+    config = make_config({"quota": {"backend": "redis", "max_managers_per_user": quota}})
+    redis_config = RedisConfig(url=server.url, timeout=3.0)
+    ledger = RedisLedger(connect(redis_config), "A", redis_config, 100)
+    tree = SupervisionTree(config, ledger=ledger, node_id="A").start()
+    try:
+        yield tree
+    finally:
+        tree.stop()
+        assert ledger.flush()
+        ledger.close()
+
+
+def pause_redis(server: RedisServer, ms: int) -> None:
+    server.client().execute_command("CLIENT", "PAUSE", ms, "ALL")  # type: ignore[no-untyped-call]
+
+
+def admit_later(tree: SupervisionTree, user: str, thread: str, **kw: Any) -> AdmissionTicket:
+    context = UserExecutionContext.from_websocket_request(user, thread)
+    return tree.admit_nowait(context, QueuePort(), **kw)
+
+
+def test_admissions_waiting_on_a_slow_redis_hold_up_no_other_user(
+    redis_server: RedisServer,
 ) -> None:
-    assert trees["A"].ledger.shared is True
-    assert trees["A"].system_dispatcher.workers == 8
-    assert SupervisionTree(make_config()).system_dispatcher.workers == 1
+    with patient_tree(redis_server) as tree:
+        admit(tree, "bystander", "t0")  # its supervisor is up
+        bystander = tree.supervisors()["bystander"]
+        pause_redis(redis_server, 800)
+        # more users than the supervisors have workers
+        tickets = [admit_later(tree, f"u{n}", "t") for n in range(4)]
+        time.sleep(0.2)  # the four admissions reach their supervisors, and Redis
+        bystander.ask(GetSnapshot(), timeout=0.4)  # answered while all four wait on Redis
+        assert all(ticket.wait(0) is None for ticket in tickets)
+        answers = [ticket.wait(5) for ticket in tickets]
+        assert all(a is not None and a.result == "admitted" for a in answers)
+        assert tree.ledger.usage("u0") == 1
+
+
+def test_one_user_s_admissions_are_answered_in_order_while_redis_is_slow(
+    redis_server: RedisServer,
+) -> None:
+    order: list[tuple[str, str]] = []
+
+    def answered(n: int) -> Callable[[Admission], None]:
+        return lambda admission: order.append((f"t{n}", admission.result))
+
+    with patient_tree(redis_server, quota=2) as tree:
+        pause_redis(redis_server, 300)
+        tickets = [admit_later(tree, "u", f"t{n}", on_answer=answered(n)) for n in range(3)]
+        assert all(ticket.wait(5) is not None for ticket in tickets)
+        assert order == [("t0", "admitted"), ("t1", "admitted"), ("t2", "rejected_quota")]
+        assert tree.ledger.usage("u") == 2
+
+
+def test_a_tree_stopped_while_an_admission_waits_on_redis_leaves_no_slot_in_redis(
+    redis_server: RedisServer,
+) -> None:
+    with patient_tree(redis_server) as tree:
+        admit(tree, "u", "t0")
+        pause_redis(redis_server, 300)
+        admit_later(tree, "u", "t1")
+        time.sleep(0.1)  # the admission reaches its supervisor, and Redis
+    assert tree.ledger.total() == 0
+    assert redis_server.keys("wss:*") == []

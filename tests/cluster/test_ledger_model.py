@@ -29,7 +29,7 @@ from hypothesis.stateful import (
 )
 
 from supervisor.config import RedisConfig
-from supervisor.policies.ledger import AcquireResult
+from supervisor.policies.ledger import AcquireResult, PendingAcquire
 from supervisor.redis_ledger import RedisLedger, Takeback, connect
 from tests.cluster.redis_server import RedisServer
 from tests.helpers import wait_until
@@ -52,6 +52,21 @@ def _slots(ledger: RedisLedger, user_id: str) -> dict[str, tuple[str, str, int]]
         s["key"]: (s["node_id"], s["websocket_id"], s["acquired_ms"])
         for s in ledger.cluster_slots(user_id)
     }
+
+
+def _acquire_later(
+    ledger: RedisLedger, user: str, key: str, holder: str, evict: bool
+) -> AcquireResult:
+    """An admission that does not wait: begun, answered on the link's thread, then taken."""
+    answered = threading.Event()
+    answer = ledger.begin_acquire(
+        user, key, holder, LIMIT, evict=evict, notify=lambda _: answered.set()
+    )
+    while isinstance(answer, PendingAcquire):
+        assert answered.wait(5), "no answer came"
+        answered.clear()
+        answer = ledger.end_acquire(answer)
+    return answer
 
 
 @pytest.fixture
@@ -105,6 +120,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.checks = 0
 
     def teardown(self) -> None:
+        for ledger in self.ledgers.values():
+            ledger.close()
         for client in self.clients.values():
             client.close()
         self.pubsub.close()
@@ -156,10 +173,15 @@ class LedgerMachine(RuleBasedStateMachine):
         user=st.sampled_from(USERS),
         thread=st.sampled_from(THREADS),
         evict=st.booleans(),
+        wait=st.booleans(),
     )
-    def acquire(self, node: str, user: str, thread: str, evict: bool) -> None:
+    def acquire(self, node: str, user: str, thread: str, evict: bool, wait: bool) -> None:
+        """Waiting for Redis (``acquire``) or not (``begin_acquire``, as a supervisor does)."""
         key, holder = f"{user}:{thread}", f"{node}-ws{next(self.ids)}"
-        result = self.ledgers[node].acquire(user, key, holder, LIMIT, evict)
+        if wait:
+            result = self.ledgers[node].acquire(user, key, holder, LIMIT, evict)
+        else:
+            result = _acquire_later(self.ledgers[node], user, key, holder, evict)
         live = self.redis[user]
         told = []
         if key in live:
@@ -188,6 +210,7 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         node, user, key, holder = entry
         assert self.ledgers[node].release(user, key, holder) is True
+        assert self.ledgers[node].flush()  # a release does not wait: the model is sequential
         del self.books[node][user][key]
         slot = self.redis[user].get(key)
         if slot is not None and (slot.node, slot.holder) == (node, holder):
@@ -282,6 +305,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(node=st.sampled_from(NODES), user=st.sampled_from(USERS))
     def release_user(self, node: str, user: str) -> None:
         freed = self.ledgers[node].release_user(user)
+        assert self.ledgers[node].flush()
         assert freed == len(self.books[node][user])
         self.books[node][user] = {}
         live = self.redis[user]
@@ -411,9 +435,12 @@ def test_threads_on_three_nodes_never_take_more_than_the_user_s_limit(
             AcquireResult.USER_FULL,
         }
         assert all(ledger.available and ledger.total() == 0 for ledger in ledgers)
+        assert all(ledger.flush() for ledger in ledgers)  # the last releases are sent
         assert ledgers[0].usage(user) == 0
         assert redis_server.keys("wss:*") == []
     finally:
+        for ledger in ledgers:
+            ledger.close()
         for client in clients:
             client.close()
 
@@ -428,8 +455,8 @@ def test_a_node_that_stops_renewing_loses_its_slots_within_one_lease(
     ttl, user = 1.0, "leased"
     config = RedisConfig(url=redis_server.url, lease_ttl=ttl, renew_interval=0.3, timeout=2.0)
     gone, stays = connect(config), connect(config)
+    a, b = _node(gone, "A", config), _node(stays, "B", config)
     try:
-        a, b = _node(gone, "A", config), _node(stays, "B", config)
         for n in range(LIMIT):
             assert a.acquire(user, f"{user}:t{n}", f"A-ws{n}", LIMIT) is AcquireResult.ACQUIRED
         assert b.acquire(user, f"{user}:tb", "B-ws0", LIMIT) is AcquireResult.USER_FULL
@@ -465,7 +492,10 @@ def test_a_node_that_stops_renewing_loses_its_slots_within_one_lease(
         assert {s["node_id"] for s in b.cluster_slots(user)} == {"B"}
         for n in range(LIMIT):
             assert b.release(user, f"{user}:tb{n}", f"B-ws{n}")
+        assert b.flush()
         assert redis_server.keys("wss:*") == []
     finally:
+        a.close()
+        b.close()
         gone.close()
         stays.close()

@@ -1,15 +1,16 @@
-"""The script caller against a real redis-server: replies, lost scripts, restarts, errors."""
+"""The script link against a real redis-server: order, pipelining, lost scripts, errors."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from supervisor.config import RedisConfig
-from supervisor.redis_calls import ScriptCaller
+from supervisor.redis_calls import Reply, ScriptLink
 from supervisor.redis_ledger import connect
 from tests.cluster.redis_server import RedisServer
 
@@ -21,76 +22,139 @@ SCRIPTS = {
 }
 
 
+def make_link(server: RedisServer, timeout: float = 0.25) -> ScriptLink:
+    return ScriptLink(connect(RedisConfig(url=server.url, timeout=timeout)), SCRIPTS)
+
+
 @pytest.fixture
-def caller(redis_server: RedisServer) -> Iterator[ScriptCaller]:
-    calls = ScriptCaller(connect(RedisConfig(url=redis_server.url, timeout=0.25)), SCRIPTS)
+def link(redis_server: RedisServer) -> Iterator[ScriptLink]:
+    calls = make_link(redis_server)
     yield calls
     calls.close()
 
 
-def test_a_script_runs_with_its_keys_and_arguments(caller: ScriptCaller) -> None:
-    assert caller("INCR", ["n"], [2]) == 2
-    assert caller("INCR", ["n"], [3]) == 5
+class Replies:
+    """Collects the replies of submitted calls, in the order they come."""
+
+    def __init__(self) -> None:
+        self.got: list[Reply] = []
+        self.threads: set[str] = set()
+
+    def __call__(self, reply: Reply) -> None:
+        self.got.append(reply)
+        self.threads.add(threading.current_thread().name)
 
 
-def test_one_connection_serves_calls_one_after_another(
-    caller: ScriptCaller, redis_server: RedisServer
+def test_a_script_runs_with_its_keys_and_arguments(link: ScriptLink) -> None:
+    assert link.call("INCR", ["n"], [2]) == 2
+    assert link.call("INCR", ["n"], [3]) == 5
+
+
+def test_submitted_calls_are_answered_in_order_on_the_link_thread(link: ScriptLink) -> None:
+    replies = Replies()
+    for _ in range(500):
+        link.submit("INCR", ["n"], [1], replies)
+    assert link.flush(10)
+    assert replies.got == list(range(1, 501))
+    assert replies.threads == {"redis-link"}
+
+
+def test_calls_from_many_threads_share_one_connection(
+    link: ScriptLink, redis_server: RedisServer
 ) -> None:
-    for _ in range(20):
-        caller("INCR", ["n"], [1])
-    clients = redis_server.client().client_list()
-    assert len(clients) == 2  # the caller's one connection, and this client
-
-
-def test_a_flushed_script_cache_is_filled_again(
-    caller: ScriptCaller, redis_server: RedisServer
-) -> None:
-    caller("INCR", ["n"], [1])
-    redis_server.client().script_flush()
-    assert caller("INCR", ["n"], [1]) == 2
-    assert caller("INCR", ["n"], [1]) == 3
-
-
-def test_an_idle_connection_closed_by_a_restart_is_connected_again(
-    caller: ScriptCaller, redis_server: RedisServer
-) -> None:
-    caller("INCR", ["n"], [1])
-    redis_server.stop()
-    redis_server.start()  # empty, and every old socket closed
-    assert caller("INCR", ["n"], [1]) == 1
-
-
-def test_an_error_reply_raises_and_leaves_the_connection_usable(
-    caller: ScriptCaller, redis_server: RedisServer
-) -> None:
-    with pytest.raises(redis.ResponseError, match="refused by the script"):
-        caller("FAIL", ["n"])
-    assert caller("INCR", ["n"], [1]) == 1
-    assert len(redis_server.client().client_list()) == 2
-
-
-def test_a_hung_server_times_out_and_its_connection_is_not_reused(
-    caller: ScriptCaller, redis_server: RedisServer
-) -> None:
-    caller("INCR", ["n"], [1])
-    admin = redis_server.client()
-    admin.execute_command("CLIENT", "PAUSE", 1000, "ALL")  # type: ignore[no-untyped-call]
-    with pytest.raises(redis.TimeoutError):
-        caller("INCR", ["n"], [1])
-    admin.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
-    reply = caller("INCR", ["n"], [10])
-    assert reply == int(admin.get("n") or 0)  # this call's own reply, not the late one
-    assert len(admin.client_list()) == 2  # the timed-out connection was closed
-
-
-def test_threads_never_share_a_connection(caller: ScriptCaller) -> None:
     def work() -> None:
         for _ in range(200):
-            caller("INCR", ["n"], [1])
+            link.call("INCR", ["n"], [1])
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert caller("INCR", ["n"], [0]) == 800
+    assert link.call("INCR", ["n"], [0]) == 800
+    assert len(redis_server.client().client_list()) == 2  # the link's, and this client
+
+
+def test_submit_does_not_wait_for_a_slow_server(redis_server: RedisServer) -> None:
+    link = make_link(redis_server, timeout=3.0)
+    admin = redis_server.client()
+    try:
+        link.call("INCR", ["n"], [1])
+        admin.execute_command("CLIENT", "PAUSE", 500, "ALL")  # type: ignore[no-untyped-call]
+        replies = Replies()
+        started = time.monotonic()
+        for _ in range(100):
+            link.submit("INCR", ["n"], [1], replies)
+        submitting = time.monotonic() - started
+        assert link.flush(5)
+    finally:
+        link.close()
+    assert submitting < 0.25  # the server answers after 0.5 s
+    assert replies.got == list(range(2, 102))
+
+
+def test_a_flushed_script_cache_is_filled_again_in_order(
+    link: ScriptLink, redis_server: RedisServer
+) -> None:
+    link.call("INCR", ["n"], [1])
+    redis_server.client().script_flush()
+    replies = Replies()
+    for _ in range(20):
+        link.submit("INCR", ["n"], [1], replies)
+    assert link.flush(5)
+    assert replies.got == list(range(2, 22))
+
+
+def test_an_idle_connection_closed_by_a_restart_is_connected_again(
+    link: ScriptLink, redis_server: RedisServer
+) -> None:
+    link.call("INCR", ["n"], [1])
+    redis_server.stop()
+    redis_server.start()  # empty, and every old socket closed
+    assert link.call("INCR", ["n"], [1]) == 1
+
+
+def test_an_error_reply_goes_to_its_call_alone(link: ScriptLink, redis_server: RedisServer) -> None:
+    replies = Replies()
+    link.submit("INCR", ["n"], [1], replies)
+    link.submit("FAIL", ["n"], [], replies)
+    link.submit("INCR", ["n"], [1], replies)
+    assert link.flush(5)
+    assert replies.got[0] == 1 and replies.got[2] == 2
+    assert isinstance(replies.got[1], redis.ResponseError)
+    with pytest.raises(redis.ResponseError, match="refused by the script"):
+        link.call("FAIL", ["n"])
+    assert len(redis_server.client().client_list()) == 2
+
+
+def test_a_hung_server_fails_every_waiting_call_and_its_connection_is_not_reused(
+    link: ScriptLink, redis_server: RedisServer
+) -> None:
+    link.call("INCR", ["n"], [1])
+    admin = redis_server.client()
+    admin.execute_command("CLIENT", "PAUSE", 1000, "ALL")  # type: ignore[no-untyped-call]
+    replies = Replies()
+    for _ in range(5):
+        link.submit("INCR", ["n"], [1], replies)
+    assert link.flush(5)
+    assert len(replies.got) == 5
+    assert all(isinstance(reply, redis.TimeoutError) for reply in replies.got)
+    admin.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
+    reply = link.call("INCR", ["n"], [10])
+    assert reply == int(admin.get("n") or 0)  # this call's own reply, not a late one
+    assert len(admin.client_list()) == 2  # the timed-out connection was closed
+
+
+def test_close_answers_what_is_queued_and_refuses_what_comes_after(
+    redis_server: RedisServer,
+) -> None:
+    link = make_link(redis_server)
+    replies = Replies()
+    for _ in range(50):
+        link.submit("INCR", ["n"], [1], replies)
+    link.close()
+    assert replies.got == list(range(1, 51))
+    link.submit("INCR", ["n"], [1], replies)
+    assert isinstance(replies.got[-1], redis.ConnectionError)
+    assert not [t for t in threading.enumerate() if t.name == "redis-link"]
+    assert int(redis_server.client().get("n") or 0) == 50

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 
 from supervisor.cluster import ClusterLink
 from supervisor.config import FailurePolicy, RedisConfig
-from supervisor.policies.ledger import AcquireResult
+from supervisor.policies.ledger import AcquireResult, PendingAcquire
 from supervisor.redis_ledger import RedisLedger, Takeback, connect
 from tests.cluster.redis_server import RedisServer
 
@@ -31,6 +33,16 @@ class Events:
         self.errors.append(operation)
 
 
+_made: list[RedisLedger] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_ledgers() -> Iterator[None]:
+    yield
+    while _made:
+        _made.pop().close()
+
+
 def make_ledger(
     server: RedisServer,
     node: str,
@@ -43,7 +55,9 @@ def make_ledger(
     config = RedisConfig(
         url=server.url, lease_ttl=ttl, renew_interval=ttl / 3, on_unavailable=policy
     )
-    return RedisLedger(connect(config), node, config, node_limit, events)
+    ledger = RedisLedger(connect(config), node, config, node_limit, events)
+    _made.append(ledger)  # closed after the test
+    return ledger
 
 
 @pytest.fixture
@@ -61,14 +75,17 @@ def test_the_quota_counts_slots_on_every_node(nodes: tuple[RedisLedger, RedisLed
     assert (a.total(), b.total()) == (1, 1)
 
 
-def test_a_release_frees_the_slot_at_once_and_leaves_no_key_behind(
+def test_a_release_frees_the_slot_once_sent_and_leaves_no_key_behind(
     nodes: tuple[RedisLedger, RedisLedger], redis_server: RedisServer
 ) -> None:
     a, b = nodes
     a.acquire("u", "u:1", "w1", 1)
     assert a.release("u", "u:1", "w1") is True
+    assert a.holders("u") == {}  # the node's book at once; Redis once the script is sent
+    assert a.flush()
     assert b.acquire("u", "u:2", "w2", 1) is AcquireResult.ACQUIRED
     assert b.release("u", "u:2", "w2") is True
+    assert b.flush()
     assert redis_server.keys() == []
 
 
@@ -129,6 +146,7 @@ def test_a_lease_not_renewed_runs_out_and_frees_the_slot(redis_server: RedisServ
         assert time.monotonic() < deadline, "the dead node's lease did not run out"
         time.sleep(0.05)
     alive.release("u", "u:2", "w2")
+    assert alive.flush()
     assert redis_server.keys() == []
 
 
@@ -236,6 +254,7 @@ def test_after_an_outage_a_user_over_quota_keeps_the_oldest_slots(
     assert a.renew_all() == []  # A's slot is the oldest: it stays
     assert sorted(s["websocket_id"] for s in a.cluster_slots("u")) == ["a1", "b2", "b3"]
     b.release("u", "u:3", "b3")  # what the supervisor does on the take-back
+    assert b.flush()  # a release does not wait for Redis
     assert a.usage("u") == 2
 
 
@@ -289,3 +308,125 @@ def test_a_call_gives_up_within_the_timeout_when_redis_hangs(redis_server: Redis
     assert elapsed < 1.0  # timeout 0.25 s, not the 1.5 s pause
     with pytest.raises(redis.RedisError):
         connect(RedisConfig(url="redis://127.0.0.1:1/0")).ping()
+
+
+# --- admissions that do not wait ------------------------------------------------------------
+
+
+class Answers:
+    """The ``notify`` of a pending admission: records it and lets the test wait for it."""
+
+    def __init__(self) -> None:
+        self.got: list[PendingAcquire] = []
+        self.event = threading.Event()
+
+    def __call__(self, pending: PendingAcquire) -> None:
+        self.got.append(pending)
+        self.event.set()
+
+    def wait(self) -> PendingAcquire:
+        assert self.event.wait(5), "no answer came"
+        self.event.clear()
+        return self.got[-1]
+
+
+def begin(ledger: RedisLedger, key: str, holder: str, answers: Answers, limit: int = 2) -> Any:
+    return ledger.begin_acquire("u", key, holder, limit, evict=False, notify=answers)
+
+
+def test_an_admission_is_answered_later_on_the_link_thread_and_then_taken(
+    nodes: tuple[RedisLedger, RedisLedger],
+) -> None:
+    a, b = nodes
+    answers = Answers()
+    pending = begin(a, "u:1", "w1", answers)
+    assert isinstance(pending, PendingAcquire)
+    assert answers.wait() is pending
+    assert a.holders("u") == {}  # not in the book until the supervisor takes the answer
+    assert a.end_acquire(pending) is AcquireResult.ACQUIRED
+    assert a.holders("u") == {"u:1": "w1"}
+    assert b.acquire("u", "u:2", "w2", 2) is AcquireResult.ACQUIRED
+    refused = begin(a, "u:3", "w3", answers)
+    assert a.end_acquire(answers.wait()) is AcquireResult.USER_FULL
+    assert refused is answers.got[-1]
+    assert a.holders("u") == {"u:1": "w1"}
+
+
+def test_a_renewal_keeps_the_slot_of_an_admission_under_way_and_adds_no_refused_one(
+    nodes: tuple[RedisLedger, RedisLedger],
+) -> None:
+    a, b = nodes
+    assert a.acquire("u", "u:0", "w0", 3) is AcquireResult.ACQUIRED  # the renewal covers "u"
+    answers = Answers()
+    begin(a, "u:1", "w1", answers, limit=3)
+    taken = answers.wait()  # Redis holds the slot; the book does not, yet
+    assert b.acquire("u", "u:2", "w2", 3) is AcquireResult.ACQUIRED
+    begin(a, "u:3", "w3", answers, limit=3)
+    refused = answers.wait()  # the user is full
+    assert b.release("u", "u:2", "w2") and b.flush()  # room again, before the renewal
+    assert a.renew_all() == []
+    assert [s["key"] for s in a.cluster_slots("u")] == ["u:0", "u:1"]  # and u:3 not added
+    assert a.end_acquire(taken) is AcquireResult.ACQUIRED
+    assert a.end_acquire(refused) is AcquireResult.USER_FULL
+    assert a.renew_all() == []
+    assert [s["websocket_id"] for s in a.cluster_slots("u")] == ["w0", "w1"]
+
+
+def test_a_cancelled_admission_gives_back_the_slot_it_took(
+    nodes: tuple[RedisLedger, RedisLedger], redis_server: RedisServer
+) -> None:
+    a, _ = nodes
+    answers = Answers()
+    answered = begin(a, "u:1", "w1", answers)
+    answers.wait()
+    a.cancel_acquire(answered)  # after its answer
+    admin = redis_server.client()
+    admin.execute_command("CLIENT", "PAUSE", 200, "ALL")  # type: ignore[no-untyped-call]
+    waiting = begin(a, "u:2", "w2", answers)
+    a.cancel_acquire(waiting)  # before its answer
+    assert a.flush()
+    assert answers.got == [answered]  # a cancelled admission is never announced
+    assert (a.usage("u"), a.total()) == (0, 0)
+    assert redis_server.keys() == []
+
+
+def test_releasing_a_user_cancels_its_admissions_under_way(
+    nodes: tuple[RedisLedger, RedisLedger], redis_server: RedisServer
+) -> None:
+    a, _ = nodes
+    answers = Answers()
+    begin(a, "u:1", "w1", answers)
+    a.end_acquire(answers.wait())
+    begin(a, "u:2", "w2", answers)
+    assert a.release_user("u") == 1  # the crashed supervisor's one slot in the book
+    assert a.flush()
+    assert (a.usage("u"), a.total()) == (0, 0)
+    assert redis_server.keys() == []
+
+
+def test_admissions_under_way_count_against_the_node_limit(redis_server: RedisServer) -> None:
+    a = make_ledger(redis_server, "A", node_limit=1)
+    answers = Answers()
+    first = begin(a, "u:1", "w1", answers)
+    assert isinstance(first, PendingAcquire)
+    assert begin(a, "u:2", "w2", answers) is AcquireResult.NODE_FULL
+    assert a.end_acquire(answers.wait()) is AcquireResult.ACQUIRED
+    assert a.acquire("u", "u:2", "w2", 2) is AcquireResult.NODE_FULL
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [("fail_open", AcquireResult.ACQUIRED), ("fail_closed", AcquireResult.UNAVAILABLE)],
+)
+def test_an_admission_whose_answer_is_a_failure_follows_the_policy(
+    redis_server: RedisServer, policy: FailurePolicy, expected: AcquireResult
+) -> None:
+    events = Events()
+    a = make_ledger(redis_server, "A", policy=policy, events=events)
+    answers = Answers()
+    redis_server.stop()
+    pending = begin(a, "u:1", "w1", answers)
+    assert isinstance(pending, PendingAcquire)  # Redis was thought up: the script was sent
+    assert a.end_acquire(answers.wait()) is expected
+    assert not a.available and events.available == [False] and events.errors == ["acquire"]
+    assert a.total() == (1 if expected is AcquireResult.ACQUIRED else 0)
