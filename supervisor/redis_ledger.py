@@ -4,15 +4,15 @@ Each call is one Lua script (:mod:`supervisor.redis_scripts`), so admission
 is atomic across nodes and costs one round trip. Every call goes through one
 :class:`~supervisor.redis_calls.ScriptLink`, which keeps them in order:
 admissions (:meth:`RedisLedger.begin_acquire`) and releases do not wait for
-Redis, the rest do. Beside Redis the node keeps
-its own book (an :class:`~supervisor.policies.ledger.InMemoryLedger`) of the
-slots its connections hold. Only the actors write that book, through their
+Redis, the rest do. Beside Redis the node keeps its own book (an
+:class:`~supervisor.policies.ledger.InMemoryLedger`) of the slots its
+connections hold. Only the actors write that book, through their
 ledger calls, so it is the actors' record: it is what the node renews, what
 it registers again after an outage, and what it counts while Redis is away.
 
-Threads: ledger calls run on the user supervisors' threads; :meth:`renew_all`
-and :meth:`recover` on the cluster link's maintenance thread
-(:mod:`supervisor.cluster`); replies on the script link's thread, which only
+Threads: ledger calls run on the user supervisors' threads; renewal and
+recovery (:mod:`supervisor.redis_upkeep`) on the cluster link's maintenance
+thread (:mod:`supervisor.cluster`); replies on the script link's thread, which only
 records them and tells the supervisor that asked. An admission under way
 is listed in renewals as reserved, so a renewal never drops the slot that
 its answer is about to bring. A Redis failure never raises out of a call: the
@@ -25,20 +25,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
-import attrs
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from supervisor import redis_scripts
 from supervisor.config import RedisConfig
-from supervisor.observer import CleanupReason
-from supervisor.policies.lease import LeasePolicy, SlotRecord, beyond_quota
+from supervisor.policies.lease import LeasePolicy
 from supervisor.policies.ledger import AcquireResult, InMemoryLedger, PendingAcquire
 from supervisor.redis_calls import Reply, ScriptLink
+from supervisor.redis_upkeep import LeaseUpkeep, LedgerEvents, NoEvents, Takeback, parse_record
 
 __all__ = ["LedgerEvents", "RedisLedger", "Takeback", "connect", "parse_record"]
 
@@ -50,37 +49,6 @@ _STATUS = {
     b"evicted": AcquireResult.EVICTED,
     b"user_full": AcquireResult.USER_FULL,
 }
-_MAX_RESYNC_ROUNDS = 5
-
-
-class LedgerEvents(Protocol):
-    """What the ledger reports (the daemon's metrics implement it)."""
-
-    def ledger_available(self, available: bool) -> None:
-        """The ledger became reachable (True) or unreachable (False)."""
-
-    def ledger_error(self, operation: str) -> None:
-        """One Redis call failed or timed out."""
-
-
-class _NoEvents:
-    def ledger_available(self, available: bool) -> None:
-        pass
-
-    def ledger_error(self, operation: str) -> None:
-        pass
-
-
-@attrs.frozen
-class Takeback:
-    """A connection of this node that must close: its slot is no longer its own."""
-
-    user_id: str
-    websocket_id: str
-    reason: CleanupReason
-    """``supersede`` (another connection holds the key now) or ``evict``
-    (its lease ran out, or it is beyond the quota after an outage)."""
-    why: str
 
 
 def connect(config: RedisConfig) -> redis.Redis:
@@ -94,14 +62,7 @@ def connect(config: RedisConfig) -> redis.Redis:
     )
 
 
-def parse_record(key: str, record: bytes | str) -> SlotRecord:
-    """A holder record from Redis (``node TAB websocket_id TAB acquired_ms``)."""
-    text = record.decode() if isinstance(record, bytes) else record
-    node, websocket_id, since = text.split("\t")
-    return SlotRecord(key, node, websocket_id, int(since))
-
-
-class RedisLedger:
+class RedisLedger(LeaseUpkeep):
     """The :class:`~supervisor.policies.ledger.Ledger` of a node in a cluster."""
 
     shared = True
@@ -119,7 +80,7 @@ class RedisLedger:
         self.policy = LeasePolicy(config.lease_ttl, config.renew_interval, config.on_unavailable)
         self._client = client
         self._prefix = config.key_prefix
-        self._events = events or _NoEvents()
+        self._events = events or NoEvents()
         self._book = InMemoryLedger(node_limit)
         self._limits: dict[str, int] = {}
         self._since: dict[tuple[str, str], int] = {}
@@ -266,78 +227,6 @@ class RedisLedger:
 
     def holders(self, user_id: str) -> dict[str, str]:
         return self._book.holders(user_id)
-
-    # --- the cluster link's maintenance thread ------------------------------------------------
-
-    def probe(self) -> bool:
-        """Ping Redis; a failure marks the ledger unavailable (until :meth:`recover`)."""
-        try:
-            self._client.ping()
-        except redis.RedisError as exc:
-            self._lost("ping", exc)
-            return False
-        return True
-
-    def renew_all(self) -> list[Takeback]:
-        """Extend every lease this node holds; the connections that lost theirs come back."""
-        if not self._available:
-            return []
-        try:
-            return self._sync(self._book_users(), "renew")
-        except redis.RedisError as exc:
-            self._lost("renew", exc)
-            return []
-
-    def recover(self) -> list[Takeback] | None:
-        """Try Redis again; on success register this node's slots anew (None: still down)."""
-        try:
-            self._client.ping()
-            takebacks: list[Takeback] = []
-            for _ in range(_MAX_RESYNC_ROUNDS):
-                with self._lock:
-                    users, self._dirty = self._dirty | set(self._book_users()), set()
-                takebacks.extend(self._sync(sorted(users), "resync"))
-                with self._lock:
-                    if not self._dirty:
-                        self._available = True
-                        break
-        except redis.RedisError as exc:
-            log.debug("redis still unavailable: %s", exc)
-            return None
-        if not self._available:
-            return None
-        self._events.ledger_available(True)
-        log.warning("redis ledger available again; node %s re-registered its slots", self.node_id)
-        return takebacks
-
-    def cluster_slots(self, user_id: str) -> list[dict[str, Any]]:
-        """The user's live slots on every node, from Redis (raises ``redis.RedisError``)."""
-        now, flat, live = self._link.call("HOLDERS", self.user_keys(user_id))
-        expiries = {live[i].decode(): float(live[i + 1]) for i in range(0, len(live), 2)}
-        slots = []
-        for i in range(0, len(flat), 2):
-            key = flat[i].decode()
-            if not flat[i + 1]:
-                continue
-            record = parse_record(key, flat[i + 1])
-            slots.append(
-                {
-                    **attrs.asdict(record),
-                    "lease_left": round((expiries[key] - int(now)) / 1000, 3),
-                }
-            )
-        return sorted(slots, key=lambda slot: (slot["acquired_ms"], slot["key"]))
-
-    def cluster_users(self, limit: int = 1000) -> list[str]:
-        """User ids with slots in Redis, on any node (raises ``redis.RedisError``)."""
-        pattern = self._prefix + ":{*}:slots"
-        users = []
-        for raw in self._client.scan_iter(match=pattern, count=500):
-            name = raw.decode()
-            users.append(name[len(self._prefix) + 2 : -len("}:slots")])
-            if len(users) >= limit:
-                break
-        return sorted(users)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until Redis has answered every call made so far; False on timeout."""
@@ -506,67 +395,6 @@ class RedisLedger:
                 exc,
                 self.config.on_unavailable,
             )
-
-    def _book_users(self) -> list[str]:
-        return self._book.users()
-
-    def _renew_args(self, user_id: str, mode: str) -> list[Any]:
-        limit = self._limits.get(user_id, 1)
-        return [self.node_id, self.policy.ttl_ms, limit, mode]
-
-    def _slot_args(self, user_id: str) -> list[Any]:
-        """The user's slots on this node; a key reserved for an admission as ``key, "", 0``."""
-        # the reserved keys first: a key leaves them only after it has entered the book
-        reserved = list(self._pending.get(user_id, ()))
-        held = self._book.holders(user_id)
-        args: list[Any] = []
-        for key, holder in held.items():
-            args += [key, holder, self._since.get((user_id, key), 0)]
-        for key in reserved:
-            if key not in held:
-                args += [key, "", 0]
-        return args
-
-    def _sync(self, users: Sequence[str], mode: str) -> list[Takeback]:
-        """Renew (or resync) ``users``; again for any whose book changed meanwhile."""
-        takebacks: list[Takeback] = []
-        for _ in range(_MAX_RESYNC_ROUNDS):
-            before = {user_id: self._versions.get(user_id, 0) for user_id in users}
-            takebacks.extend(self._sync_once(users, mode))
-            users = [u for u in users if self._versions.get(u, 0) != before[u]]
-            if not users:
-                break
-        return takebacks
-
-    def _sync_once(self, users: Sequence[str], mode: str) -> list[Takeback]:
-        pipe = self._client.pipeline(transaction=False)
-        for user_id in users:
-            args = self._renew_args(user_id, mode) + self._slot_args(user_id)
-            self._renew_script(keys=self.user_keys(user_id), args=args, client=pipe)
-        replies = pipe.execute()
-        takebacks: list[Takeback] = []
-        for user_id, (superseded, expired, records) in zip(users, replies, strict=True):
-            takebacks.extend(self._takebacks(user_id, superseded, expired, records))
-        return takebacks
-
-    def _takebacks(
-        self, user_id: str, superseded: Iterable[bytes], expired: Iterable[bytes], flat: list[bytes]
-    ) -> list[Takeback]:
-        mine = self._book.holders(user_id)
-        found = []
-        taken: list[tuple[bytes, CleanupReason, str]] = [
-            *((k, "supersede", "the thread connected on another node") for k in superseded),
-            *((k, "evict", "lease lost, no room left") for k in expired),
-        ]
-        for raw, reason, why in taken:
-            websocket_id = mine.get(raw.decode())
-            if websocket_id is not None:
-                found.append(Takeback(user_id, websocket_id, reason, why))
-        records = [parse_record(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
-        for record in beyond_quota(records, self._limits.get(user_id, len(records))):
-            if record.node_id == self.node_id and mine.get(record.key) == record.websocket_id:
-                found.append(Takeback(user_id, record.websocket_id, "evict", "over quota"))
-        return found
 
 
 def _wall_ms() -> int:
