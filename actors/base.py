@@ -27,6 +27,10 @@ class DispatchingActor(DispatchedActor):
         super().__init__(dispatcher)
         self._dispatch: dict[type[Any], Callable[[Any], Any]] = {}
 
+    def on_ended(self) -> None:
+        """Drop the dispatch table: its bound methods refer back to this actor."""
+        self._dispatch = {}
+
     def on_receive(self, message: Any) -> Any:
         """Runs on a dispatcher worker for every message."""
         if isinstance(message, Crash):

@@ -83,14 +83,14 @@ def stop_soon(ref: pykka.ActorRef[Any]) -> None:
         ref.tell(messages._ActorStop())
 
 
-def _refuse(actor_ref: pykka.ActorRef[Any], envelope: Envelope[Any]) -> None:
+def _refuse(actor: str, envelope: Envelope[Any]) -> None:
     """Answer an envelope that will never be handled, as pykka's teardown does."""
     if envelope.reply_to is None:
         return
     if isinstance(envelope.message, messages._ActorStop):
         envelope.reply_to.set(None)
     else:
-        error = pykka.ActorDeadError(f"{actor_ref} stopped before handling the message")
+        error = pykka.ActorDeadError(f"{actor} stopped before handling the message")
         envelope.reply_to.set_exception(exc_info=(pykka.ActorDeadError, error, None))
 
 
@@ -101,7 +101,7 @@ class Mailbox:
     the actor's own turn (its hooks).
     """
 
-    __slots__ = ("_actor", "_dispatcher", "_envelopes", "_lock", "_started", "_state")
+    __slots__ = ("_actor", "_dispatcher", "_envelopes", "_lock", "_name", "_started", "_state")
 
     def __init__(self) -> None:
         self._envelopes: collections.deque[Envelope[Any]] = collections.deque()
@@ -110,6 +110,7 @@ class Mailbox:
         self._started = False
         self._actor: DispatchedActor | None = None
         self._dispatcher: Dispatcher | None = None
+        self._name = ""
 
     def bind(self, actor: DispatchedActor, dispatcher: Dispatcher) -> None:
         """Tie the mailbox to its actor and dispatcher (from the actor's ``__init__``)."""
@@ -127,8 +128,7 @@ class Mailbox:
             assert self._dispatcher is not None
             self._dispatcher.submit(self)
         elif state is _DEAD:
-            assert self._actor is not None
-            _refuse(self._actor.actor_ref, envelope)
+            _refuse(self._name, envelope)
 
     def get(self) -> Envelope[Any]:
         """The oldest envelope; never blocks (IndexError when empty)."""
@@ -174,15 +174,26 @@ class Mailbox:
             self.end()
 
     def end(self) -> None:
-        """Mark the actor dead, answer what is left, leave the dispatcher."""
+        """Mark the actor dead, answer what is left, leave the dispatcher, let go of the actor.
+
+        The actor and its mailbox refer to each other: once the actor has
+        ended, the mailbox keeps only its name, so reference counting frees
+        the actor (and what it held) instead of the cyclic collector.
+        """
+        actor = self._actor
+        if actor is None:  # ended already (killed while its last turn ran)
+            return
+        assert self._dispatcher is not None
+        self._name = str(actor.actor_ref)
         with self._lock:
             self._state = _DEAD
             left = list(self._envelopes)
             self._envelopes.clear()
-        assert self._actor is not None and self._dispatcher is not None
+            self._actor = None
         for envelope in left:
-            _refuse(self._actor.actor_ref, envelope)
+            _refuse(self._name, envelope)
         self._dispatcher.forget(self)
+        actor.on_ended()
 
     def kill(self) -> None:
         """End an actor that did not stop in time: unregistered, stopped, asks failed."""
@@ -328,6 +339,16 @@ class DispatchedActor(pykka.Actor):
             self.actor_stopped.set()
             raise
         self.actor_inbox.arm()
+
+    def on_ended(self) -> None:
+        """Runs once the actor has ended (after ``on_stop`` or ``on_failure``).
+
+        On the worker of its last turn, or, for an actor that did not stop in
+        time, on the thread that stops the dispatcher.
+
+        Empty here; an actor drops there what ties it into a reference cycle
+        (a table of its own bound methods, say), so that it is freed at once.
+        """
 
     def on_turn_end(self) -> None:
         """Runs on the worker after each turn (a batch of messages) while the actor lives.

@@ -12,7 +12,9 @@ metrics as the daemon::
                 handle.deliver(message)
 
 Pass ``ping_interval=None`` to your ``serve()``: ``serve_supervised`` runs the
-keepalive that frees a dead peer's slot within ping interval + timeout.
+keepalive that frees a dead peer's slot within ping interval + timeout. Pass
+``create_connection=AcyclicConnection`` (:mod:`supervisor.server`) as well,
+so that a closed connection leaves no garbage for the cyclic collector.
 A refused connection is closed with 1013 (the upgrade has already happened)
 and :class:`~supervisor.errors.AdmissionRefused` is raised by ``supervise``.
 """

@@ -16,6 +16,7 @@ import asyncio
 import http
 import logging
 import math
+from collections.abc import Generator
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -33,7 +34,7 @@ from supervisor.errors import AuthError, InvalidIdError
 from supervisor.policies.limits import AddressLimiter, ConcurrencyGate, InboundRateLimit
 from supervisor.tree import SupervisionTree
 
-__all__ = ["WebSocketFront"]
+__all__ = ["AcyclicConnection", "WebSocketFront"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class WebSocketFront:
             max_size=server.max_message_size,
             compression="deflate" if server.compression == "deflate" else None,
             logger=logging.getLogger("supervisor.server.websockets"),
+            create_connection=AcyclicConnection,
         )
 
     @property
@@ -191,6 +193,42 @@ class WebSocketFront:
             await serve_connection(connection, *admitted, alive, inbound)
         finally:
             self._admitted.pop(connection, None)
+
+
+def _spent() -> Generator[None]:
+    yield  # pragma: no cover - never stepped: the connection is lost
+
+
+_SPENT = _spent()
+"""What a lost connection's protocol keeps as its parser (nothing steps it again)."""
+
+
+class AcyclicConnection(ServerConnection):
+    """A server connection that leaves no reference cycle behind when it closes.
+
+    Three cycles outlive a closed connection otherwise. asyncio's socket
+    transport keeps a bound method of itself (``_read_ready_cb``); the
+    websockets protocol keeps its parser, a generator suspended for good
+    whose frame holds the protocol; and when the peer goes away without a
+    close frame, the protocol keeps the parser's ``EOFError``
+    (``parser_exc``), whose traceback holds a parser frame too. Their
+    objects (dozens per connection) are then left to the cyclic collector and, since a
+    connection usually lives long enough to reach the oldest generation, to
+    a full collection, which stops every thread of the daemon: under churn
+    such collections grew to ~1.6 s (docs/PERFORMANCE.md). Once the
+    connection is lost, the bound method, the parser and the exception's
+    traceback (not the exception) are dropped. Runs on the event loop.
+    """
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            if getattr(self.transport, "_read_ready_cb", None) is not None:
+                self.transport._read_ready_cb = None  # type: ignore[attr-defined]
+            if self.protocol.parser_exc is not None:
+                self.protocol.parser_exc.__traceback__ = None
+            self.protocol.parser = _SPENT  # its suspended frame holds the protocol
 
 
 def _address(connection: ServerConnection) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pykka
 import pytest
 
+from actors.base import DispatchingActor
 from actors.dispatch import DispatchedActor, Dispatcher, DispatcherStopped, stop_soon
 from tests.helpers import wait_until
 
@@ -386,3 +389,35 @@ def test_an_exception_in_on_turn_end_runs_on_failure_and_stops_the_actor(
     ref.tell("x")
     wait_until(lambda: not ref.is_alive(), what="the actor stopped")
     assert actor.failed
+
+
+class Table(DispatchingActor):
+    """An actor with a dispatch table of its own bound methods."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        super().__init__(dispatcher)
+        self._dispatch = {int: self.double}
+
+    def double(self, value: int) -> int:
+        return value * 2
+
+
+@pytest.mark.parametrize("kind", [Recorder, Table])
+def test_an_ended_actor_is_freed_by_reference_counting_alone(
+    dispatcher: Dispatcher, kind: type[DispatchedActor]
+) -> None:
+    gc.collect()
+    gc.disable()  # the cyclic collector must not be needed
+    try:
+        ref = kind.start(dispatcher)
+        ref.ask(21, timeout=5)
+        actor = ref._actor_weakref()
+        assert actor is not None
+        gone = weakref.ref(actor)
+        del actor
+        ref.stop(timeout=5)
+        wait_until(lambda: gone() is None, timeout=5, what="the ended actor freed")
+        with pytest.raises(pykka.ActorDeadError):
+            ref.ask(1, timeout=5)
+    finally:
+        gc.enable()

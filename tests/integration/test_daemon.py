@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -293,3 +295,26 @@ async def test_a_new_user_gets_503_at_node_emergency_and_known_users_still_conne
         assert full.value.response.status_code == 503  # node cap reached
         for ws in [known, *clients]:
             await ws.close()
+
+
+async def test_a_connection_that_ends_leaves_nothing_for_the_cyclic_collector() -> None:
+    async with running_daemon() as daemon:
+        server = daemon.front.server
+        assert server is not None
+        gc.collect()
+        gc.disable()  # only reference counting may free what the connections leave
+        try:
+            parts: list[weakref.ref[object]] = []
+            for n in range(4):
+                client, _ = await open_client(ws_url(daemon, thread_id=f"t{n}"))
+                (server_side,) = server.connections
+                parts += [weakref.ref(server_side.transport), weakref.ref(server_side.protocol)]
+                del server_side
+                if n % 2:
+                    client.transport.abort()  # gone without a close frame
+                else:
+                    await client.close()
+                await wait_for(lambda: not server.connections, what="handler done")
+            await wait_for(lambda: all(ref() is None for ref in parts), what="freed")
+        finally:
+            gc.enable()
