@@ -115,18 +115,18 @@ class RedisLedger(LeaseUpkeep):
     def acquire(
         self, user_id: str, key: str, holder: str, limit: int, evict: bool = False
     ) -> AcquireResult:
-        self._limits[user_id] = limit
-        if self._node_full():
-            return AcquireResult.NODE_FULL
-        for _ in range(2):  # twice at most: Redis may come back while we decide
-            if self._available:
-                result = self._acquire_shared(user_id, key, holder, limit, evict)
-                if result is not None:
-                    return result
-            result = self._acquire_alone(user_id, key, holder, limit)
-            if result is not None:
-                return result
-        return AcquireResult.UNAVAILABLE
+        """:meth:`begin_acquire`, then wait for the answer (for callers that may block)."""
+        answered = threading.Event()
+        answer = self.begin_acquire(
+            user_id, key, holder, limit, evict=evict, notify=lambda _: answered.set()
+        )
+        while isinstance(answer, PendingAcquire):
+            if not answered.wait(self.config.timeout * 2 + 1.0):  # the link always answers
+                self.cancel_acquire(answer)
+                return AcquireResult.UNAVAILABLE
+            answered.clear()
+            answer = self.end_acquire(answer)
+        return answer
 
     def begin_acquire(
         self,
@@ -319,10 +319,6 @@ class RedisLedger(LeaseUpkeep):
                 del self._pending[pending.user_id]
             self._reserved -= 1
 
-    def _node_full(self) -> bool:
-        with self._lock:
-            return self._book.total() + self._reserved >= self._book.node_limit
-
     def _write(self, operation: str, script: str, user_id: str, *args: Any) -> Any:
         """Run a write whose outcome the book already holds; offline, mark the user for resync.
 
@@ -339,21 +335,6 @@ class RedisLedger(LeaseUpkeep):
                     self._dirty.add(user_id)
                     return None
         return None
-
-    def _acquire_shared(
-        self, user_id: str, key: str, holder: str, limit: int, evict: bool
-    ) -> AcquireResult | None:
-        """One admission script; None when Redis failed (the caller falls back)."""
-        args = (key, self.node_id, holder, limit, self.policy.ttl_ms, int(evict))
-        try:
-            status, now = self._run("ACQUIRE", user_id, *args, f"{self._prefix}:node:", user_id)
-        except redis.RedisError as exc:
-            self._lost("acquire", exc)
-            return None
-        result = _STATUS[status]
-        if result is not AcquireResult.USER_FULL:
-            self._enter(user_id, key, holder, int(now))
-        return result
 
     def _acquire_alone(
         self, user_id: str, key: str, holder: str, limit: int
