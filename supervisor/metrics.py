@@ -8,6 +8,7 @@ other unbounded value: every label's values are listed here.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -108,13 +109,22 @@ class MetricsObserver:
         for level in LEVELS:
             self.users_at_level.labels(level).set(0)
         self._level_counts: tuple[int, ...] = (0,) * len(LEVELS)
+        # labelled children, looked up once (``labels()`` takes a lock and builds a key each call)
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def admission(self, result: AdmissionResult) -> None:
-        self.admissions.labels(result).inc()
+        self._child(self.admissions, result).inc()
 
     def cleanup(self, reason: CleanupReason, result: str, duration: float) -> None:
-        self.cleanups.labels(reason, result).inc()
-        self.cleanup_duration.labels(reason).observe(duration)
+        self._child(self.cleanups, reason, result).inc()
+        self._child(self.cleanup_duration, reason).observe(duration)
 
     def release_latency(self, seconds: float) -> None:
         self.release_latency_seconds.observe(seconds)
