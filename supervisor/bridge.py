@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
@@ -31,9 +31,9 @@ __all__ = [
     "DEFAULT_MAX_OUTBOUND_QUEUE",
     "SHED_GRACE",
     "Keepalive",
+    "Pinger",
     "WebSocketPort",
     "admit",
-    "keepalive",
     "off_loop",
     "reply_future",
     "serve_connection",
@@ -106,12 +106,17 @@ class WebSocketPort:
     """A websockets connection as a :class:`~actors.ports.Port`.
 
     ``send_text`` and ``close`` run on actor threads: they queue and wake the
-    loop once per batch (not once per frame). :meth:`run` is the connection's
-    writer task on the loop; frames go out in order, then the close.
+    loop once per batch (not once per frame). On the loop, a batch is written
+    straight into the connection's transport (websockets' own
+    :func:`~websockets.asyncio.server.broadcast`, no task, no await) while
+    the transport's buffer is below its high-water mark; past it, a drain
+    task takes over and awaits websockets' flow control until the queue is
+    empty. Frames go out in order, then the close. Nothing is written before
+    :meth:`start` (the welcome frame goes first).
 
-    At most ``max_outbound_queue`` frames wait for the writer: beyond that
-    the reader is too slow (or stalled), the waiting frames are dropped and
-    the connection is shed with 4004 (:meth:`shed`).
+    At most ``max_outbound_queue`` frames wait: beyond that the reader is
+    too slow (or stalled), the waiting frames are dropped and the
+    connection is shed with 4004 (:meth:`shed`).
     """
 
     def __init__(
@@ -131,7 +136,9 @@ class WebSocketPort:
         self._shed: tuple[int, str] | None = None
         self._shed_task: asyncio.Task[None] | None = None
         self._scheduled = False
-        self._wakeup = asyncio.Event()
+        self._started = False
+        self._closing = False  # the close is under way (or was not needed)
+        self._task: asyncio.Task[None] | None = None  # draining or closing, only while it does
 
     @property
     def shed_code(self) -> int | None:
@@ -154,21 +161,21 @@ class WebSocketPort:
         if overflow:
             self._call_soon(self._start_shed)
         elif wake:
-            self._call_soon(self._wakeup.set)
+            self._call_soon(self._flush)
 
     def close(self, code: int, reason: str) -> None:
         """Any thread: close after the frames already queued."""
         with self._lock:
             if self._close is None:
                 self._close = (code, reason[:120])
-        self._call_soon(self._wakeup.set)
+        self._call_soon(self._flush)
 
     def shed(self, code: int, reason: str) -> None:
         """Loop: close now, dropping the queued frames; abort if the close stalls.
 
         The close gets :data:`SHED_GRACE` seconds; a peer that does not read
         (its TCP window full) cannot hold it up longer: the TCP connection is
-        then aborted, which ends the writer and frees the slot.
+        then aborted, which ends any drain and frees the slot.
         """
         with self._lock:
             if self._shed is not None:
@@ -177,13 +184,23 @@ class WebSocketPort:
             self._shed = (code, reason[:120])
         self._start_shed()
 
-    async def wait_shed(self) -> None:
-        """Loop: wait for a shed close (bounded by :data:`SHED_GRACE`), if one started."""
-        if self._shed_task is not None:
-            await asyncio.shield(self._shed_task)
+    @property
+    def idle(self) -> bool:
+        """True when no drain or close task is under way (the usual state: writes need none)."""
+        return self._task is None
+
+    def start(self) -> None:
+        """Loop: from now on queued frames are written (call it after the welcome frame)."""
+        self._started = True
+        self._flush()
+
+    async def wait_done(self) -> None:
+        """Loop: wait for a drain, a close or a shed under way to end (a shed within its grace)."""
+        for task in (self._task, self._shed_task):
+            if task is not None:
+                await asyncio.shield(task)
 
     def _start_shed(self) -> None:  # on the loop
-        self._wakeup.set()  # an idle writer sees the shed and ends
         if self._shed_task is None and self._shed is not None:
             self._shed_task = asyncio.ensure_future(self._close_or_abort(*self._shed))
 
@@ -209,23 +226,52 @@ class WebSocketPort:
             self._scheduled = False
             return batch, self._close
 
-    async def run(self) -> None:
-        """Loop: the writer task; ends when the connection closes or is shed."""
+    def _flush(self) -> None:  # on the loop
+        if not self._started or self._task is not None or self._shed is not None:
+            return  # not yet; or the task under way takes what is queued; or shed
+        batch, close = self._take()
+        for index, text in enumerate(batch):
+            if self._shed is not None or self._connection.protocol.state is not State.OPEN:
+                return  # shed (the shed task closes); or closing: what is left cannot be sent
+            if _buffer_full(self._connection):
+                self._task = asyncio.ensure_future(self._drain(batch[index:]))
+                return
+            broadcast((self._connection,), text)
+        if close is not None and not self._closing:
+            self._closing = True
+            if self._connection.state is not State.CLOSED:  # a peer gone: nothing to say
+                self._task = asyncio.ensure_future(self._close_connection(*close))
+
+    async def _drain(self, batch: list[str]) -> None:
+        """Loop: send with websockets' flow control until nothing is queued, then close if asked."""
         try:
-            while self._shed is None:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                batch, close = self._take()
+            close = None
+            while batch:
                 for text in batch:
                     if self._shed is not None:
                         return  # the shed task closes the connection
                     await self._connection.send(text)
-                if close is not None and self._shed is None:
-                    if self._connection.state is not State.CLOSED:  # a peer gone: nothing to say
-                        await self._connection.close(*close)
-                    return
+                batch, close = self._take()
         except ConnectionClosed:
             return
+        finally:
+            self._task = None
+        if close is not None:
+            self._flush()  # nothing queued: it starts the close
+
+    async def _close_connection(self, code: int, reason: str) -> None:
+        try:
+            await self._connection.close(code, reason)
+        except ConnectionClosed:  # pragma: no cover - close() itself does not raise it
+            pass
+        finally:
+            self._task = None
+
+
+def _buffer_full(connection: ServerConnection) -> bool:
+    """True once the transport holds as much as its high-water mark (websockets' write limit)."""
+    transport = connection.transport
+    return bool(transport.get_write_buffer_size() >= transport.get_write_buffer_limits()[1])
 
 
 def welcome_frame(context: UserExecutionContext) -> str:
@@ -285,28 +331,70 @@ class Keepalive:
     timeout: float
 
 
-async def keepalive(
-    connection: ServerConnection, handle: ConnectionHandle, settings: Keepalive
-) -> None:
-    """Loop: ping, record each pong as a heartbeat; on a missed pong free the slot at once.
+class Pinger:
+    """Loop: the keepalive of one connection, on timers rather than a task of its own.
 
-    websockets' own keepalive would then wait its close timeout for a peer
-    that will never answer; a dead peer gets no closing handshake here: its
-    slot is freed and its TCP connection aborted, within interval + timeout.
+    Every ``interval`` seconds a ping goes out; its pong is recorded as a
+    heartbeat. A pong later than ``timeout`` means a dead peer: the slot
+    is freed at once and the TCP connection aborted (websockets' own
+    keepalive would then wait its close timeout for a peer that will never
+    answer), so a dead peer is gone within interval + timeout. Between two
+    pings a connection holds one timer, not a suspended task: an idle or a
+    dropped connection costs the loop less. All methods run on the loop.
     """
-    try:
-        while True:
-            await asyncio.sleep(settings.interval)
-            pong = await connection.ping()
-            try:
-                await asyncio.wait_for(pong, settings.timeout)
-            except TimeoutError:
-                handle.closed(int(CloseCode.INTERNAL_ERROR))
-                connection.transport.abort()
-                return
-            handle.heartbeat()
-    except ConnectionClosed:
-        return
+
+    def __init__(
+        self, connection: ServerConnection, handle: ConnectionHandle, settings: Keepalive
+    ) -> None:
+        self._connection = connection
+        self._handle = handle
+        self._settings = settings
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(
+            settings.interval, self._ping
+        )
+
+    def stop(self) -> None:
+        """No more pings; a ping under way is cancelled. Idempotent."""
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None  # the timer holds this pinger: no cycle left behind
+        if self._task is not None:
+            self._task.cancel()
+
+    def _ping(self) -> None:  # timer
+        self._timer = None
+        self._task = self._loop.create_task(self._send_ping())
+
+    async def _send_ping(self) -> None:
+        try:
+            pong = asyncio.ensure_future(await self._connection.ping())
+        except ConnectionClosed:
+            return
+        finally:
+            self._task = None
+        if self._stopped:
+            return
+        self._timer = self._loop.call_later(self._settings.timeout, self._missed)
+        pong.add_done_callback(self._answered)
+
+    def _answered(self, pong: asyncio.Future[float]) -> None:
+        if pong.cancelled() or pong.exception() is not None or self._stopped:
+            return  # the connection is lost; its handler frees the slot
+        if self._timer is not None:
+            self._timer.cancel()
+        self._handle.heartbeat()
+        self._timer = self._loop.call_later(self._settings.interval, self._ping)
+
+    def _missed(self) -> None:  # timer: no pong within the timeout
+        self._timer = None
+        if self._stopped:
+            return
+        self._handle.closed(int(CloseCode.INTERNAL_ERROR))
+        self._connection.transport.abort()
 
 
 _BINARY_ERROR = json.dumps(
@@ -332,11 +420,12 @@ async def serve_connection(
     client over its ``inbound`` rate is shed with 1008 (the frame over the
     rate is not delivered).
     """
-    writer: asyncio.Task[None] | None = None
-    pinger = None if alive is None else asyncio.create_task(keepalive(connection, handle, alive))
+    pinger = None if alive is None else Pinger(connection, handle, alive)
+    started = False
     try:
         await connection.send(welcome_frame(handle.context))
-        writer = asyncio.create_task(port.run())  # after the welcome: nothing overtakes it
+        port.start()  # after the welcome: nothing overtakes it
+        started = True
         async for message in connection:
             if inbound is not None and not inbound.allow():
                 port.shed(int(CloseCode.POLICY), "message rate exceeded")
@@ -350,8 +439,7 @@ async def serve_connection(
     finally:
         handle.closed(connection.close_code if port.shed_code is None else port.shed_code)
         if pinger is not None:
-            pinger.cancel()
-        if writer is not None:
+            pinger.stop()
+        if started:
             port.close(int(CloseCode.NORMAL), "")
-            await writer
-        await port.wait_shed()
+        await port.wait_done()

@@ -65,13 +65,13 @@ async def supervise(
 ) -> AsyncIterator[ConnectionHandle]:
     """Hold a slot for ``connection`` while the block runs; frames in via ``deliver``."""
     handle, port = await _admit(tree, connection, user_id, thread_id, timeout)
-    writer = asyncio.create_task(port.run())
+    port.start()
     try:
         yield handle
     finally:
         handle.closed(connection.close_code)
         port.close(int(CloseCode.NORMAL), "")
-        await writer
+        await port.wait_done()
 
 
 async def serve_supervised(

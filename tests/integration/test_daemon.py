@@ -318,3 +318,19 @@ async def test_a_connection_that_ends_leaves_nothing_for_the_cyclic_collector() 
             await wait_for(lambda: all(ref() is None for ref in parts), what="freed")
         finally:
             gc.enable()
+
+
+async def test_an_idle_connection_keeps_one_task_on_the_loop_the_websockets_handler() -> None:
+    # the keepalive waits on a timer and the port writes without a task of its own
+    async with running_daemon({"timeouts": {"ping_interval": 30.0}}) as daemon:
+        before = len(asyncio.all_tasks())
+        clients = [(await open_client(ws_url(daemon), ping_interval=None))[0] for _ in range(5)]
+        await asyncio.sleep(0.05)  # every admission's last step has run
+        assert len(asyncio.all_tasks()) - before == len(clients)
+        for ws in clients:
+            await ws.send(json.dumps({"type": "echo", "data": "still served"}))
+            assert (await recv_json(ws))["data"] == "still served"
+        assert len(asyncio.all_tasks()) - before == len(clients)
+        for ws in clients:
+            await ws.close()
+        await wait_for(lambda: daemon.tree.ledger.total() == 0, what="every slot free")

@@ -1,0 +1,91 @@
+"""The loop side of a connection: what its port writes, in which order, and what it keeps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from supervisor.bridge import WebSocketPort
+from supervisor.server import AcyclicConnection
+from tests.integration.harness import wait_for
+
+pytestmark = pytest.mark.asyncio
+
+Ports = asyncio.Queue[WebSocketPort]
+
+
+@contextlib.asynccontextmanager
+async def port_server() -> AsyncIterator[tuple[Server, Ports]]:
+    """A websockets server whose handler hands each connection's started port to the test."""
+    ports: Ports = asyncio.Queue()
+
+    async def handler(connection: ServerConnection) -> None:
+        port = WebSocketPort(asyncio.get_running_loop(), connection)
+        port.start()
+        await ports.put(port)
+        await connection.wait_closed()
+        await port.wait_done()
+
+    async with serve(
+        handler,
+        "127.0.0.1",
+        0,
+        ping_interval=None,
+        compression=None,
+        create_connection=AcyclicConnection,
+    ) as server:
+        yield server, ports
+
+
+def url(server: Server) -> str:
+    return f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+
+
+def from_thread(*steps: tuple[str, tuple[object, ...]], port: WebSocketPort) -> None:
+    """Call the port's methods on a thread of its own, as a manager actor does."""
+
+    def run() -> None:
+        for name, args in steps:
+            getattr(port, name)(*args)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(5)
+
+
+async def test_frames_sent_from_another_thread_arrive_in_order_and_the_close_comes_after_them() -> (
+    None
+):
+    async with port_server() as (server, ports), connect(url(server)) as client:
+        port = await asyncio.wait_for(ports.get(), 5)
+        steps = [("send_text", (f"frame {n}",)) for n in range(300)]
+        from_thread(*steps, ("close", (4000, "done")), port=port)
+        received = [await asyncio.wait_for(client.recv(), 5) for _ in range(300)]
+        assert received == [f"frame {n}" for n in range(300)]
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(client.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+        await wait_for(lambda: port.idle, what="the close task ends")
+
+
+async def test_a_reader_that_stops_reading_gets_every_frame_in_order_once_it_reads_again() -> None:
+    big = "x" * 65536
+    async with (
+        port_server() as (server, ports),
+        connect(url(server), max_queue=1, compression=None) as client,
+    ):
+        port = await asyncio.wait_for(ports.get(), 5)
+        from_thread(*[("send_text", (f"{n:03d}{big}",)) for n in range(200)], port=port)
+        # 13 MB cannot all go into the kernel's buffers: the rest waits on a drain task
+        await wait_for(lambda: not port.idle, what="the port starts draining")
+        received = [await asyncio.wait_for(client.recv(), 5) for _ in range(200)]
+        assert [int(text[:3]) for text in received] == list(range(200))
+        assert all(text[3:] == big for text in received)
+        await wait_for(lambda: port.idle, what="the drain ends once the queue is empty")
