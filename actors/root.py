@@ -27,6 +27,7 @@ from actors.messages import (
 )
 from actors.ports import Admission
 from actors.runtime import Runtime
+from actors.ticker import Alarm
 from actors.user_supervisor import UserSupervisorActor
 from supervisor.codes import CloseCode
 from supervisor.policies.thresholds import Action, Level
@@ -47,9 +48,10 @@ class RootMonitorActor(DispatchingActor):
     stop, and the tree waits for them (:meth:`SupervisionTree.stop`).
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, alarm: Alarm | None = None) -> None:
         super().__init__(runtime.system_dispatcher)
         self._rt = runtime
+        self._alarm = alarm if alarm is not None else Alarm()  # when the ticker next wakes us
         self._sups: dict[str, pykka.ActorRef[Any]] = {}
         self._usage: dict[str, UsageReport] = {}
         self._levels: dict[str, Level] = {}
@@ -121,6 +123,7 @@ class RootMonitorActor(DispatchingActor):
             return  # from a supervisor that has already been stopped or replaced
         previous = self._usage.get(user_id)
         self._usage[user_id] = report
+        self._alarm.request(report.wake_at)
         if previous is not None and previous.counts == report.counts:
             return  # only its wake time moved
         self._node_used += report.used - (previous.used if previous else 0)
@@ -129,7 +132,8 @@ class RootMonitorActor(DispatchingActor):
         if schedule.is_empty(
             report.used, report.pool_idle, report.admits_seen, self._forwarded[user_id]
         ):
-            self._empty_since.setdefault(user_id, self._rt.clock.monotonic())
+            since = self._empty_since.setdefault(user_id, self._rt.clock.monotonic())
+            self._alarm.request(schedule.retire_at(since))
         else:
             self._empty_since.pop(user_id, None)
         self._set_user_level(user_id, self._rt.thresholds.classify(report.used, report.limit))
@@ -211,6 +215,25 @@ class RootMonitorActor(DispatchingActor):
         for user_id, since in list(self._empty_since.items()):
             if schedule.retire(since, tick.now):
                 self._retire_supervisor(user_id)
+        self._alarm.set(self._next_due(tick.now))
+
+    def _next_due(self, now: float) -> float:
+        """The earliest time a tick can find work: a supervisor's, a background sweep, a retirement.
+
+        A supervisor that has not reported yet is due at once. A report
+        that a tick is about to move is still the old one: the next tick
+        then comes ``tick_interval`` later and sets the alarm right.
+        """
+        schedule, usage = self._rt.schedule, self._usage
+        due = schedule.next_background(
+            now if self._last_background is None else self._last_background
+        )
+        for user_id in self._sups:
+            report = usage.get(user_id)
+            due = min(due, now if report is None else report.wake_at)
+        for since in self._empty_since.values():
+            due = min(due, schedule.retire_at(since))
+        return due
 
     def _retire_supervisor(self, user_id: str) -> None:
         ref = self._sups.pop(user_id)

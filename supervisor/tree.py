@@ -23,7 +23,7 @@ from actors.messages import Admit, Crash, GetSnapshot, GetSupervisors, Push, Tak
 from actors.ports import Admission, AdmissionTicket, Handler, Port
 from actors.root import RootMonitorActor
 from actors.runtime import Runtime
-from actors.ticker import Ticker, stop_and_wait
+from actors.ticker import Alarm, Ticker, stop_and_wait
 from supervisor.clock import Clock, SystemClock
 from supervisor.config import Config
 from supervisor.context import UserExecutionContext, validate_id
@@ -105,10 +105,11 @@ class SupervisionTree:
                 return self
             self.dispatcher.start()
             self.system_dispatcher.start()
-            self._root = RootMonitorActor.start(self._runtime)
+            alarm = Alarm()
+            self._root = RootMonitorActor.start(self._runtime, alarm)
             if self._tick:
                 interval = self.config.timeouts.tick_interval
-                self._ticker = Ticker(self._root, self.clock, interval).start()
+                self._ticker = Ticker(self._root, self.clock, interval, alarm).start()
         return self
 
     def stop(self, timeout: float | None = None) -> None:
@@ -240,6 +241,12 @@ class SupervisionTree:
         return found
 
     # --- state -----------------------------------------------------------------------------------
+
+    @property
+    def ticks(self) -> int:
+        """Ticks the ticker has sent so far (0 without a ticker)."""
+        ticker = self._ticker
+        return 0 if ticker is None else ticker.ticks
 
     def snapshot(self, timeout: float = 2.0) -> dict[str, Any]:
         """The whole tree as JSON-ready data: ``{"root": {...}, "users": [...]}`` (blocking)."""

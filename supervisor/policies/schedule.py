@@ -18,6 +18,10 @@ class CleanupSchedule:
         """True when a background sweep is due, the last one having run at ``last``."""
         return now - last >= self.background_interval
 
+    def next_background(self, last: float) -> float:
+        """When the background sweep after the one at ``last`` is due."""
+        return last + self.background_interval
+
     @staticmethod
     def is_empty(used: int, pool_idle: int, admits_seen: int, admits_sent: int) -> bool:
         """True when a supervisor holds nothing and no admission is on its way to it."""
@@ -26,3 +30,7 @@ class CleanupSchedule:
     def retire(self, empty_since: float, now: float) -> bool:
         """True when a supervisor empty since ``empty_since`` should be stopped."""
         return now - empty_since >= self.empty_supervisor_ttl
+
+    def retire_at(self, empty_since: float) -> float:
+        """When a supervisor empty since ``empty_since`` is to be stopped."""
+        return empty_since + self.empty_supervisor_ttl

@@ -736,3 +736,11 @@ def test_a_pooled_manager_expires_from_the_time_expires_at_gives_and_not_before(
     pool = PoolPolicy(size=2, idle_seconds=30.0)
     assert pool.expired(since, pool.expires_at(since) + later)
     assert not pool.expired(since, since + 29.9)
+
+
+def test_the_schedule_names_when_the_next_background_sweep_and_a_retirement_are_due() -> None:
+    schedule = CleanupSchedule(background_interval=5.0, empty_supervisor_ttl=2.0)
+    assert schedule.next_background(100.0) == 105.0
+    assert not schedule.background_due(100.0, 104.9) and schedule.background_due(100.0, 105.0)
+    assert schedule.retire_at(50.0) == 52.0
+    assert not schedule.retire(50.0, 51.9) and schedule.retire(50.0, 52.0)
