@@ -195,10 +195,15 @@ class WebSocketPort:
         self._flush()
 
     async def wait_done(self) -> None:
-        """Loop: wait for a drain, a close or a shed under way to end (a shed within its grace)."""
-        for task in (self._task, self._shed_task):
-            if task is not None:
-                await asyncio.shield(task)
+        """Loop: wait for a drain, a close or a shed under way to end (a shed within its grace).
+
+        A drain that ends with a close asked for starts the close: that is waited for too.
+        """
+        while True:
+            running = [t for t in (self._task, self._shed_task) if t is not None and not t.done()]
+            if not running:
+                return
+            await asyncio.shield(running[0])
 
     def _start_shed(self) -> None:  # on the loop
         if self._shed_task is None and self._shed is not None:

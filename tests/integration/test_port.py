@@ -89,3 +89,23 @@ async def test_a_reader_that_stops_reading_gets_every_frame_in_order_once_it_rea
         assert [int(text[:3]) for text in received] == list(range(200))
         assert all(text[3:] == big for text in received)
         await wait_for(lambda: port.idle, what="the drain ends once the queue is empty")
+
+
+async def test_waiting_for_a_port_covers_the_close_that_follows_its_drain() -> None:
+    big = "y" * 65536
+    async with (
+        port_server() as (server, ports),
+        connect(url(server), max_queue=1, compression=None) as client,
+    ):
+        port = await asyncio.wait_for(ports.get(), 5)
+        steps = [("send_text", (big,)) for _ in range(200)]
+        from_thread(*steps, ("close", (4000, "done")), port=port)
+        await wait_for(lambda: not port.idle, what="the port starts draining")
+        done = asyncio.ensure_future(port.wait_done())
+        for _ in range(200):
+            await asyncio.wait_for(client.recv(), 5)
+        await asyncio.wait_for(done, 10)
+        assert port.idle  # the close that the drain started has ended as well
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(client.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
