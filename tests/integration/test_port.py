@@ -8,7 +8,7 @@ import threading
 from collections.abc import AsyncIterator
 
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -19,6 +19,7 @@ from tests.integration.harness import wait_for
 pytestmark = pytest.mark.asyncio
 
 Ports = asyncio.Queue[WebSocketPort]
+Stalled = tuple[WebSocketPort, ClientConnection]
 
 
 @contextlib.asynccontextmanager
@@ -75,16 +76,26 @@ async def test_frames_sent_from_another_thread_arrive_in_order_and_the_close_com
         await wait_for(lambda: port.idle, what="the close task ends")
 
 
-async def test_a_reader_that_stops_reading_gets_every_frame_in_order_once_it_reads_again() -> None:
-    big = "x" * 65536
+@contextlib.asynccontextmanager
+async def stalled_reader(*steps: tuple[str, tuple[object, ...]]) -> AsyncIterator[Stalled]:
+    """A client that reads nothing yet, and its port, once ``steps`` have put it on a drain task.
+
+    ``steps`` must queue more than the kernel's buffers hold (megabytes).
+    """
     async with (
         port_server() as (server, ports),
         connect(url(server), max_queue=1, compression=None) as client,
     ):
         port = await asyncio.wait_for(ports.get(), 5)
-        from_thread(*[("send_text", (f"{n:03d}{big}",)) for n in range(200)], port=port)
-        # 13 MB cannot all go into the kernel's buffers: the rest waits on a drain task
+        from_thread(*steps, port=port)
         await wait_for(lambda: not port.idle, what="the port starts draining")
+        yield port, client
+
+
+async def test_a_reader_that_stops_reading_gets_every_frame_in_order_once_it_reads_again() -> None:
+    big = "x" * 65536
+    steps = [("send_text", (f"{n:03d}{big}",)) for n in range(200)]
+    async with stalled_reader(*steps) as (port, client):
         received = [await asyncio.wait_for(client.recv(), 5) for _ in range(200)]
         assert [int(text[:3]) for text in received] == list(range(200))
         assert all(text[3:] == big for text in received)
@@ -92,15 +103,8 @@ async def test_a_reader_that_stops_reading_gets_every_frame_in_order_once_it_rea
 
 
 async def test_waiting_for_a_port_covers_the_close_that_follows_its_drain() -> None:
-    big = "y" * 65536
-    async with (
-        port_server() as (server, ports),
-        connect(url(server), max_queue=1, compression=None) as client,
-    ):
-        port = await asyncio.wait_for(ports.get(), 5)
-        steps = [("send_text", (big,)) for _ in range(200)]
-        from_thread(*steps, ("close", (4000, "done")), port=port)
-        await wait_for(lambda: not port.idle, what="the port starts draining")
+    steps = [("send_text", ("y" * 65536,)) for _ in range(200)]
+    async with stalled_reader(*steps, ("close", (4000, "done"))) as (port, client):
         done = asyncio.ensure_future(port.wait_done())
         for _ in range(200):
             await asyncio.wait_for(client.recv(), 5)
