@@ -36,7 +36,7 @@ from supervisor.bridge import off_loop
 from supervisor.clock import SystemClock
 from supervisor.cluster import ClusterLink
 from supervisor.config import Config
-from supervisor.configload import load_config
+from supervisor.configload import config_to_dict, load_config
 from supervisor.errors import ConfigError, ConfigIssue, TreeNotRunning
 from supervisor.metrics import MetricsObserver
 from supervisor.observer_fanout import FanoutObserver
@@ -45,7 +45,7 @@ from supervisor.redis_ledger import RedisLedger, Takeback, connect
 from supervisor.server import WebSocketFront
 from supervisor.tree import SupervisionTree
 
-__all__ = ["Daemon", "ForcedExit"]
+__all__ = ["Daemon", "ForcedExit", "restart_only_changes"]
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +221,9 @@ class Daemon:
                 ping_timeout=self.config.timeouts.ping_timeout,
             ),
         )
-        if attrs.evolve(new, logging=self.config.logging) != attrs.evolve(
-            live, logging=self.config.logging
-        ):
-            log.warning("reload: listener, auth and keepalive settings apply at the next restart")
+        waiting = restart_only_changes(live, new)
+        if waiting:
+            log.warning("reload: %s apply at the next restart", ", ".join(waiting))
         self.tree.reconfigure(live)
         self.config = live
         log.info("reload applied: max_managers_per_user=%d", live.quota.max_managers_per_user)
@@ -238,3 +237,23 @@ class Daemon:
         for ident, frame in sys._current_frames().items():
             stack = "".join(traceback.format_stack(frame))
             log.warning("thread %s (%s):\n%s", names.get(ident, "?"), ident, stack)
+
+
+def restart_only_changes(applied: Config, reloaded: Config) -> list[str]:
+    """The key paths (``section.key``) that ``reloaded`` changes but a reload left as they were.
+
+    ``applied`` is what the reload put in place.
+    """
+    now, wanted = _flat(config_to_dict(applied)), _flat(config_to_dict(reloaded))
+    return sorted(key for key in now.keys() | wanted.keys() if now.get(key) != wanted.get(key))
+
+
+def _flat(tree: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        flat.update(
+            _flat(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}")
+        )
+    return flat

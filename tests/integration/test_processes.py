@@ -75,13 +75,16 @@ def daemon_proc(config_file: Path) -> Iterator[DaemonProcess]:
         proc.kill()
 
 
-def set_quota(path: Path, value: int | str) -> None:
+def set_key(path: Path, key: str, value: float | str) -> None:
     text = path.read_text()
     lines = [
-        f"max_managers_per_user = {value}" if line.startswith("max_managers_per_user") else line
-        for line in text.splitlines()
+        f"{key} = {value}" if line.startswith(f"{key} ") else line for line in text.splitlines()
     ]
     path.write_text("\n".join(lines) + "\n")
+
+
+def set_quota(path: Path, value: int | str) -> None:
+    set_key(path, "max_managers_per_user", value)
 
 
 async def _refused(url: str) -> int | None:
@@ -110,7 +113,7 @@ async def test_sigterm_drains_every_connection_with_1001_and_exits_0(
 
 
 @pytest.mark.asyncio
-async def test_sighup_applies_a_new_quota_live_and_rejects_a_bad_file(
+async def test_sighup_applies_a_new_quota_live_rejects_a_bad_file_and_names_what_waits(
     daemon_proc: DaemonProcess, config_file: Path
 ) -> None:
     set_quota(config_file, 2)
@@ -123,9 +126,11 @@ async def test_sighup_applies_a_new_quota_live_and_rejects_a_bad_file(
     await asyncio.sleep(0.5)
     assert await _refused(daemon_proc.url()) == 429
     set_quota(config_file, 3)
+    set_key(config_file, "messages_per_second", 50.0)  # not applied live: named in the log
     daemon_proc.signal(signal.SIGHUP)
     await asyncio.sleep(0.5)
     assert await _refused(daemon_proc.url()) is None
+    assert "reload: limits.messages_per_second apply at the next restart" in daemon_proc.output()
     for ws in clients:
         assert ws.state.name == "OPEN"  # nothing dropped by the reloads
         await ws.close()

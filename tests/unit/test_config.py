@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import attrs
 import pytest
 
 from supervisor.config import Config, QuotaConfig, ThresholdsConfig
@@ -17,7 +18,9 @@ from supervisor.configload import (
     parse_config,
     profile_path,
 )
+from supervisor.daemon import restart_only_changes
 from supervisor.errors import ConfigError, ConfigIssue
+from tests.helpers import make_config
 
 __all__: list[str] = []
 
@@ -457,3 +460,17 @@ def test_an_admission_timeout_from_the_environment_is_checked_against_the_file()
 def test_every_profile_answers_an_admission_before_the_handshake_times_out(name: str) -> None:
     config = load_profile(name, env={})
     assert config.server.admission_timeout < config.limits.open_timeout
+
+
+def test_a_reload_names_every_changed_setting_that_it_did_not_apply() -> None:
+    running = make_config()
+    reloaded = make_config(
+        {
+            "quota": {"max_managers_per_user": 7},
+            "server": {"port": 9999},
+            "logging": {"level": "DEBUG"},
+        }
+    )
+    applied = attrs.evolve(running, quota=reloaded.quota)  # what a reload puts in place
+    assert restart_only_changes(applied, reloaded) == ["logging.level", "server.port"]
+    assert restart_only_changes(reloaded, reloaded) == []
