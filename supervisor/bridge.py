@@ -445,6 +445,6 @@ async def serve_connection(
         handle.closed(connection.close_code if port.shed_code is None else port.shed_code)
         if pinger is not None:
             pinger.stop()
-        if started:
+        if started and connection.state is not State.CLOSED:  # else nothing is left to send
             port.close(int(CloseCode.NORMAL), "")
         await port.wait_done()
