@@ -16,7 +16,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import attrs
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -24,6 +23,7 @@ from websockets.protocol import State
 from actors.ports import Admission, ConnectionHandle
 from supervisor.codes import CloseCode
 from supervisor.context import UserExecutionContext
+from supervisor.keepalive import Keepalive, KeepaliveScheduler, buffer_full
 from supervisor.policies.limits import InboundRateLimit
 from supervisor.tree import SupervisionTree
 
@@ -31,7 +31,6 @@ __all__ = [
     "DEFAULT_MAX_OUTBOUND_QUEUE",
     "SHED_GRACE",
     "Keepalive",
-    "Pinger",
     "WebSocketPort",
     "admit",
     "off_loop",
@@ -238,7 +237,7 @@ class WebSocketPort:
         for index, text in enumerate(batch):
             if self._shed is not None or self._connection.protocol.state is not State.OPEN:
                 return  # shed (the shed task closes); or closing: what is left cannot be sent
-            if _buffer_full(self._connection):
+            if buffer_full(self._connection):
                 self._task = asyncio.ensure_future(self._drain(batch[index:]))
                 return
             broadcast((self._connection,), text)
@@ -271,12 +270,6 @@ class WebSocketPort:
             pass
         finally:
             self._task = None
-
-
-def _buffer_full(connection: ServerConnection) -> bool:
-    """True once the transport holds as much as its high-water mark (websockets' write limit)."""
-    transport = connection.transport
-    return bool(transport.get_write_buffer_size() >= transport.get_write_buffer_limits()[1])
 
 
 def welcome_frame(context: UserExecutionContext) -> str:
@@ -328,80 +321,6 @@ def _release(admission: Admission) -> None:
         admission.handle.closed()
 
 
-@attrs.frozen
-class Keepalive:
-    """Ping every ``interval`` seconds; a pong later than ``timeout`` means a dead peer."""
-
-    interval: float
-    timeout: float
-
-
-class Pinger:
-    """Loop: the keepalive of one connection, on timers rather than a task of its own.
-
-    Every ``interval`` seconds a ping goes out; its pong is recorded as a
-    heartbeat. A pong later than ``timeout`` means a dead peer: the slot
-    is freed at once and the TCP connection aborted (websockets' own
-    keepalive would then wait its close timeout for a peer that will never
-    answer), so a dead peer is gone within interval + timeout. Between two
-    pings a connection holds one timer, not a suspended task: an idle or a
-    dropped connection costs the loop less. All methods run on the loop.
-    """
-
-    def __init__(
-        self, connection: ServerConnection, handle: ConnectionHandle, settings: Keepalive
-    ) -> None:
-        self._connection = connection
-        self._handle = handle
-        self._settings = settings
-        self._loop = asyncio.get_running_loop()
-        self._task: asyncio.Task[None] | None = None
-        self._stopped = False
-        self._timer: asyncio.TimerHandle | None = self._loop.call_later(
-            settings.interval, self._ping
-        )
-
-    def stop(self) -> None:
-        """No more pings; a ping under way is cancelled. Idempotent."""
-        self._stopped = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None  # the timer holds this pinger: no cycle left behind
-        if self._task is not None:
-            self._task.cancel()
-
-    def _ping(self) -> None:  # timer
-        self._timer = None
-        self._task = self._loop.create_task(self._send_ping())
-
-    async def _send_ping(self) -> None:
-        try:
-            pong = asyncio.ensure_future(await self._connection.ping())
-        except ConnectionClosed:
-            return
-        finally:
-            self._task = None
-        if self._stopped:
-            return
-        self._timer = self._loop.call_later(self._settings.timeout, self._missed)
-        pong.add_done_callback(self._answered)
-
-    def _answered(self, pong: asyncio.Future[float]) -> None:
-        if pong.cancelled() or pong.exception() is not None or self._stopped:
-            return  # the connection is lost; its handler frees the slot
-        if self._timer is not None:
-            self._timer.cancel()
-        self._handle.heartbeat()
-        self._timer = self._loop.call_later(self._settings.interval, self._ping)
-
-    def _missed(self) -> None:  # timer: no pong within the timeout
-        self._timer = None
-        if self._stopped:
-            return
-        self._handle.closed(int(CloseCode.INTERNAL_ERROR))
-        self._connection.transport.abort()
-
-
 _BINARY_ERROR = json.dumps(
     {
         "type": "error",
@@ -425,7 +344,7 @@ async def serve_connection(
     client over its ``inbound`` rate is shed with 1008 (the frame over the
     rate is not delivered).
     """
-    pinger = None if alive is None else Pinger(connection, handle, alive)
+    pinger = None if alive is None else KeepaliveScheduler.of(alive).add(connection, handle)
     started = False
     try:
         await connection.send(welcome_frame(handle.context))

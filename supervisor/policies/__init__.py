@@ -11,6 +11,7 @@ their answers, so each rule is unit-tested here on its own:
 - :mod:`supervisor.policies.schedule`: the root's background sweep and empty supervisors.
 - :mod:`supervisor.policies.pool`: when an idle manager may wait for reuse, and how long.
 - :mod:`supervisor.policies.readiness`: ready or not (rollback triggers, draining).
+- :mod:`supervisor.policies.keepalive`: when to ping, and when a peer is dead, on a grid.
 """
 
 __all__: list[str] = []

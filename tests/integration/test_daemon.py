@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.protocol import State
 
 from supervisor.codes import CloseCode
 from supervisor.daemon import Daemon
@@ -334,3 +335,34 @@ async def test_an_idle_connection_keeps_one_task_on_the_loop_the_websockets_hand
         for ws in clients:
             await ws.close()
         await wait_for(lambda: daemon.tree.ledger.total() == 0, what="every slot free")
+
+
+async def test_a_peer_that_stops_answering_pings_loses_its_slot_within_interval_plus_timeout() -> (
+    None
+):
+    keepalive = {"ping_interval": 0.2, "ping_timeout": 0.2, "tick_interval": 1.0}  # sweeps late
+    async with running_daemon({"timeouts": keepalive}) as daemon:
+        dead, _ = await open_client(ws_url(daemon, user="dead"), ping_interval=None)
+        assert daemon.front.server is not None
+        (server_side,) = daemon.front.server.connections
+        alive, _ = await open_client(ws_url(daemon, user="alive"), ping_interval=None)
+        await asyncio.sleep(0.5)  # both have answered pings by now
+        dead.transport.pause_reading()  # the daemon's pings go unanswered from here on
+        started = time.monotonic()
+        await wait_for(lambda: used(daemon, "dead") == 0, 2.0, "the dead peer's slot")
+        assert time.monotonic() - started < 0.4 + 0.3  # interval + timeout, and scheduling slack
+        # the keepalive aborted it: no close frame, no closing handshake to wait for
+        assert (
+            server_side.protocol.state is State.CLOSED and server_side.protocol.close_sent is None
+        )
+        await asyncio.sleep(1.0)  # five more intervals: the peer that answers keeps its slot
+        assert used(daemon, "alive") == 1
+        assert await ping_ok(alive)
+        dead.transport.abort()
+        await alive.close()
+        await wait_for(lambda: daemon.tree.ledger.total() == 0, what="every slot free")
+
+
+async def ping_ok(ws: Any) -> bool:
+    await ws.send(json.dumps({"type": "echo", "data": "here"}))
+    return bool((await recv_json(ws))["data"] == "here")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from supervisor.clock import ManualClock
+from supervisor.policies.keepalive import KeepaliveGrid
 from supervisor.policies.ledger import AcquireResult, InMemoryLedger
 from supervisor.policies.pool import PoolPolicy
 from supervisor.policies.quota import QuotaPolicy, Verdict
@@ -744,3 +745,25 @@ def test_the_schedule_names_when_the_next_background_sweep_and_a_retirement_are_
     assert not schedule.background_due(100.0, 104.9) and schedule.background_due(100.0, 105.0)
     assert schedule.retire_at(50.0) == 52.0
     assert not schedule.retire(50.0, 51.9) and schedule.retire(50.0, 52.0)
+
+
+@pytest.mark.parametrize("answered_at", [0.0, 0.013, 7.5, 1234.5678, 99999.999])
+@pytest.mark.parametrize(
+    ("interval", "timeout"), [(1.0, 1.0), (20.0, 20.0), (0.2, 5.0), (5.0, 0.2)]
+)
+def test_a_keepalive_on_the_grid_pings_early_and_still_checks_within_interval_plus_timeout(
+    answered_at: float, interval: float, timeout: float
+) -> None:
+    grid = KeepaliveGrid.for_settings(interval, timeout)
+    ping = grid.time_of(grid.ping_slot(answered_at, now=answered_at))
+    assert answered_at < ping <= answered_at + interval - grid.step
+    for late in (0.0, grid.step / 2):  # the ping task may run a little after its slot
+        check = grid.time_of(grid.check_slot(ping + late))
+        assert ping + late + timeout <= check <= answered_at + interval + timeout + late + 1e-9
+
+
+def test_a_ping_slot_already_past_moves_to_the_next_slot_after_now() -> None:
+    grid = KeepaliveGrid(interval=1.0, timeout=1.0, step=0.1)
+    assert grid.ping_slot(answered_at=0.0, now=5.0) == 51
+    with pytest.raises(ValueError, match="step must be > 0"):
+        KeepaliveGrid(interval=1.0, timeout=1.0, step=0.0)
