@@ -84,11 +84,11 @@ class KeepaliveScheduler:
         schedulers = cls._by_loop.setdefault(loop, {})
         scheduler = schedulers.get(settings)
         if scheduler is None:
-            scheduler = schedulers[settings] = cls(loop, settings)
+            scheduler = schedulers[settings] = cls(settings)
         return scheduler
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, settings: Keepalive) -> None:
-        self._loop = loop
+    def __init__(self, settings: Keepalive) -> None:
+        # no reference to the loop: the registry keys it weakly, and a value must not keep it
         self._grid = KeepaliveGrid.for_settings(settings.interval, settings.timeout)
         self._buckets: dict[int, list[_Item]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -100,14 +100,14 @@ class KeepaliveScheduler:
         return entry
 
     def _next_ping(self, entry: KeepaliveEntry) -> None:
-        now = self._loop.time()
+        now = asyncio.get_running_loop().time()
         self._put(self._grid.ping_slot(now, now), (entry, entry.generation, True))
 
     def _put(self, slot: int, item: _Item) -> None:
         bucket = self._buckets.get(slot)
         if bucket is None:
             bucket = self._buckets[slot] = []
-            self._loop.call_at(self._grid.time_of(slot), self._fire, slot)
+            asyncio.get_running_loop().call_at(self._grid.time_of(slot), self._fire, slot)
         bucket.append(item)
 
     def _fire(self, slot: int) -> None:
@@ -120,7 +120,7 @@ class KeepaliveScheduler:
             else:
                 self._missed(entry)
         if due:
-            task = self._loop.create_task(self._ping_all(due))
+            task = asyncio.get_running_loop().create_task(self._ping_all(due))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -139,7 +139,8 @@ class KeepaliveScheduler:
             if entry.stopped:
                 continue
             entry.generation += 1
-            self._put(self._grid.check_slot(self._loop.time()), (entry, entry.generation, False))
+            sent = asyncio.get_running_loop().time()
+            self._put(self._grid.check_slot(sent), (entry, entry.generation, False))
             pong.add_done_callback(functools.partial(self._answered, entry, entry.generation))
 
     def _answered(
