@@ -41,11 +41,6 @@ class Alarm:
         self._due = float("-inf")
         self._closed = False
 
-    @property
-    def due(self) -> float:
-        """The time (the tree's clock) from which the root has work."""
-        return self._due
-
     def request(self, at: float) -> None:
         """Be due by ``at`` at the latest (the root's thread)."""
         if at < self._due:  # most reports change nothing: no lock

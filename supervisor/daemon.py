@@ -248,12 +248,11 @@ def restart_only_changes(applied: Config, reloaded: Config) -> list[str]:
     return sorted(key for key in now.keys() | wanted.keys() if now.get(key) != wanted.get(key))
 
 
-def _flat(tree: object, prefix: str = "") -> dict[str, object]:
+def _flat(tree: object, path: str = "") -> dict[str, object]:
+    """``tree`` (nested dicts) as ``{"section.key": value}``."""
     if not isinstance(tree, dict):
-        return {prefix: tree}
+        return {path: tree}
     flat: dict[str, object] = {}
     for key, value in tree.items():
-        flat.update(
-            _flat(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}")
-        )
+        flat.update(_flat(value, f"{path}.{key}" if path else str(key)))
     return flat

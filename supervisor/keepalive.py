@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import weakref
 from typing import ClassVar
 
@@ -31,8 +30,6 @@ from supervisor.codes import CloseCode
 from supervisor.policies.keepalive import KeepaliveGrid
 
 __all__ = ["Keepalive", "KeepaliveEntry", "KeepaliveScheduler", "buffer_full"]
-
-log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -81,7 +78,9 @@ class KeepaliveScheduler:
     def of(cls, settings: Keepalive) -> KeepaliveScheduler:
         """The running loop's scheduler for ``settings`` (made on first use)."""
         loop = asyncio.get_running_loop()
-        schedulers = cls._by_loop.setdefault(loop, {})
+        schedulers = cls._by_loop.get(loop)
+        if schedulers is None:
+            schedulers = cls._by_loop[loop] = {}
         scheduler = schedulers.get(settings)
         if scheduler is None:
             scheduler = schedulers[settings] = cls(settings)

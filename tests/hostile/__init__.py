@@ -6,12 +6,9 @@ The helpers below are shared by the hostile test modules.
 from __future__ import annotations
 
 import asyncio
-import json
-
-from websockets.asyncio.client import ClientConnection
 
 from supervisor.daemon import Daemon
-from tests.integration.harness import open_client, recv_json, wait_for
+from tests.integration.harness import open_client, ping_ok, recv_json, wait_for
 
 __all__ = [
     "MISMATCHES",
@@ -24,12 +21,6 @@ __all__ = [
 ]
 
 MISMATCHES = "ws_supervisor_thread_id_mismatches_total"
-
-
-async def ping_ok(ws: ClientConnection) -> None:
-    """A ping round trip: the very next frame must be the pong (nothing foreign came first)."""
-    await ws.send(json.dumps({"type": "ping"}))
-    assert await recv_json(ws) == {"type": "pong"}
 
 
 async def all_slots_free(daemon: Daemon) -> None:

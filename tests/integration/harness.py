@@ -77,6 +77,12 @@ async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> Any:
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
 
 
+async def ping_ok(ws: ClientConnection) -> None:
+    """A ping round trip: the very next frame must be the pong (nothing foreign came first)."""
+    await ws.send(json.dumps({"type": "ping"}))
+    assert await recv_json(ws) == {"type": "pong"}
+
+
 async def open_client(url: str, **kwargs: Any) -> tuple[ClientConnection, dict[str, Any]]:
     """A connected client and its welcome frame."""
     ws = await connect(url, open_timeout=5, **kwargs)
