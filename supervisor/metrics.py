@@ -68,6 +68,11 @@ class MetricsObserver:
             buckets=_FAST_BUCKETS,
             registry=r,
         )
+        self.last_release = Gauge(
+            "ws_supervisor_last_release_timestamp_seconds",
+            "Unix time of the most recent slot release (0 before the first).",
+            registry=r,
+        )
         self.users_at_level = Gauge(
             "ws_supervisor_users_at_level", "Users per usage level.", ["level"], registry=r
         )
@@ -128,6 +133,7 @@ class MetricsObserver:
 
     def release_latency(self, seconds: float) -> None:
         self.release_latency_seconds.observe(seconds)
+        self.last_release.set_to_current_time()
 
     def usage(self, managers: int, users: int, levels: Mapping[str, int]) -> None:
         self.managers_active.set(managers)

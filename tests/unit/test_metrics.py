@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import get_args
 
 import pytest
@@ -18,6 +19,7 @@ METRIC_NAMES = (
     "ws_supervisor_cleanups_total",
     "ws_supervisor_cleanup_duration_seconds",
     "ws_supervisor_release_latency_seconds",
+    "ws_supervisor_last_release_timestamp_seconds",
     "ws_supervisor_users_at_level",
     "ws_supervisor_thread_id_mismatches_total",
     "ws_supervisor_restarts_total",
@@ -112,6 +114,14 @@ def test_a_release_latency_is_observed(observer: MetricsObserver) -> None:
     assert observer.value("ws_supervisor_release_latency_seconds_sum") == pytest.approx(0.302)
     assert observer.value("ws_supervisor_release_latency_seconds_bucket", {"le": "0.0025"}) == 1
     assert observer.value("ws_supervisor_release_latency_seconds_bucket", {"le": "+Inf"}) == 2
+
+
+def test_a_release_stamps_the_time_of_the_last_release(observer: MetricsObserver) -> None:
+    assert observer.value("ws_supervisor_last_release_timestamp_seconds") == 0
+    before = time.time()
+    observer.release_latency(0.002)
+    stamped = observer.value("ws_supervisor_last_release_timestamp_seconds")
+    assert stamped is not None and before <= stamped <= time.time()
 
 
 def test_usage_sets_the_gauges_and_every_level(observer: MetricsObserver) -> None:
