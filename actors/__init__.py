@@ -12,6 +12,7 @@ connection only through a :class:`actors.ports.Port`, and the shell in
 - :mod:`actors.root`: the root monitor; levels, cleanup, restarts.
 - :mod:`actors.ticker`: the one timer thread of the tree.
 - :mod:`actors.dispatch`: dispatcher-backed pykka actors (few threads for all actors).
+- :mod:`actors.mailbox`: their inbox; ``tell_here``, a turn on the sender's thread.
 - :mod:`actors.registry`: an O(1) index for pykka's actor registry.
 """
 

@@ -18,6 +18,7 @@ import pykka
 
 from actors.children import Child
 from actors.keeper import ChildKeeper
+from actors.mailbox import tell_here
 from actors.manager import ManagerActor
 from actors.messages import AcquireAnswered, Admit, Attach
 from actors.ports import Admission, ConnectionHandle, ManagerStats
@@ -185,7 +186,7 @@ class Admitter(ChildKeeper):
     def _attach(self, child: Child) -> None:
         assert child.manager is not None
         handler = self._rt.handler_factory()
-        child.manager.tell(Attach(child.context, child.port, child.stats, handler))
+        tell_here(child.manager, Attach(child.context, child.port, child.stats, handler))
 
     def _take_manager(self) -> pykka.ActorRef[Any]:
         pool = self._children.pool

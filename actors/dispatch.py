@@ -23,6 +23,10 @@ What differs:
   ``on_receive``, ``on_failure`` and ``on_stop`` run on a dispatcher worker
   thread, any of them, one at a time (two turns of one actor may run on two
   different workers, never at once);
+- a message given with :func:`tell_here` to an actor that sleeps is
+  handled in a turn on the sender's thread, at once: no worker is woken,
+  and what the actor sends back waits in the sender's inbox for the
+  sender's same turn (for short messages between actors of one tree);
 - ``actor_inbox.get()`` never blocks: call it only after ``empty()`` is
   False (``on_failure`` may drain what is left this way);
 - a message sent after the actor has stopped is answered with
@@ -43,8 +47,6 @@ the workers. No thread is left behind.
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import itertools
 import logging
 import queue
@@ -54,153 +56,31 @@ import time
 from typing import Any, ClassVar
 
 import pykka
-from pykka import messages
 from pykka._envelope import Envelope
 
+from actors.mailbox import Mailbox, stop_here, stop_soon, tell_here
 from actors.registry import install_ref_index
 
-__all__ = ["DispatchedActor", "Dispatcher", "DispatcherStopped", "Mailbox", "stop_soon"]
+__all__ = [
+    "DispatchedActor",
+    "Dispatcher",
+    "DispatcherStopped",
+    "Mailbox",
+    "stop_here",
+    "stop_soon",
+    "tell_here",
+]
 
 log = logging.getLogger(__name__)
 pykka_log = logging.getLogger("pykka")
 
 install_ref_index()  # O(1) unregister: dispatched actors come and go by the thousand
 
-_NEW, _IDLE, _SCHEDULED, _DEAD = "new", "idle", "scheduled", "dead"
 _dispatcher_numbers = itertools.count(1)
 
 
 class DispatcherStopped(RuntimeError):
     """An actor was started on a dispatcher that is not running."""
-
-
-def stop_soon(ref: pykka.ActorRef[Any]) -> None:
-    """Ask ``ref``'s actor to stop, as ``ref.stop(block=False)`` without its two futures.
-
-    Nothing to wait on and nothing raised: a dead actor is left alone.
-    """
-    with contextlib.suppress(pykka.ActorDeadError):
-        ref.tell(messages._ActorStop())
-
-
-def _refuse(actor: str, envelope: Envelope[Any]) -> None:
-    """Answer an envelope that will never be handled, as pykka's teardown does."""
-    if envelope.reply_to is None:
-        return
-    if isinstance(envelope.message, messages._ActorStop):
-        envelope.reply_to.set(None)
-    else:
-        error = pykka.ActorDeadError(f"{actor} stopped before handling the message")
-        envelope.reply_to.set_exception(exc_info=(pykka.ActorDeadError, error, None))
-
-
-class Mailbox:
-    """A dispatched actor's inbox: a deque, and the actor's place in the ready queue.
-
-    ``put`` may be called from any thread; ``get`` and ``empty`` only from
-    the actor's own turn (its hooks).
-    """
-
-    __slots__ = ("_actor", "_dispatcher", "_envelopes", "_lock", "_name", "_started", "_state")
-
-    def __init__(self) -> None:
-        self._envelopes: collections.deque[Envelope[Any]] = collections.deque()
-        self._lock = threading.Lock()
-        self._state = _NEW
-        self._started = False
-        self._actor: DispatchedActor | None = None
-        self._dispatcher: Dispatcher | None = None
-        self._name = ""
-
-    def bind(self, actor: DispatchedActor, dispatcher: Dispatcher) -> None:
-        """Tie the mailbox to its actor and dispatcher (from the actor's ``__init__``)."""
-        self._actor, self._dispatcher = actor, dispatcher
-
-    def put(self, envelope: Envelope[Any], /) -> None:
-        """Any thread: queue one envelope; schedule the actor if it was asleep."""
-        with self._lock:
-            state = self._state
-            if state is not _DEAD:
-                self._envelopes.append(envelope)
-                if state is _IDLE:
-                    self._state = _SCHEDULED
-        if state is _IDLE:
-            assert self._dispatcher is not None
-            self._dispatcher.submit(self)
-        elif state is _DEAD:
-            _refuse(self._name, envelope)
-
-    def get(self) -> Envelope[Any]:
-        """The oldest envelope; never blocks (IndexError when empty)."""
-        return self._envelopes.popleft()
-
-    def empty(self) -> bool:
-        """True when no envelope waits."""
-        return not self._envelopes
-
-    def arm(self) -> None:
-        """Start: give the actor its first turn (``on_start``, then what is queued)."""
-        with self._lock:
-            self._state = _SCHEDULED
-        assert self._dispatcher is not None
-        self._dispatcher.submit(self)
-
-    def run_turn(self, batch: int) -> None:
-        """Worker: handle up to ``batch`` envelopes, then requeue, sleep or end."""
-        actor = self._actor
-        assert actor is not None and self._dispatcher is not None
-        if not self._started:
-            self._started = True
-            actor._actor_loop_setup()  # on_start; a failure stops the actor
-        stopped = actor.actor_stopped
-        envelopes = self._envelopes
-        for _ in range(batch):
-            if stopped.is_set() or not envelopes:
-                break
-            actor._handle_envelope(envelopes.popleft())
-        if not stopped.is_set():
-            actor._end_turn()
-        with self._lock:
-            if stopped.is_set():
-                self._state = _DEAD
-            elif envelopes:
-                self._state = _SCHEDULED
-            else:
-                self._state = _IDLE
-            state = self._state
-        if state is _SCHEDULED:
-            self._dispatcher.submit(self)
-        elif state is _DEAD:
-            self.end()
-
-    def end(self) -> None:
-        """Mark the actor dead, answer what is left, leave the dispatcher, let go of the actor.
-
-        The actor and its mailbox refer to each other: once the actor has
-        ended, the mailbox keeps only its name, so reference counting frees
-        the actor (and what it held) instead of the cyclic collector.
-        """
-        actor = self._actor
-        if actor is None:  # ended already (killed while its last turn ran)
-            return
-        assert self._dispatcher is not None
-        self._name = str(actor.actor_ref)
-        with self._lock:
-            self._state = _DEAD
-            left = list(self._envelopes)
-            self._envelopes.clear()
-            self._actor = None
-        for envelope in left:
-            _refuse(self._name, envelope)
-        self._dispatcher.forget(self)
-        actor.on_ended()
-
-    def kill(self) -> None:
-        """End an actor that did not stop in time: unregistered, stopped, asks failed."""
-        assert self._actor is not None
-        pykka.ActorRegistry.unregister(self._actor.actor_ref)
-        self._actor.actor_stopped.set()
-        self.end()
 
 
 class Dispatcher:

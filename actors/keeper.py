@@ -13,7 +13,7 @@ from typing import Any
 import pykka
 
 from actors.children import Child, Children
-from actors.dispatch import stop_soon
+from actors.mailbox import stop_here, tell_here
 from actors.messages import Detach
 from actors.runtime import Runtime
 from supervisor.codes import CloseCode
@@ -86,18 +86,15 @@ class ChildKeeper:
 
     def _retire(self, manager: pykka.ActorRef[Any], now: float) -> None:
         if self._rt.pool.has_room(len(self._children.pool), len(self._children.detaching)):
-            try:
-                manager.tell(Detach())
-            except pykka.ActorDeadError:
-                return
-            self._children.detaching[manager.actor_urn] = (manager, now)
+            if tell_here(manager, Detach()):  # an idle manager's answer comes in this turn
+                self._children.detaching[manager.actor_urn] = (manager, now)
         else:
             self._stop_manager(manager, now)
 
     def _stop_manager(self, manager: pykka.ActorRef[Any], now: float) -> None:
         if manager.is_alive():
             self._children.stopping[manager.actor_urn] = (manager, now)
-            stop_soon(manager)
+            stop_here(manager)
 
     def _mismatch(self, operation: str, ctx: UserExecutionContext) -> None:
         self._rt.observer.thread_id_mismatch()

@@ -37,9 +37,11 @@ class ManagerActor(DispatchedActor):
     attached), ``connected``, ``closing``. It has no thread of its own: it
     runs on the tree's :class:`~actors.dispatch.Dispatcher`. ``__init__``
     runs on the supervisor's thread; every other hook on a dispatcher worker,
-    one at a time. A crash tells the supervisor from ``on_failure``; the end
-    of the actor from ``on_stop``: these two messages are the link pykka
-    does not have.
+    one at a time, except that an attach, a detach or a stop that finds it
+    asleep runs in the supervisor's turn, on the supervisor's worker
+    (:func:`~actors.mailbox.tell_here`). A crash tells the supervisor from
+    ``on_failure``; the end of the actor from ``on_stop``: these two
+    messages are the link pykka does not have.
     """
 
     def __init__(

@@ -161,6 +161,7 @@ def measure(kind: str, args: argparse.Namespace, logdir: Path) -> dict[str, Any]
         time.sleep(args.idle_seconds)
         idle_cpu = (Probe.read(pid).cpu - during.cpu) / args.idle_seconds
         slots = server.slots_held()
+        at_kill = Probe.read(pid)
         killed_at, killed_wall = time.monotonic(), time.time()
         for client in clients:
             os.killpg(client.proc.pid, signal.SIGKILL)
@@ -195,6 +196,7 @@ def measure(kind: str, args: argparse.Namespace, logdir: Path) -> dict[str, Any]
             "sockets_closed_s": released["sockets_closed_s"],
             "threads_back_s": released["threads_back_s"],
             "cpu_s_open_and_drop": round(after.cpu - before.cpu, 1),
+            "cpu_s_drop": round(after.cpu - at_kill.cpu, 2),
             "measured_for_s": round(total, 1),
         }
     finally:
@@ -225,6 +227,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         ("after SIGKILL: every socket closed (s)", "sockets_closed_s"),
         ("after SIGKILL: threads back (s)", "threads_back_s"),
         ("server CPU, open + drop (s)", "cpu_s_open_and_drop"),
+        ("server CPU, drop alone (s)", "cpu_s_drop"),
     ]
     for label, key in rows:
         if key is None:
