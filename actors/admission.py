@@ -163,7 +163,9 @@ class Admitter(ChildKeeper):
         ctx = msg.context
         stats = ManagerStats(connected_at=self._rt.clock.wall(), last_activity=now)
         manager = self._take_manager()
-        handle = ConnectionHandle(ctx, self.actor_ref, manager, stats, self._rt.clock)
+        handle = ConnectionHandle(
+            ctx, self.actor_ref, manager, stats, self._rt.clock, inline=self._rt.inline_frames
+        )
         intensity = RestartIntensity(
             self._rt.config.restart.max_restarts, self._rt.config.restart.within_seconds
         )

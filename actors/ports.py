@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import attrs
 import pykka
 
+from actors.mailbox import tell_here
 from actors.messages import ConnectionClosed, Inbound, ReapConnection
 from supervisor.clock import Clock
 from supervisor.context import UserExecutionContext
@@ -51,6 +52,8 @@ class Handler(Protocol):
 
     ``send`` queues a text frame back to the same connection. An exception
     raised here is a crash of the manager and follows the restart rules.
+    A handler with a true ``runs_inline`` attribute never blocks: its frames
+    may be handled on the delivering thread (:class:`ConnectionHandle`).
     """
 
     def __call__(
@@ -145,7 +148,10 @@ class ConnectionHandle:
 
     The supervisor rebinds it to a new manager when it restarts a crashed one.
     After :meth:`closed`, :meth:`deliver` does nothing, so a late frame can
-    never reach a manager that is already serving another connection.
+    never reach a manager that is already serving another connection. With
+    ``inline`` (a handler that ``runs_inline``), a frame for a manager that
+    is idle is handled on the thread that delivers it
+    (:func:`~actors.mailbox.tell_here`).
     """
 
     def __init__(
@@ -155,12 +161,15 @@ class ConnectionHandle:
         manager: pykka.ActorRef[Any],
         stats: ManagerStats,
         clock: Clock,
+        *,
+        inline: bool = False,
     ) -> None:
         self.context = context
         self.stats = stats
         self._supervisor = supervisor
         self._manager: pykka.ActorRef[Any] | None = manager
         self._clock = clock
+        self._inline = inline
 
     @property
     def websocket_id(self) -> str:
@@ -173,9 +182,15 @@ class ConnectionHandle:
         if manager is None:
             return
         message = Inbound(self.context.websocket_id, text)
-        try:
-            manager.tell(message)
-        except pykka.ActorDeadError:
+        if self._inline:
+            delivered = tell_here(manager, message)
+        else:
+            try:
+                manager.tell(message)
+                delivered = True
+            except pykka.ActorDeadError:
+                delivered = False
+        if not delivered:
             self._to_supervisor(message)  # crashed: the supervisor forwards to the restart
 
     def heartbeat(self) -> None:

@@ -31,6 +31,8 @@ class Runtime:
     the root and the user supervisors (both owned by the tree: started and
     stopped with it). They are apart so that an application handler that
     blocks the managers' workers never stops slots from being freed.
+    ``inline_frames``: the handlers promise never to block (``runs_inline``),
+    so frames may be handled on the thread that delivers them.
     """
 
     config: Config
@@ -45,6 +47,7 @@ class Runtime:
     thresholds: Thresholds = attrs.field(init=False)
     pool: PoolPolicy = attrs.field(init=False)
     schedule: CleanupSchedule = attrs.field(init=False)
+    inline_frames: bool = attrs.field(init=False)
 
     @quota.default
     def _quota(self) -> QuotaPolicy:
@@ -68,6 +71,10 @@ class Runtime:
     def _schedule(self) -> CleanupSchedule:
         c = self.config.cleanup
         return CleanupSchedule(c.background_interval, c.empty_supervisor_ttl)
+
+    @inline_frames.default
+    def _inline_frames(self) -> bool:
+        return getattr(self.handler_factory(), "runs_inline", False) is True
 
     @thresholds.default
     def _thresholds(self) -> Thresholds:

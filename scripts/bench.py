@@ -22,8 +22,13 @@ connect latency and server CPU as ratios to bare websockets and to the
 in-memory ledger, and the Redis requests per connection (from the server's
 slow log, with every command logged: ACQUIRE per admission, RELEASE, renewals).
 
+The supervised server runs its built-in ``EchoApp``, whose frames are
+handled on the event loop (``runs_inline``); ``--app
+supervisor.apps:WorkerEchoApp`` runs the same echo on the manager workers,
+as any app that may block.
+
 Usage: scripts/bench [--rounds 3] [--quick] [--redis] [--compression none] [--json FILE]
-       [--plot FILE.png]
+       [--plot FILE.png] [--app package.module:Name]
 
 Internal modes (started by the tool itself): ``--serve-bare`` and ``--client SCENARIO``.
 """
@@ -558,6 +563,7 @@ class Settings:
     warmup_seconds: float
     client_procs: int
     compression: str
+    app: str = ""
 
 
 @dataclass
@@ -644,7 +650,8 @@ def bench_one(
     kind: str, children: Children, settings: Settings, logdir: Path
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Start one server, run every scenario against it, stop it: (metrics, latency samples)."""
-    server = start_server(kind, children, settings.compression, logdir)
+    overrides = {"WS_SUPERVISOR_SERVER_APP": settings.app} if settings.app else None
+    server = start_server(kind, children, settings.compression, logdir, overrides=overrides)
     metrics: dict[str, float] = {}
     samples: dict[str, list[float]] = {}
     try:
@@ -1019,6 +1026,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         warmup_seconds=0.5 if args.quick else 1.0,
         client_procs=args.client_procs or max(1, min(4, (os.cpu_count() or 2) // 2)),
         compression=args.compression,
+        app=args.app,
     )
     children = Children()
 
@@ -1068,6 +1076,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         f"ws-supervisor vs bare websockets, {settings.rounds} round(s), median; "
         f"compression={settings.compression}, {os.cpu_count()} CPUs, "
         f"{settings.client_procs} client process(es), took {time.monotonic() - started:.0f}s"
+        + (f"; app {settings.app}" if settings.app else "")
     )
     print(table(summary))
     print("ratio = supervised / bare; 'better' says which direction is the good one.")
@@ -1089,6 +1098,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             },
             "client_procs": settings.client_procs,
             "compression": settings.compression,
+            "app": settings.app or "supervisor.apps:EchoApp",
             "command": shlex.join(sys.argv),
             "seconds": round(time.monotonic() - started, 1),
             "redis": args.redis,
@@ -1110,6 +1120,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=0.0, help="seconds per timed scenario")
     parser.add_argument("--connections", type=int, default=0, help="idle connections (memory)")
     parser.add_argument("--compression", choices=("deflate", "none"), default="deflate")
+    parser.add_argument(
+        "--app",
+        default="",
+        help="the supervised server's app (default its EchoApp, which runs inline; "
+        "supervisor.apps:WorkerEchoApp is the same echo on the manager workers)",
+    )
     parser.add_argument("--client-procs", type=int, default=0, help="load generator processes")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="latency CDFs (needs matplotlib)")

@@ -11,13 +11,14 @@ from supervisor.context import UserExecutionContext
 from supervisor.errors import ConfigError, ConfigIssue
 from supervisor.protocol import App, JsonProtocol
 
-__all__ = ["EchoApp", "load_app"]
+__all__ = ["EchoApp", "WorkerEchoApp", "load_app"]
 
 
 class EchoApp:
-    """Answers ``{"type": "echo", "data": X}`` with the same frame."""
+    """Answers ``{"type": "echo", "data": X}`` with the same frame; never blocks."""
 
     types = frozenset({"echo"})
+    runs_inline = True
 
     def on_message(
         self,
@@ -26,6 +27,12 @@ class EchoApp:
         send: Callable[[dict[str, Any]], None],
     ) -> None:
         send({"type": "echo", "data": message.get("data")})
+
+
+class WorkerEchoApp(EchoApp):
+    """:class:`EchoApp` on the managers' workers, as an app that may block runs (to compare)."""
+
+    runs_inline = False
 
 
 def load_app(path: str) -> Callable[[], Handler]:

@@ -37,6 +37,13 @@ class App(Protocol):
     dispatcher worker (one at a time per connection) and answers through
     ``send``; it must not block for long. An exception it raises is
     a crash of the manager and follows the restart rules.
+
+    An app whose class sets ``runs_inline = True`` promises that
+    ``on_message`` never blocks and returns quickly (no I/O, no lock held
+    long). Its frames are then handled on the thread that receives them,
+    the event loop, whenever the connection's manager is idle: no thread
+    hand-off on the way in or out. A manager that is busy gets the frame on
+    its worker as usual. An app that may block must leave it unset.
     """
 
     types: frozenset[str]
@@ -90,6 +97,7 @@ class JsonProtocol:
 
     def __init__(self, app: App) -> None:
         self.app = app
+        self.runs_inline = getattr(app, "runs_inline", False) is True
 
     def __call__(
         self, context: UserExecutionContext, text: str, send: Callable[[str], None]

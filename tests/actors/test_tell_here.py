@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pykka
@@ -11,7 +11,10 @@ import pytest
 
 from actors.dispatch import DispatchedActor, Dispatcher
 from actors.mailbox import Mailbox, stop_here, tell_here
-from tests.helpers import wait_until
+from actors.manager import ManagerActor
+from supervisor.context import UserExecutionContext
+from supervisor.tree import SupervisionTree
+from tests.helpers import connect, handle_of, make_config, wait_until
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -170,3 +173,32 @@ def test_tell_here_to_an_actor_with_its_own_thread_is_a_plain_tell() -> None:
         assert ref.ask("two", block=True, timeout=5) == ["one", "two"]
     finally:
         ref.stop(block=True, timeout=5)
+
+
+class WhereHandler:
+    """A handler that answers every frame with the name of the thread that ran it."""
+
+    def __init__(self, inline: bool) -> None:
+        self.runs_inline = inline
+
+    def __call__(
+        self, context: UserExecutionContext, text: str, send: Callable[[str], None]
+    ) -> None:
+        send(threading.current_thread().name)
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_a_frame_for_an_idle_manager_runs_on_the_delivering_thread_only_if_the_handler_is_inline(
+    inline: bool,
+) -> None:
+    with SupervisionTree(make_config(), handler_factory=lambda: WhereHandler(inline)) as tree:
+        admission, port, _ = connect(tree, "alice")
+        handle = handle_of(admission)
+        (ref,) = pykka.ActorRegistry.get_by_class(ManagerActor)  # alice's only manager
+        asleep(ref)
+        handle.deliver("where")
+        if inline:  # handled before deliver returned, here
+            assert port.frames.get_nowait() == threading.current_thread().name
+        else:
+            assert port.frames.get(timeout=5).startswith("ws-supervisor-managers")
+        handle.closed(1000)

@@ -55,4 +55,5 @@ def test_a_quick_bench_writes_figures_for_both_servers(tmp_path: Path) -> None:
     for key in ("conns_per_s", "msgs_per_s", "rtt_p50_us"):
         assert data["ratios"][key] > 0
     assert data["meta"]["rounds"] == 1 and data["meta"]["cpu_count"] >= 1
+    assert data["meta"]["app"] == "supervisor.apps:EchoApp"
     assert "ratio" in done.stdout and "supervised" in done.stdout

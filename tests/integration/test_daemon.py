@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import threading
 import time
 import weakref
 from typing import Any
@@ -128,10 +129,11 @@ async def test_resuming_a_thread_supersedes_the_old_connection_with_4001_and_hol
         await wait_for(lambda: used(daemon) == 0, what="slot freed")
 
 
-async def test_a_crashing_handler_is_restarted_then_closed_with_1011_and_its_slot_freed() -> None:
-    async with running_daemon(
-        {"server": {"app": "tests.apps.faulty:FaultyApp"}, "restart": {"max_restarts": 2}}
-    ) as daemon:
+@pytest.mark.parametrize("app", ["tests.apps.faulty:FaultyApp", "tests.apps.where:InlineFaultyApp"])
+async def test_a_crashing_handler_is_restarted_then_closed_with_1011_and_its_slot_freed(
+    app: str,
+) -> None:
+    async with running_daemon({"server": {"app": app}, "restart": {"max_restarts": 2}}) as daemon:
         ws, _ = await open_client(ws_url(daemon))
         for _ in range(2):
             await ws.send(json.dumps({"type": "crash"}))
@@ -142,6 +144,28 @@ async def test_a_crashing_handler_is_restarted_then_closed_with_1011_and_its_slo
             await asyncio.wait_for(ws.recv(), 5)
         assert ws.close_code == CloseCode.INTERNAL_ERROR
         await wait_for(lambda: used(daemon) == 0, what="slot freed after 1011")
+
+
+async def test_an_inline_app_answers_from_the_event_loop_and_another_from_a_manager_worker() -> (
+    None
+):
+    loop_thread = threading.current_thread().name
+    for app in ("InlineWhereApp", "WorkerWhereApp"):
+        async with running_daemon({"server": {"app": f"tests.apps.where:{app}"}}) as daemon:
+            ws, _ = await open_client(ws_url(daemon))
+            threads = []
+            for _ in range(5):
+                await ws.send(json.dumps({"type": "where"}))
+                threads.append((await recv_json(ws))["thread"])
+            await ws.close()
+            await wait_for(lambda: used(daemon) == 0, what="slot freed")
+        on_loop = threads.count(loop_thread)
+        on_workers = sum(name.startswith("ws-supervisor-managers") for name in threads)
+        assert on_loop + on_workers == 5, threads
+        if app == "InlineWhereApp":  # on the loop whenever the manager is idle: nearly always
+            assert on_loop >= 1, threads
+        else:
+            assert on_loop == 0, threads
 
 
 async def test_a_crashed_user_supervisor_closes_with_1012_and_the_user_reconnects_at_once() -> None:

@@ -1,0 +1,72 @@
+"""Apps: which promise to run inline, and what the tree makes of the promise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from actors.dispatch import Dispatcher
+from actors.runtime import Runtime
+from supervisor.apps import EchoApp, WorkerEchoApp, load_app
+from supervisor.clock import ManualClock
+from supervisor.context import UserExecutionContext
+from supervisor.observer import NullObserver
+from supervisor.policies.ledger import InMemoryLedger
+from supervisor.protocol import JsonProtocol
+from supervisor.tree import echo_handler
+from tests.helpers import make_config
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class SaysYes:
+    """An app whose promise is not the value True: it does not count."""
+
+    types = frozenset({"echo"})
+    runs_inline = "yes"
+
+    def on_message(
+        self,
+        context: UserExecutionContext,
+        message: dict[str, Any],
+        send: Callable[[dict[str, Any]], None],
+    ) -> None:
+        send(message)
+
+
+def runtime_for(factory: Callable[[], Any]) -> Runtime:
+    config = make_config()
+    return Runtime(
+        config,
+        ManualClock(),
+        InMemoryLedger(config.quota.node_max_managers),
+        NullObserver(),
+        factory,
+        dispatcher=Dispatcher(),
+        system_dispatcher=Dispatcher(),
+    )
+
+
+def test_the_echo_app_runs_inline_and_the_worker_echo_app_does_not() -> None:
+    assert JsonProtocol(EchoApp()).runs_inline is True
+    assert JsonProtocol(WorkerEchoApp()).runs_inline is False
+
+
+def test_only_the_value_true_is_a_promise_to_run_inline() -> None:
+    assert JsonProtocol(SaysYes()).runs_inline is False
+
+
+@pytest.mark.parametrize(
+    ("path", "inline"),
+    [("supervisor.apps:EchoApp", True), ("supervisor.apps:WorkerEchoApp", False)],
+)
+def test_the_runtime_handles_frames_inline_only_for_an_app_that_promises_it(
+    path: str, inline: bool
+) -> None:
+    assert runtime_for(load_app(path)).inline_frames is inline
+
+
+def test_a_plain_handler_function_is_not_run_inline() -> None:
+    assert runtime_for(lambda: echo_handler).inline_frames is False
