@@ -164,7 +164,13 @@ class Admitter(ChildKeeper):
         stats = ManagerStats(connected_at=self._rt.clock.wall(), last_activity=now)
         manager = self._take_manager()
         handle = ConnectionHandle(
-            ctx, self.actor_ref, manager, stats, self._rt.clock, inline=self._rt.inline_frames
+            ctx,
+            self.actor_ref,
+            manager,
+            stats,
+            self._rt.clock,
+            inline=self._rt.inline_frames,
+            supervisor_turn=self._rt.system_turn,
         )
         intensity = RestartIntensity(
             self._rt.config.restart.max_restarts, self._rt.config.restart.within_seconds

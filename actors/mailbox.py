@@ -34,7 +34,7 @@ def stop_soon(ref: pykka.ActorRef[Any]) -> None:
         ref.tell(messages._ActorStop())
 
 
-def tell_here(ref: pykka.ActorRef[Any], message: Any) -> bool:
+def tell_here(ref: pykka.ActorRef[Any], message: Any, batch: int = 1) -> bool:
     """Tell ``message``; if the actor is dispatched and asleep, give it the turn on this thread.
 
     For short messages between actors of one tree (a manager's detach or
@@ -42,10 +42,13 @@ def tell_here(ref: pykka.ActorRef[Any], message: Any) -> bool:
     calling thread, instead of waking a worker for it, and what it answers
     the caller waits in the caller's own inbox, for this same turn. An actor
     that is busy, or not a dispatched one, gets the message as with ``tell``.
-    False if the actor is dead (nothing raised).
+    False if the actor is dead (nothing raised). Up to ``batch`` messages
+    are handled in that turn: the first, then what came meanwhile (answers
+    to it, say); raise it only for actors whose every message is short.
+    With ``batch=0`` it is a plain ``tell``.
     """
     inbox = ref.actor_inbox
-    if isinstance(inbox, Mailbox) and inbox.run_here(Envelope(message)):
+    if batch > 0 and isinstance(inbox, Mailbox) and inbox.run_here(Envelope(message), batch):
         return True
     try:
         ref.tell(message)
@@ -106,19 +109,20 @@ class Mailbox:
         elif state is _DEAD:
             _refuse(self._name, envelope)
 
-    def run_here(self, envelope: Envelope[Any]) -> bool:
+    def run_here(self, envelope: Envelope[Any], batch: int = 1) -> bool:
         """Any thread: if the actor is asleep, handle ``envelope`` in a turn on this thread.
 
         False, and nothing done, if the actor is in a turn, waiting for one,
-        not started or dead. Whatever arrives during the turn is left to the
-        dispatcher, as after any turn.
+        not started or dead. The turn handles up to ``batch`` envelopes,
+        ``envelope`` first; what is left then goes to the dispatcher, as
+        after any turn.
         """
         with self._lock:
             if self._state is not _IDLE:
                 return False
             self._state = _SCHEDULED  # ours: put() queues behind it and wakes nobody
             self._envelopes.append(envelope)
-        self.run_turn(1)
+        self.run_turn(batch)
         return True
 
     def get(self) -> Envelope[Any]:

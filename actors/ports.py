@@ -9,7 +9,6 @@ the one answer to an admission back to whoever asked, exactly once.
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -151,7 +150,9 @@ class ConnectionHandle:
     never reach a manager that is already serving another connection. With
     ``inline`` (a handler that ``runs_inline``), a frame for a manager that
     is idle is handled on the thread that delivers it
-    (:func:`~actors.mailbox.tell_here`).
+    (:func:`~actors.mailbox.tell_here`). With ``supervisor_turn`` > 0, a
+    close or timeout finds an idle supervisor and frees the slot on the
+    calling thread, in a turn of up to that many messages.
     """
 
     def __init__(
@@ -163,6 +164,7 @@ class ConnectionHandle:
         clock: Clock,
         *,
         inline: bool = False,
+        supervisor_turn: int = 0,
     ) -> None:
         self.context = context
         self.stats = stats
@@ -170,6 +172,7 @@ class ConnectionHandle:
         self._manager: pykka.ActorRef[Any] | None = manager
         self._clock = clock
         self._inline = inline
+        self._supervisor_turn = supervisor_turn
 
     @property
     def websocket_id(self) -> str:
@@ -223,8 +226,7 @@ class ConnectionHandle:
 
     def _to_supervisor(self, message: Inbound | object) -> None:
         # a dead supervisor's failure handling closes this connection
-        with contextlib.suppress(pykka.ActorDeadError):
-            self._supervisor.tell(message)
+        tell_here(self._supervisor, message, self._supervisor_turn)
 
 
 class QueuePort:

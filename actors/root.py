@@ -11,7 +11,7 @@ from typing import Any
 import pykka
 
 from actors.base import DispatchingActor
-from actors.dispatch import stop_soon
+from actors.mailbox import stop_soon, tell_here
 from actors.messages import (
     Admit,
     Cleanup,
@@ -87,10 +87,9 @@ class RootMonitorActor(DispatchingActor):
             return
         self._forwarded[user_id] += 1
         self._empty_since.pop(user_id, None)
-        try:
-            self._supervisor(user_id).tell(msg)
-        except pykka.ActorDeadError:  # crashed; its SupervisorFailed is on the way
-            del self._sups[user_id]
+        turn = self._rt.system_turn  # an idle supervisor admits in this turn
+        if not tell_here(self._supervisor(user_id), msg, turn):  # crashed; SupervisorFailed is
+            del self._sups[user_id]  # on the way
             self._supervisor(user_id).tell(msg)
 
     def _push(self, msg: Push) -> None:

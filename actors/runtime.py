@@ -33,6 +33,11 @@ class Runtime:
     blocks the managers' workers never stops slots from being freed.
     ``inline_frames``: the handlers promise never to block (``runs_inline``),
     so frames may be handled on the thread that delivers them.
+    ``system_turn``: how many messages an idle root or user supervisor may
+    handle on the thread that sends it one from the shell (the event loop),
+    in a turn of its own (:func:`~actors.mailbox.tell_here`): the system
+    dispatcher's batch when the ledger never blocks (in memory), 0 (never)
+    with a shared ledger, whose calls may wait on the network.
     """
 
     config: Config
@@ -48,6 +53,7 @@ class Runtime:
     pool: PoolPolicy = attrs.field(init=False)
     schedule: CleanupSchedule = attrs.field(init=False)
     inline_frames: bool = attrs.field(init=False)
+    system_turn: int = attrs.field(init=False)
 
     @quota.default
     def _quota(self) -> QuotaPolicy:
@@ -75,6 +81,10 @@ class Runtime:
     @inline_frames.default
     def _inline_frames(self) -> bool:
         return getattr(self.handler_factory(), "runs_inline", False) is True
+
+    @system_turn.default
+    def _system_turn(self) -> int:
+        return 0 if self.ledger.shared else self.system_dispatcher.batch
 
     @thresholds.default
     def _thresholds(self) -> Thresholds:

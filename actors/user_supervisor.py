@@ -13,7 +13,7 @@ import pykka
 from actors.admission import Admitter
 from actors.base import DispatchingActor
 from actors.children import Children
-from actors.dispatch import stop_soon
+from actors.mailbox import stop_soon, tell_here
 from actors.manager import ManagerActor
 from actors.messages import (
     AcquireAnswered,
@@ -228,8 +228,7 @@ class UserSupervisorActor(Admitter, DispatchingActor):
             return  # most turns change nothing: no report object to build
         report = UsageReport(self.user_id, used, limit, idle, self._admits_seen, wake_at)
         self._last_report = report
-        with contextlib.suppress(pykka.ActorDeadError):  # the tree is stopping
-            self._root.tell(report)
+        tell_here(self._root, report, min(1, self._rt.system_turn))  # dead: the tree stops
 
     # --- state and end of life ------------------------------------------------------------------
 

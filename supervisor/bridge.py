@@ -1,9 +1,10 @@
 """The one bridge between the event loop and the actors.
 
 Actor threads reach the loop only through :class:`WebSocketPort` (with
-``call_soon_threadsafe``); the loop reaches the actors only with ``tell`` and
-waits for their answers on asyncio futures completed from the actor side, so
-the loop never blocks on an actor.
+``call_soon_threadsafe``); the loop reaches the actors only with ``tell`` (or
+:func:`~actors.mailbox.tell_here`, which gives an idle actor whose work never
+waits its turn right here) and waits for their answers on asyncio futures
+completed from the actor side, so the loop never blocks on an actor.
 """
 
 from __future__ import annotations

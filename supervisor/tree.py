@@ -19,6 +19,7 @@ import attrs
 import pykka
 
 from actors.dispatch import Dispatcher
+from actors.mailbox import tell_here
 from actors.messages import Admit, Crash, GetSnapshot, GetSupervisors, Push, TakeBack, Tick
 from actors.ports import Admission, AdmissionTicket, Handler, Port
 from actors.root import RootMonitorActor
@@ -166,12 +167,17 @@ class SupervisionTree:
     ) -> AdmissionTicket:
         """Ask for a slot without blocking; the answer comes through the ticket.
 
-        ``on_answer`` runs on the supervisor's thread and must only hand the
-        answer over (``loop.call_soon_threadsafe``). A caller that stops
-        waiting calls ``ticket.withdraw()``; a late admission is then undone.
+        ``on_answer`` runs in the supervisor's turn and must only hand the
+        answer over (``loop.call_soon_threadsafe``): on the supervisor's
+        worker, or on the calling thread itself, before this returns, when
+        the ledger is in memory and the root and the supervisor are idle.
+        A caller that stops waiting calls ``ticket.withdraw()``; a late
+        admission is then undone.
         """
         ticket = AdmissionTicket(on_answer)
-        self._root_ref().tell(Admit(context, port, ticket))
+        root, message = self._root_ref(), Admit(context, port, ticket)
+        if not tell_here(root, message, min(1, self._runtime.system_turn)):  # only this one
+            raise TreeNotRunning("the supervision tree is not running")
         return ticket
 
     def admit(self, context: UserExecutionContext, port: Port, timeout: float = 5.0) -> Admission:

@@ -110,6 +110,7 @@ def test_an_empty_supervisor_is_stopped_after_its_ttl() -> None:
         admission, _, _ = connect(tree, "alice")
         handle_of(admission).closed()
         wait_until(lambda: tree.ledger.usage("alice") == 0)
+        tree.snapshot()  # an ask to the root: it has taken the reports sent before it
         tree.tick()
         clock.advance(config.cleanup.empty_supervisor_ttl)
         tree.tick()

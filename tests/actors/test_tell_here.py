@@ -12,7 +12,9 @@ import pytest
 from actors.dispatch import DispatchedActor, Dispatcher
 from actors.mailbox import Mailbox, stop_here, tell_here
 from actors.manager import ManagerActor
+from actors.ports import QueuePort
 from supervisor.context import UserExecutionContext
+from supervisor.observer import NullObserver
 from supervisor.tree import SupervisionTree
 from tests.helpers import connect, handle_of, make_config, wait_until
 
@@ -202,3 +204,30 @@ def test_a_frame_for_an_idle_manager_runs_on_the_delivering_thread_only_if_the_h
         else:
             assert port.frames.get(timeout=5).startswith("ws-supervisor-managers")
         handle.closed(1000)
+
+
+class ReleaseThreads(NullObserver):
+    """An observer that notes the thread each slot release runs on."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def release_latency(self, seconds: float) -> None:
+        self.threads.append(threading.current_thread().name)
+
+
+def test_with_the_memory_ledger_an_idle_tree_admits_and_frees_on_the_calling_thread() -> None:
+    releases = ReleaseThreads()
+    with SupervisionTree(make_config(), observer=releases) as tree:
+        first, _, _ = connect(tree, "alice")  # alice's supervisor starts on a worker
+        supervisor = tree.supervisors()["alice"]  # an ask: the root wakes
+        asleep(tree._root_ref())
+        asleep(supervisor)
+        context = UserExecutionContext.from_websocket_request("alice")
+        admission = tree.admit_nowait(context, QueuePort()).wait(0)
+        assert admission is not None and admission.admitted  # before admit_nowait returned
+        asleep(supervisor)
+        handle_of(admission).closed(1000)
+        assert tree.ledger.usage("alice") == 1  # freed before closed() returned
+        assert releases.threads == [threading.current_thread().name]
+        handle_of(first).closed(1000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +14,7 @@ from actors.messages import GetSnapshot
 from actors.ports import Admission, AdmissionTicket, QueuePort
 from supervisor.config import RedisConfig
 from supervisor.context import UserExecutionContext
+from supervisor.observer import NullObserver
 from supervisor.redis_ledger import RedisLedger, connect
 from supervisor.tree import SupervisionTree
 from tests.cluster.redis_server import RedisServer
@@ -140,3 +142,33 @@ def test_a_tree_stopped_while_an_admission_waits_on_redis_leaves_no_slot_in_redi
         time.sleep(0.1)  # the admission reaches its supervisor, and Redis
     assert tree.ledger.total() == 0
     assert redis_server.keys("wss:*") == []
+
+
+class ReleaseThreads(NullObserver):
+    """An observer that notes the thread each slot release runs on."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def release_latency(self, seconds: float) -> None:
+        self.threads.append(threading.current_thread().name)
+
+
+def test_on_a_shared_ledger_admissions_and_closes_never_run_on_the_calling_thread(
+    redis_server: RedisServer,
+) -> None:
+    config = make_config({"quota": {"backend": "redis"}})
+    redis_config = RedisConfig(url=redis_server.url, lease_ttl=60.0, renew_interval=20.0)
+    ledger = RedisLedger(connect(redis_config), "A", redis_config, 100)
+    releases = ReleaseThreads()
+    tree = SupervisionTree(config, ledger=ledger, node_id="A", observer=releases).start()
+    try:
+        ticket = tree.admit_nowait(UserExecutionContext.from_websocket_request("u"), QueuePort())
+        admission = ticket.wait(5)
+        assert admission is not None and admission.admitted
+        handle_of(admission).closed(1000)
+        wait_until(lambda: releases.threads != [], what="the slot released")
+        assert releases.threads[0].startswith("ws-supervisor-system")
+    finally:
+        tree.stop()
+        ledger.close()
