@@ -76,6 +76,23 @@ async def test_frames_sent_from_another_thread_arrive_in_order_and_the_close_com
         await wait_for(lambda: port.idle, what="the close task ends")
 
 
+async def test_a_frame_sent_on_the_loop_with_nothing_queued_is_written_at_once() -> None:
+    async with port_server() as (server, ports), connect(url(server)) as client:
+        port = await asyncio.wait_for(ports.get(), 5)
+        port.send_text("direct")  # on the loop, as an inline handler sends
+        assert not port._scheduled and not port._pending  # no flush callback: written
+        assert await asyncio.wait_for(client.recv(), 5) == "direct"
+
+
+async def test_a_frame_sent_on_the_loop_behind_queued_ones_keeps_its_place() -> None:
+    async with port_server() as (server, ports), connect(url(server)) as client:
+        port = await asyncio.wait_for(ports.get(), 5)
+        from_thread(("send_text", ("queued 1",)), ("send_text", ("queued 2",)), port=port)
+        port.send_text("from the loop")  # the thread's flush has not run yet: it queues
+        received = [await asyncio.wait_for(client.recv(), 5) for _ in range(3)]
+        assert received == ["queued 1", "queued 2", "from the loop"]
+
+
 @contextlib.asynccontextmanager
 async def stalled_reader(*steps: tuple[str, tuple[object, ...]]) -> AsyncIterator[Stalled]:
     """A client that reads nothing yet, and its port, once ``steps`` have put it on a drain task.
