@@ -43,7 +43,10 @@ class RootMonitorActor(DispatchingActor):
     """Sees every user's usage and the node's; one per tree.
 
     Every hook runs on a worker of the tree's system dispatcher except
-    ``__init__`` (the thread that starts the tree). It never blocks on
+    ``__init__`` (the thread that starts the tree) and, when
+    ``Runtime.system_turn`` allows it, a turn for an admission or a usage
+    report that finds it asleep: that runs on the sender's thread (the
+    event loop, a supervisor's). It never blocks on
     another actor, not even to stop: ``on_stop`` tells every supervisor to
     stop, and the tree waits for them (:meth:`SupervisionTree.stop`).
     """

@@ -48,7 +48,10 @@ class UserSupervisorActor(Admitter, DispatchingActor):
     """Admits, supervises and cleans up one user's connections.
 
     Every hook runs on a worker of the tree's system dispatcher except
-    ``__init__`` (the root's turn). Decisions come from the pure policies in the
+    ``__init__`` (the root's turn) and, when ``Runtime.system_turn`` allows
+    it, a turn for an admission, a close or a timeout that finds it asleep:
+    that runs on the sender's thread (the event loop, or the root's turn).
+    Decisions come from the pure policies in the
     :class:`~actors.runtime.Runtime`; this class carries messages to them and
     acts on the answers. Every change of usage is reported to the root.
     """
