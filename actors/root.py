@@ -91,8 +91,8 @@ class RootMonitorActor(DispatchingActor):
         self._forwarded[user_id] += 1
         self._empty_since.pop(user_id, None)
         turn = self._rt.system_turn  # an idle supervisor admits in this turn
-        if not tell_here(self._supervisor(user_id), msg, turn):  # crashed; SupervisorFailed is
-            del self._sups[user_id]  # on the way
+        if not tell_here(self._supervisor(user_id), msg, turn):
+            del self._sups[user_id]  # crashed; its SupervisorFailed is on the way
             self._supervisor(user_id).tell(msg)
 
     def _push(self, msg: Push) -> None:
