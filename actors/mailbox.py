@@ -9,7 +9,6 @@ a deque, and the actor's place in its dispatcher's ready queue (see
 from __future__ import annotations
 
 import collections
-import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +29,7 @@ def stop_soon(ref: pykka.ActorRef[Any]) -> None:
 
     Nothing to wait on and nothing raised: a dead actor is left alone.
     """
-    with contextlib.suppress(pykka.ActorDeadError):
-        ref.tell(messages._ActorStop())
+    tell_here(ref, messages._ActorStop(), 0)
 
 
 def tell_here(ref: pykka.ActorRef[Any], message: Any, batch: int = 1) -> bool:

@@ -171,7 +171,7 @@ class ConnectionHandle:
         self._supervisor = supervisor
         self._manager: pykka.ActorRef[Any] | None = manager
         self._clock = clock
-        self._inline = inline
+        self._frame_turn = 1 if inline else 0  # a frame at a time; 0: always the worker
         self._supervisor_turn = supervisor_turn
 
     @property
@@ -185,15 +185,7 @@ class ConnectionHandle:
         if manager is None:
             return
         message = Inbound(self.context.websocket_id, text)
-        if self._inline:
-            delivered = tell_here(manager, message)
-        else:
-            try:
-                manager.tell(message)
-                delivered = True
-            except pykka.ActorDeadError:
-                delivered = False
-        if not delivered:
+        if not tell_here(manager, message, self._frame_turn):
             self._to_supervisor(message)  # crashed: the supervisor forwards to the restart
 
     def heartbeat(self) -> None:

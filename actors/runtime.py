@@ -37,7 +37,9 @@ class Runtime:
     handle on the thread that sends it one from the shell (the event loop),
     in a turn of its own (:func:`~actors.mailbox.tell_here`): the system
     dispatcher's batch when the ledger never blocks (in memory), 0 (never)
-    with a shared ledger, whose calls may wait on the network.
+    with a shared ledger, whose calls may wait on the network. The root
+    takes one message so (``root_turn``): what else waits for it (every
+    user's usage reports) stays on its worker.
     """
 
     config: Config
@@ -85,6 +87,11 @@ class Runtime:
     @system_turn.default
     def _system_turn(self) -> int:
         return 0 if self.ledger.shared else self.system_dispatcher.batch
+
+    @property
+    def root_turn(self) -> int:
+        """The root's :attr:`system_turn`: only the message at hand (1), or 0."""
+        return min(1, self.system_turn)
 
     @thresholds.default
     def _thresholds(self) -> Thresholds:

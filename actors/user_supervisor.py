@@ -231,7 +231,7 @@ class UserSupervisorActor(Admitter, DispatchingActor):
             return  # most turns change nothing: no report object to build
         report = UsageReport(self.user_id, used, limit, idle, self._admits_seen, wake_at)
         self._last_report = report
-        tell_here(self._root, report, min(1, self._rt.system_turn))  # dead: the tree stops
+        tell_here(self._root, report, self._rt.root_turn)  # dead: the tree stops
 
     # --- state and end of life ------------------------------------------------------------------
 

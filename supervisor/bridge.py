@@ -44,6 +44,22 @@ __all__ = [
 T = TypeVar("T")
 
 
+def _run_on_loop(
+    loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any
+) -> None:
+    """Run ``callback(*args)`` on ``loop``: at once if called there, else at its next turn.
+
+    On the loop already (an actor's turn run there), no self-pipe write;
+    from an actor thread, ``call_soon_threadsafe``. A closed loop (the
+    process is ending, nobody waits any more) is ignored.
+    """
+    if asyncio._get_running_loop() is loop:
+        callback(*args)
+        return
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
+
+
 def reply_future(
     loop: asyncio.AbstractEventLoop, undo: Callable[[T], None] | None = None
 ) -> tuple[asyncio.Future[T], Callable[[T], None]]:
@@ -60,9 +76,8 @@ def reply_future(
         elif undo is not None:
             undo(value)
 
-    def reply(value: T) -> None:  # on an actor thread
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(settle, value)
+    def reply(value: T) -> None:  # in an actor's turn: on its thread, or on the loop
+        _run_on_loop(loop, settle, value)
 
     return future, reply
 
@@ -217,12 +232,8 @@ class WebSocketPort:
         except TimeoutError:
             self._connection.transport.abort()
 
-    def _call_soon(self, callback: Any) -> None:
-        if asyncio._get_running_loop() is self._loop:  # on the loop already: no self-pipe write
-            callback()
-            return
-        with contextlib.suppress(RuntimeError):  # a closed loop: the process is ending
-            self._loop.call_soon_threadsafe(callback)
+    def _call_soon(self, callback: Callable[[], object]) -> None:
+        _run_on_loop(self._loop, callback)
 
     def _take(self) -> tuple[list[str], tuple[int, str] | None]:
         with self._lock:

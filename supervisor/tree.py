@@ -176,7 +176,7 @@ class SupervisionTree:
         """
         ticket = AdmissionTicket(on_answer)
         root, message = self._root_ref(), Admit(context, port, ticket)
-        if not tell_here(root, message, min(1, self._runtime.system_turn)):  # only this one
+        if not tell_here(root, message, self._runtime.root_turn):
             raise TreeNotRunning("the supervision tree is not running")
         return ticket
 

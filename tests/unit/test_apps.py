@@ -11,7 +11,6 @@ from actors.dispatch import Dispatcher
 from actors.runtime import Runtime
 from supervisor.apps import EchoApp, WorkerEchoApp, load_app
 from supervisor.clock import ManualClock
-from supervisor.context import UserExecutionContext
 from supervisor.observer import NullObserver
 from supervisor.policies.ledger import InMemoryLedger
 from supervisor.protocol import JsonProtocol
@@ -21,19 +20,10 @@ from tests.helpers import make_config
 pytestmark = pytest.mark.timeout(10)
 
 
-class SaysYes:
-    """An app whose promise is not the value True: it does not count."""
+class SaysYes(EchoApp):
+    """An echo whose promise is not the value True: it does not count."""
 
-    types = frozenset({"echo"})
-    runs_inline = "yes"
-
-    def on_message(
-        self,
-        context: UserExecutionContext,
-        message: dict[str, Any],
-        send: Callable[[dict[str, Any]], None],
-    ) -> None:
-        send(message)
+    runs_inline = "yes"  # type: ignore[assignment]
 
 
 def runtime_for(factory: Callable[[], Any]) -> Runtime:
