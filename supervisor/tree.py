@@ -3,7 +3,8 @@
 This is the embedding API for plain threads. Its blocking calls
 (:meth:`SupervisionTree.admit`, :meth:`SupervisionTree.snapshot`) must never
 run on an asyncio event loop; the loop uses :meth:`SupervisionTree.admit_nowait`
-with a callback that hops back with ``call_soon_threadsafe``.
+with a callback that hops back with ``call_soon_threadsafe`` (or, when
+the admission's turn runs on the loop itself, completes at once).
 """
 
 from __future__ import annotations
