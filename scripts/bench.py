@@ -943,30 +943,43 @@ def _fmt(value: float) -> str:
 
 
 def summarize(per_round: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Medians over rounds, and supervised/bare ratios."""
+    """Medians over rounds, and supervised/bare ratios two ways.
+
+    ``ratios``: the supervised median over the bare median. ``ratios_paired``:
+    the median of each round's own ratio, the two servers of a round having
+    run back to back; when the host's speed drifts between rounds, the two
+    medians can come from rounds far apart, and the paired ratio cancels it.
+    """
     medians: dict[str, dict[str, float]] = {}
     for kind, rounds in per_round.items():
         medians[kind] = {
             key: statistics.median(r[key] for r in rounds) for key in rounds[0] if rounds
         }
     ratios: dict[str, float] = {}
+    paired: dict[str, float] = {}
     for key, _, _ in METRICS:
         bare, supervised = medians["bare"].get(key), medians["supervised"].get(key)
         if bare and supervised is not None:
             ratios[key] = supervised / bare
-    return {**medians, "ratios": ratios}
+        pairs = [
+            s[key] / b[key]
+            for b, s in zip(per_round["bare"], per_round["supervised"], strict=False)
+            if b.get(key) and key in s
+        ]
+        if pairs:
+            paired[key] = statistics.median(pairs)
+    return {**medians, "ratios": ratios, "ratios_paired": paired}
 
 
 def table(summary: dict[str, dict[str, float]]) -> str:
-    rows = [("metric", "bare", "supervised", "ratio s/b", "better")]
+    rows = [("metric", "bare", "supervised", "ratio s/b", "paired", "better")]
     for key, label, better in METRICS:
         bare, sup = summary["bare"].get(key), summary["supervised"].get(key)
         if bare is None or sup is None:
             continue
-        ratio = summary["ratios"].get(key)
-        rows.append(
-            (label, _fmt(bare), _fmt(sup), "n/a" if ratio is None else f"{ratio:.2f}x", better)
-        )
+        ratios = (summary["ratios"].get(key), summary.get("ratios_paired", {}).get(key))
+        shown = ["n/a" if ratio is None else f"{ratio:.2f}x" for ratio in ratios]
+        rows.append((label, _fmt(bare), _fmt(sup), *shown, better))
     return _grid(rows)
 
 
@@ -1079,7 +1092,10 @@ def orchestrate(args: argparse.Namespace) -> int:
         + (f"; app {settings.app}" if settings.app else "")
     )
     print(table(summary))
-    print("ratio = supervised / bare; 'better' says which direction is the good one.")
+    print(
+        "ratio = supervised / bare, of the medians; paired = the median of each round's ratio; "
+        "'better' says which direction is the good one."
+    )
     if args.redis:
         print_redis(summary)
     if args.json:

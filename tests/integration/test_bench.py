@@ -54,6 +54,8 @@ def test_a_quick_bench_writes_figures_for_both_servers(tmp_path: Path) -> None:
         assert data[kind]["idle_conns_opened"] == data["meta"]["durations"]["idle_connections"]
     for key in ("conns_per_s", "msgs_per_s", "rtt_p50_us"):
         assert data["ratios"][key] > 0
+        assert data["ratios_paired"][key] > 0  # one round: the same as the ratio of medians
+        assert data["ratios_paired"][key] == pytest.approx(data["ratios"][key])
     assert data["meta"]["rounds"] == 1 and data["meta"]["cpu_count"] >= 1
     assert data["meta"]["app"] == "supervisor.apps:EchoApp"
     assert "ratio" in done.stdout and "supervised" in done.stdout

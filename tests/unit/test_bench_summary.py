@@ -1,0 +1,47 @@
+"""``scripts/bench.py``'s summary: medians, their ratio, and the paired ratio of each round."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytestmark = pytest.mark.timeout(30)
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    return importlib.import_module("bench")
+
+
+def rounds(*cpu: float) -> list[dict[str, float]]:
+    return [{"cpu_ms_per_conn": value, "conns_per_s": 100.0} for value in cpu]
+
+
+def test_the_ratio_is_of_the_medians_and_the_paired_ratio_is_the_median_of_each_rounds_own(
+    bench: ModuleType,
+) -> None:
+    summary = bench.summarize({"bare": rounds(1.0, 1.4, 1.1), "supervised": rounds(1.5, 1.5, 1.3)})
+    assert summary["bare"]["cpu_ms_per_conn"] == pytest.approx(1.1)
+    assert summary["supervised"]["cpu_ms_per_conn"] == pytest.approx(1.5)
+    assert summary["ratios"]["cpu_ms_per_conn"] == pytest.approx(1.5 / 1.1)
+    assert summary["ratios_paired"]["cpu_ms_per_conn"] == pytest.approx(1.3 / 1.1)  # 1.5, 1.07
+    assert summary["ratios_paired"]["conns_per_s"] == pytest.approx(1.0)
+
+
+def test_a_metric_that_bare_reads_as_zero_gets_no_paired_ratio(bench: ModuleType) -> None:
+    bare = [{"cpu_ms_per_conn": 0.0}, {"cpu_ms_per_conn": 0.0}]
+    summary = bench.summarize({"bare": bare, "supervised": rounds(1.0, 1.2)})
+    assert "cpu_ms_per_conn" not in summary["ratios_paired"]
+    assert "cpu_ms_per_conn" not in summary["ratios"]
+
+
+def test_the_table_shows_both_ratios(bench: ModuleType) -> None:
+    summary = bench.summarize({"bare": rounds(1.0, 1.4, 1.1), "supervised": rounds(1.5, 1.5, 1.3)})
+    line = next(row for row in bench.table(summary).splitlines() if "CPU per connection" in row)
+    assert "1.36x" in line and "1.18x" in line
