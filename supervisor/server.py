@@ -16,7 +16,7 @@ import asyncio
 import http
 import logging
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -170,8 +170,9 @@ class WebSocketFront:
             return _refuse(connection, admission.result, admission.reason, admission.retry_after)
         handle = admission.handle
         self._admitted[connection] = (handle, port)
-        # a handshake that fails from here on never reaches the handler: free the slot anyway
-        connection.connection_lost_waiter.add_done_callback(lambda _: self._lost(connection))
+        # freed as the connection is lost, before its handler (if it ever gets one) wakes up
+        assert isinstance(connection, AcyclicConnection)  # the server's create_connection
+        connection.lost_callback = lambda: self._lost(connection)
         return None
 
     def _lost(self, connection: ServerConnection) -> None:
@@ -218,7 +219,14 @@ class AcyclicConnection(ServerConnection):
     such collections grew to ~1.6 s (docs/PERFORMANCE.md). Once the
     connection is lost, the bound method, the parser and the exception's
     traceback (not the exception) are dropped. Runs on the event loop.
+
+    ``lost_callback``, if set, is called (once, then dropped) at the end of
+    ``connection_lost``, before any task that the loss wakes up runs: the
+    front frees the connection's slot there, so that in a mass disconnect
+    every slot is free before the handlers have unwound.
     """
+
+    lost_callback: Callable[[], None] | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
@@ -229,6 +237,9 @@ class AcyclicConnection(ServerConnection):
             if self.protocol.parser_exc is not None:
                 self.protocol.parser_exc.__traceback__ = None
             self.protocol.parser = _SPENT  # its suspended frame holds the protocol
+            callback, self.lost_callback = self.lost_callback, None  # it holds this connection
+            if callback is not None:
+                callback()
 
 
 def _address(connection: ServerConnection) -> str:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import sys
 import threading
 import time
 import weakref
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
+from actors.ports import ConnectionHandle
 from supervisor.codes import CloseCode
 from supervisor.daemon import Daemon
 from tests.apps.faulty import RELEASE
@@ -222,6 +225,36 @@ async def test_500_connections_closed_at_once_free_every_slot_within_2_seconds()
             ws.transport.abort()  # dropped, no close frame: the server sees the TCP close
         await wait_for(lambda: daemon.tree.ledger.total() == 0, 2.0, what="500 slots free")
         assert time.monotonic() - started < 2.0
+
+
+def _functions_on_the_stack() -> set[str]:
+    frame: FrameType | None = sys._getframe(1)
+    names = set()
+    while frame is not None:
+        names.add(frame.f_code.co_name)
+        frame = frame.f_back
+    return names
+
+
+async def test_a_dropped_connection_frees_its_slot_as_it_is_lost_before_its_handler_unwinds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stacks: list[set[str]] = []
+    closed = ConnectionHandle.closed
+
+    def watched(handle: ConnectionHandle, code: int | None = None) -> None:
+        stacks.append(_functions_on_the_stack())
+        closed(handle, code)
+
+    monkeypatch.setattr(ConnectionHandle, "closed", watched)
+    async with running_daemon() as daemon:
+        ws = await connect(ws_url(daemon))
+        assert daemon.tree.ledger.total() == 1
+        ws.transport.abort()  # no close frame
+        await wait_for(lambda: daemon.tree.ledger.total() == 0, what="the slot freed")
+        assert "connection_lost" in stacks[0] and "serve_connection" not in stacks[0]
+        await wait_for(lambda: len(stacks) == 2, what="the handler's end")
+        assert "serve_connection" in stacks[1]  # then a no-op: the slot was freed already
 
 
 async def test_1000_connections_over_10_users_each_used_and_closed_leave_0_managers() -> None:
