@@ -170,7 +170,7 @@ class WebSocketFront:
             return _refuse(connection, admission.result, admission.reason, admission.retry_after)
         handle = admission.handle
         self._admitted[connection] = (handle, port)
-        # freed as the connection is lost, before its handler (if it ever gets one) wakes up
+        # freed as the peer goes, before its handler (if it ever gets one) wakes up
         assert isinstance(connection, AcyclicConnection)  # the server's create_connection
         connection.lost_callback = lambda: self._lost(connection)
         return None
@@ -220,13 +220,20 @@ class AcyclicConnection(ServerConnection):
     connection is lost, the bound method, the parser and the exception's
     traceback (not the exception) are dropped. Runs on the event loop.
 
-    ``lost_callback``, if set, is called (once, then dropped) at the end of
-    ``connection_lost``, before any task that the loss wakes up runs: the
-    front frees the connection's slot there, so that in a mass disconnect
-    every slot is free before the handlers have unwound.
+    ``lost_callback``, if set, is called once (then dropped) as soon as the
+    peer is gone: at the end of ``eof_received`` (the peer closed its side)
+    or of ``connection_lost`` (a reset, or the end of a closing handshake),
+    whichever comes first, and before any task that the loss wakes up runs.
+    The front frees the connection's slot there, so that in a mass
+    disconnect the slots are freed as the loop reads the peers' EOFs,
+    before the handlers unwind.
     """
 
     lost_callback: Callable[[], None] | None = None
+
+    def eof_received(self) -> None:
+        super().eof_received()
+        self._peer_gone()
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
@@ -237,9 +244,12 @@ class AcyclicConnection(ServerConnection):
             if self.protocol.parser_exc is not None:
                 self.protocol.parser_exc.__traceback__ = None
             self.protocol.parser = _SPENT  # its suspended frame holds the protocol
-            callback, self.lost_callback = self.lost_callback, None  # it holds this connection
-            if callback is not None:
-                callback()
+            self._peer_gone()
+
+    def _peer_gone(self) -> None:
+        callback, self.lost_callback = self.lost_callback, None  # it holds this connection
+        if callback is not None:
+            callback()
 
 
 def _address(connection: ServerConnection) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import socket
+import struct
 import sys
 import threading
 import time
@@ -236,8 +238,11 @@ def _functions_on_the_stack() -> set[str]:
     return names
 
 
-async def test_a_dropped_connection_frees_its_slot_as_it_is_lost_before_its_handler_unwinds(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("peer", "noticed_in"), [("fin", "eof_received"), ("rst", "connection_lost")]
+)
+async def test_a_dropped_connection_frees_its_slot_as_the_loss_is_read_before_its_handler_unwinds(
+    monkeypatch: pytest.MonkeyPatch, peer: str, noticed_in: str
 ) -> None:
     stacks: list[set[str]] = []
     closed = ConnectionHandle.closed
@@ -248,11 +253,14 @@ async def test_a_dropped_connection_frees_its_slot_as_it_is_lost_before_its_hand
 
     monkeypatch.setattr(ConnectionHandle, "closed", watched)
     async with running_daemon() as daemon:
-        ws = await connect(ws_url(daemon))
+        ws, _ = await open_client(ws_url(daemon))  # the welcome read: nothing left unread
         assert daemon.tree.ledger.total() == 1
+        if peer == "rst":  # a reset instead of an EOF: the server never reads one
+            sock = ws.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         ws.transport.abort()  # no close frame
         await wait_for(lambda: daemon.tree.ledger.total() == 0, what="the slot freed")
-        assert "connection_lost" in stacks[0] and "serve_connection" not in stacks[0]
+        assert noticed_in in stacks[0] and "serve_connection" not in stacks[0]
         await wait_for(lambda: len(stacks) == 2, what="the handler's end")
         assert "serve_connection" in stacks[1]  # then a no-op: the slot was freed already
 
