@@ -142,8 +142,9 @@ class Dispatcher:
                 return 0
             left = list(self._mailboxes)
         for mailbox in left:
-            assert mailbox._actor is not None
-            stop_soon(mailbox._actor.actor_ref)
+            actor = mailbox._actor
+            if actor is not None:  # else it ended since: only forget() is left for it
+                stop_soon(actor.actor_ref)
         with self._lock:
             self._lock.wait_for(lambda: not self._mailboxes, max(0.0, deadline - time.monotonic()))
             self._running = False

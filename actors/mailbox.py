@@ -190,7 +190,9 @@ class Mailbox:
 
     def kill(self) -> None:
         """End an actor that did not stop in time: unregistered, stopped, asks failed."""
-        assert self._actor is not None
-        pykka.ActorRegistry.unregister(self._actor.actor_ref)
-        self._actor.actor_stopped.set()
+        actor = self._actor
+        if actor is None:  # it ended meanwhile
+            return
+        pykka.ActorRegistry.unregister(actor.actor_ref)
+        actor.actor_stopped.set()
         self.end()

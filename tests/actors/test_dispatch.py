@@ -272,6 +272,38 @@ def test_an_actor_stuck_past_the_stop_timeout_is_ended_and_its_asks_fail() -> No
     )
 
 
+def test_stopping_the_dispatcher_while_an_actor_is_ending_waits_for_that_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    own = Dispatcher(workers=1).start()
+    ref = Recorder.start(own)
+    actor = actor_of(ref)
+    ending, release = threading.Event(), threading.Event()
+    forget = own.forget
+
+    def slow_forget(mailbox: Any) -> None:  # the actor has let go of its mailbox, not yet gone
+        ending.set()
+        release.wait(5)
+        forget(mailbox)
+
+    monkeypatch.setattr(own, "forget", slow_forget)
+    stopped: list[int] = []
+    stopper = threading.Thread(target=lambda: stopped.append(own.stop(timeout=5)))
+    try:
+        stop_soon(ref)
+        assert ending.wait(5)
+        stopper.start()
+        condition = own._lock
+        wait_until(lambda: bool(getattr(condition, "_waiters", ())), what="stop() to wait")
+    finally:
+        release.set()
+        if stopper.is_alive():
+            stopper.join(5)
+        own.stop(timeout=5)  # a no-op once stopped
+    assert stopped == [0]  # nothing killed, nothing raised
+    assert [hook for hook, _ in actor.hooks] == ["__init__", "on_start", "on_stop"]
+
+
 def test_an_actor_cannot_start_on_a_dispatcher_that_is_not_running() -> None:
     idle = Dispatcher()
     with pytest.raises(DispatcherStopped):
