@@ -172,7 +172,7 @@ class WebSocketFront:
         self._admitted[connection] = (handle, port)
         # freed as the peer goes, before its handler (if it ever gets one) wakes up
         assert isinstance(connection, AcyclicConnection)  # the server's create_connection
-        connection.lost_callback = lambda: self._lost(connection)
+        connection.call_when_lost(lambda: self._lost(connection))
         return None
 
     def _lost(self, connection: ServerConnection) -> None:
@@ -220,16 +220,26 @@ class AcyclicConnection(ServerConnection):
     connection is lost, the bound method, the parser and the exception's
     traceback (not the exception) are dropped. Runs on the event loop.
 
-    ``lost_callback``, if set, is called once (then dropped) as soon as the
-    peer is gone: at the end of ``eof_received`` (the peer closed its side)
-    or of ``connection_lost`` (a reset, or the end of a closing handshake),
-    whichever comes first, and before any task that the loss wakes up runs.
-    The front frees the connection's slot there, so that in a mass
-    disconnect the slots are freed as the loop reads the peers' EOFs,
-    before the handlers unwind.
+    A callback given to :meth:`call_when_lost` is called once (then
+    dropped) as soon as the peer is gone: at the end of ``eof_received``
+    (the peer closed its side) or of ``connection_lost`` (a reset, or the
+    end of a closing handshake), whichever comes first, and before any task
+    that the loss wakes up runs. The front frees the connection's slot
+    there, so that in a mass disconnect the slots are freed as the loop
+    reads the peers' EOFs, before the handlers unwind.
     """
 
-    lost_callback: Callable[[], None] | None = None
+    _lost_callback: Callable[[], None] | None = None
+
+    def call_when_lost(self, callback: Callable[[], None]) -> None:
+        """Loop: call ``callback`` once the peer is gone; at once if it is gone already.
+
+        A connection can be lost while the front waits for its slot: its
+        ``connection_lost`` has then run with no callback to call.
+        """
+        self._lost_callback = callback
+        if self.connection_lost_waiter.done():
+            self._peer_gone()
 
     def eof_received(self) -> None:
         super().eof_received()
@@ -247,7 +257,7 @@ class AcyclicConnection(ServerConnection):
             self._peer_gone()
 
     def _peer_gone(self) -> None:
-        callback, self.lost_callback = self.lost_callback, None  # it holds this connection
+        callback, self._lost_callback = self._lost_callback, None  # it holds this connection
         if callback is not None:
             callback()
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import json
+import os
 import socket
 import struct
 import sys
@@ -20,6 +22,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
 from actors.ports import ConnectionHandle
+from supervisor import bridge
+from supervisor import server as server_module
+from supervisor.bridge import WebSocketPort
 from supervisor.codes import CloseCode
 from supervisor.daemon import Daemon
 from tests.apps.faulty import RELEASE
@@ -263,6 +268,31 @@ async def test_a_dropped_connection_frees_its_slot_as_the_loss_is_read_before_it
         assert noticed_in in stacks[0] and "serve_connection" not in stacks[0]
         await wait_for(lambda: len(stacks) == 2, what="the handler's end")
         assert "serve_connection" in stacks[1]  # then a no-op: the slot was freed already
+
+
+async def test_a_connection_lost_while_it_waits_for_its_slot_frees_the_slot_it_then_gets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    admit = bridge.admit
+
+    async def late_admit(tree: Any, context: Any, port: WebSocketPort, timeout: float) -> Any:
+        admission = await admit(tree, context, port, timeout)
+        lost = port._connection.connection_lost_waiter
+        await asyncio.wait_for(asyncio.shield(lost), 5)  # the answer comes after the loss
+        return admission
+
+    monkeypatch.setattr(server_module, "admit", late_admit)
+    async with running_daemon() as daemon:
+        _, writer = await asyncio.open_connection("127.0.0.1", daemon.front.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /ws?user_id=alice HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        await wait_for(lambda: daemon.tree.ledger.total() == 1, what="the slot taken")
+        writer.close()  # gone before the handshake's answer
+        await wait_for(lambda: daemon.tree.ledger.total() == 0, what="the slot freed")
 
 
 async def test_1000_connections_over_10_users_each_used_and_closed_leave_0_managers() -> None:
