@@ -12,6 +12,8 @@ every client process at once and time, from the kill:
   ``ws_supervisor_last_release_timestamp_seconds``: the daemon's busy loop
   answers ``/metrics`` late, so the time /metrics first reads 0 is reported
   beside it; ``/debug/state``'s ledger count is read once after;
+- until every killed client process has exited, its sockets closed by its
+  kernel teardown (both): no server can see a peer go before that;
 - until the server holds no more sockets than before the connections (both);
   each of these is polled on a thread of its own;
 - until its thread count is back to what it was before the connections.
@@ -172,6 +174,8 @@ def measure(kind: str, args: argparse.Namespace, logdir: Path) -> dict[str, Any]
         for client in clients:
             os.killpg(client.proc.pid, signal.SIGKILL)
         checks = {
+            # every client process has exited, so every one of its sockets is closed (FIN sent)
+            "clients_gone_s": lambda: all(client.proc.poll() is not None for client in clients),
             "sockets_closed_s": lambda: open_fds(pid) <= fds_before,
             "threads_back_s": lambda: Probe.read(pid).threads <= before.threads,
         }
@@ -199,6 +203,7 @@ def measure(kind: str, args: argparse.Namespace, logdir: Path) -> dict[str, Any]
             "slots_held_after": ledger_after,
             "slots_free_s": released.get("slots_free_s"),
             "last_release_s": released.get("last_release_s"),
+            "clients_gone_s": released["clients_gone_s"],
             "sockets_closed_s": released["sockets_closed_s"],
             "threads_back_s": released["threads_back_s"],
             "cpu_s_open_and_drop": round(after.cpu - before.cpu, 1),
@@ -227,6 +232,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         ("threads before / with the connections", None),
         ("server CPU while they idle (% of a core)", "idle_cpu_pct"),
         ("slots held with the connections", "slots_held"),
+        ("after SIGKILL: client processes gone (s)", "clients_gone_s"),
         ("after SIGKILL: last slot freed (s)", "last_release_s"),
         ("after SIGKILL: /metrics reads 0 held (s)", "slots_free_s"),
         ("after SIGKILL: slots held then (ledger)", "slots_held_after"),

@@ -31,6 +31,7 @@ def test_a_small_scale_run_opens_drops_and_frees_every_slot(tmp_path: Path) -> N
     data: dict[str, Any] = json.loads(out.read_text())
     for kind in ("bare", "supervised"):
         assert data[kind]["opened"] == 200, data[kind]
+        assert data[kind]["clients_gone_s"] is not None
         assert data[kind]["sockets_closed_s"] is not None
         assert data[kind]["threads_back_s"] is not None
     supervised = data["supervised"]
