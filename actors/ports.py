@@ -18,7 +18,7 @@ import attrs
 import pykka
 
 from actors.mailbox import tell_here
-from actors.messages import ConnectionClosed, Inbound, ReapConnection
+from actors.messages import ConnectionClosed, Inbound, PeerGone, ReapConnection
 from supervisor.clock import Clock
 from supervisor.context import UserExecutionContext
 from supervisor.observer import AdmissionResult
@@ -200,6 +200,15 @@ class ConnectionHandle:
         self._to_supervisor(
             ConnectionClosed(self.context.websocket_id, self._clock.monotonic(), code)
         )
+
+    def peer_gone(self) -> None:
+        """Report that the peer is gone: only its slot is freed, at once.
+
+        :meth:`closed` must follow; it does the rest. Between the two the
+        connection shows as closing.
+        """
+        if self._manager is not None:
+            self._to_supervisor(PeerGone(self.context.websocket_id, self._clock.monotonic()))
 
     def timed_out(self) -> None:
         """Report a timeout seen by the shell: the connection is reaped (4003)."""

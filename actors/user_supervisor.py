@@ -27,6 +27,7 @@ from actors.messages import (
     ManagerIdle,
     Orphan,
     Outbound,
+    PeerGone,
     Push,
     ReapConnection,
     Shed,
@@ -72,6 +73,7 @@ class UserSupervisorActor(Admitter, DispatchingActor):
             Admit: self._admit,
             AcquireAnswered: self._acquire_answered,
             ConnectionClosed: self._closed,
+            PeerGone: self._peer_gone,
             Inbound: self._forward,
             Push: self._push,
             Tick: self._tick,
@@ -101,6 +103,16 @@ class UserSupervisorActor(Admitter, DispatchingActor):
         started = child.closing_since if child.closing_since is not None else msg.detected_at
         self._finish(child, child.close_reason or "close", "ok", started)
         self._report()
+
+    def _peer_gone(self, msg: PeerGone) -> None:
+        child = self._children.by_id.get(msg.websocket_id)
+        if child is None or not child.holds_slot:
+            return  # its ConnectionClosed, which follows, reports a stray id
+        self._free_slot(child, msg.detected_at)
+        if child.state == "connected":
+            self._children.mark_closing(child, msg.detected_at)
+            child.close_reason = "close"
+        # no report: the ConnectionClosed that follows retires the manager, then reports
 
     def _forward(self, msg: Inbound) -> None:
         child = self._children.by_id.get(msg.websocket_id)

@@ -172,13 +172,19 @@ class WebSocketFront:
         self._admitted[connection] = (handle, port)
         # freed as the peer goes, before its handler (if it ever gets one) wakes up
         assert isinstance(connection, AcyclicConnection)  # the server's create_connection
-        connection.call_when_lost(lambda: self._lost(connection))
+        connection.call_when_lost(lambda abrupt: self._lost(connection, abrupt))
         return None
 
-    def _lost(self, connection: ServerConnection) -> None:
+    def _lost(self, connection: ServerConnection, abrupt: bool) -> None:
         admitted = self._admitted.pop(connection, None)
-        if admitted is not None:
-            admitted[0].closed(connection.close_code)
+        if admitted is None:
+            return
+        handle = admitted[0]
+        if abrupt:  # one of a batch of losses, maybe thousands: free the slot, close after it
+            handle.peer_gone()
+            asyncio.get_running_loop().call_soon(handle.closed, connection.close_code)
+        else:
+            handle.closed(connection.close_code)
 
     async def _handler(self, connection: ServerConnection) -> None:
         admitted = self._admitted.get(connection)
@@ -224,14 +230,17 @@ class AcyclicConnection(ServerConnection):
     dropped) as soon as the peer is gone: at the end of ``eof_received``
     (the peer closed its side) or of ``connection_lost`` (a reset, or the
     end of a closing handshake), whichever comes first, and before any task
-    that the loss wakes up runs. The front frees the connection's slot
-    there, so that in a mass disconnect the slots are freed as the loop
-    reads the peers' EOFs, before the handlers unwind.
+    that the loss wakes up runs. It is told whether the loss was abrupt: no
+    close frame came from the peer (a dropped client), as opposed to the
+    end of a closing handshake, which also ends with the peer's EOF.
+    The front frees the connection's slot there, so that in a mass
+    disconnect the slots are freed as the loop reads the peers' EOFs,
+    before the handlers unwind.
     """
 
-    _lost_callback: Callable[[], None] | None = None
+    _lost_callback: Callable[[bool], None] | None = None
 
-    def call_when_lost(self, callback: Callable[[], None]) -> None:
+    def call_when_lost(self, callback: Callable[[bool], None]) -> None:
         """Loop: call ``callback`` once the peer is gone; at once if it is gone already.
 
         A connection can be lost while the front waits for its slot: its
@@ -259,7 +268,7 @@ class AcyclicConnection(ServerConnection):
     def _peer_gone(self) -> None:
         callback, self._lost_callback = self._lost_callback, None  # it holds this connection
         if callback is not None:
-            callback()
+            callback(self.protocol.close_rcvd is None)
 
 
 def _address(connection: ServerConnection) -> str:

@@ -124,6 +124,26 @@ def test_a_closed_connections_manager_is_pooled_and_reused_without_leftovers(
     assert second_port.frames.empty()
 
 
+def test_a_peer_gone_frees_only_the_slot_and_the_close_that_follows_retires_the_manager(
+    tree: SupervisionTree, metrics: MetricsObserver
+) -> None:
+    limit = tree.config.quota.max_managers_per_user
+    open_ = [connect(tree, "alice") for _ in range(limit)]
+    gone = handle_of(open_[0][0])
+    gone.peer_gone()
+    wait_until(lambda: tree.ledger.usage("alice") == limit - 1, what="slot freed")
+    (child,) = [m for m in tree.snapshot()["users"][0]["managers"] if not m["holds_slot"]]
+    assert (child["websocket_id"], child["state"]) == (gone.websocket_id, "closing")
+    assert metrics.value("ws_supervisor_cleanups_total", {"reason": "close", "result": "ok"}) == 0
+    newcomer, _, _ = connect(tree, "alice")  # the slot is usable before the close is done
+    assert newcomer.admitted
+    gone.closed(1006)  # abnormal closure: no close frame
+    wait_until(lambda: len(tree.snapshot()["users"][0]["managers"]) == limit, what="retired")
+    assert metrics.value("ws_supervisor_cleanups_total", {"reason": "close", "result": "ok"}) == 1
+    assert metrics.value("ws_supervisor_release_latency_seconds_count") == 1
+    assert metrics.value("ws_supervisor_thread_id_mismatches_total") == 0
+
+
 def test_a_caller_that_stops_waiting_leaves_no_slot_behind(tree: SupervisionTree) -> None:
     ticket = tree.admit_nowait(UserExecutionContext.from_websocket_request("alice"), QueuePort())
     withdrawn = ticket.withdraw()

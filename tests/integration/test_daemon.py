@@ -243,20 +243,63 @@ def _functions_on_the_stack() -> set[str]:
     return names
 
 
+def _watch_handle_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, set[str]]]:
+    """Each ``peer_gone`` and ``closed`` of a handle, with the functions on its stack."""
+    calls: list[tuple[str, set[str]]] = []
+    peer_gone, closed = ConnectionHandle.peer_gone, ConnectionHandle.closed
+
+    def watched_peer_gone(handle: ConnectionHandle) -> None:
+        calls.append(("peer_gone", _functions_on_the_stack()))
+        peer_gone(handle)
+
+    def watched_closed(handle: ConnectionHandle, code: int | None = None) -> None:
+        calls.append(("closed", _functions_on_the_stack()))
+        closed(handle, code)
+
+    monkeypatch.setattr(ConnectionHandle, "peer_gone", watched_peer_gone)
+    monkeypatch.setattr(ConnectionHandle, "closed", watched_closed)
+    return calls
+
+
+async def test_a_connection_dropped_with_a_fin_frees_its_slot_inside_eof_received_then_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _watch_handle_calls(monkeypatch)
+    async with running_daemon() as daemon:
+        ws, _ = await open_client(ws_url(daemon))  # the welcome read: nothing left unread
+        assert daemon.tree.ledger.total() == 1
+        ws.transport.abort()  # no close frame: the server reads an EOF
+        await wait_for(lambda: daemon.tree.ledger.total() == 0, what="the slot freed")
+        assert calls[0][0] == "peer_gone" and "eof_received" in calls[0][1]
+        await wait_for(lambda: len(calls) >= 2, what="the close that follows")
+        assert calls[1][0] == "closed" and "eof_received" not in calls[1][1]  # after the batch
+        cleanups = {"reason": "close", "result": "ok"}
+        await wait_for(
+            lambda: daemon.metrics.value("ws_supervisor_cleanups_total", cleanups) == 1,
+            what="the manager retired",
+        )
+        assert daemon.metrics.value("ws_supervisor_thread_id_mismatches_total") == 0
+
+
+async def test_a_connection_closed_with_a_closing_handshake_is_closed_in_one_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _watch_handle_calls(monkeypatch)
+    async with running_daemon() as daemon:
+        ws, _ = await open_client(ws_url(daemon))
+        await ws.close()  # the handshake ends with an EOF from each side
+        await wait_for(lambda: daemon.tree.ledger.total() == 0, what="the slot freed")
+        assert [name for name, _ in calls][:1] == ["closed"]
+        assert all(name == "closed" for name, _ in calls)  # never split: not a dropped peer
+
+
 @pytest.mark.parametrize(
     ("peer", "noticed_in"), [("fin", "eof_received"), ("rst", "connection_lost")]
 )
 async def test_a_dropped_connection_frees_its_slot_as_the_loss_is_read_before_its_handler_unwinds(
     monkeypatch: pytest.MonkeyPatch, peer: str, noticed_in: str
 ) -> None:
-    stacks: list[set[str]] = []
-    closed = ConnectionHandle.closed
-
-    def watched(handle: ConnectionHandle, code: int | None = None) -> None:
-        stacks.append(_functions_on_the_stack())
-        closed(handle, code)
-
-    monkeypatch.setattr(ConnectionHandle, "closed", watched)
+    calls = _watch_handle_calls(monkeypatch)
     async with running_daemon() as daemon:
         ws, _ = await open_client(ws_url(daemon))  # the welcome read: nothing left unread
         assert daemon.tree.ledger.total() == 1
@@ -265,9 +308,11 @@ async def test_a_dropped_connection_frees_its_slot_as_the_loss_is_read_before_it
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         ws.transport.abort()  # no close frame
         await wait_for(lambda: daemon.tree.ledger.total() == 0, what="the slot freed")
-        assert noticed_in in stacks[0] and "serve_connection" not in stacks[0]
-        await wait_for(lambda: len(stacks) == 2, what="the handler's end")
-        assert "serve_connection" in stacks[1]  # then a no-op: the slot was freed already
+        assert calls[0][0] == "peer_gone"  # an abrupt loss: the slot alone, the close after
+        assert noticed_in in calls[0][1] and "serve_connection" not in calls[0][1]
+        await wait_for(
+            lambda: any("serve_connection" in stack for _, stack in calls), what="the handler's end"
+        )  # its closed() comes after the slot was freed: a no-op then
 
 
 async def test_a_connection_lost_while_it_waits_for_its_slot_frees_the_slot_it_then_gets(
