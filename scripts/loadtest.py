@@ -451,6 +451,28 @@ def count_fds(pid: int) -> int | None:
         return None
 
 
+def fd_targets(pid: int) -> dict[str, str]:
+    """The daemon's open files: fd number to what it points at (``socket:[inode]``, a path)."""
+    targets = {}
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                targets[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        pass
+    return targets
+
+
+def wait_fds(pid: int, start: int, timeout: float) -> int | None:
+    """The daemon's open files, read until back to ``start`` or for ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        fds = count_fds(pid)
+        if fds is None or fds <= start or time.monotonic() >= deadline:
+            return fds
+        time.sleep(0.1)
+
+
 @dataclass
 class ClientRun:
     """One client process of the run."""
@@ -718,6 +740,7 @@ def run(options: Options) -> int:
             return EXIT_UNREACHABLE
         threads_start = int(start_state["root"]["threads"])
         fds_start = count_fds(pid) if pid is not None else None
+        files_start = fd_targets(pid) if pid is not None else {}
         sampler = Sampler(admin, pid)
         sampler.start()
         clients = Clients(options, url, secrets.token_hex(3))
@@ -725,7 +748,16 @@ def run(options: Options) -> int:
         leaks = check_leaks(admin, options, threads_start)
         sampler.halt.set()
         sampler.join(5)
-        fds = (fds_start, count_fds(pid) if pid is not None else None)
+        fds_end = None if pid is None or fds_start is None else wait_fds(pid, fds_start, 5.0)
+        fds = (fds_start, fds_end)
+        if (
+            pid is not None
+            and fds_start is not None
+            and fds_end is not None
+            and fds_end > fds_start
+        ):
+            extra = sorted(set(fd_targets(pid).items()) - set(files_start.items()))
+            print(f"loadtest: open files left beyond the start: {extra}", file=sys.stderr)
         report = build_report(
             options,
             clients,
@@ -802,6 +834,8 @@ def build_report(
             f"leak: threads {final_threads} > start {threads_start} + {THREAD_ALLOWANCE} "
             f"{leaks.grace + options.settle:.1f}s after the last client was gone"
         )
+    if fds[0] is not None and fds[1] is not None and fds[1] > fds[0]:
+        failures.append(f"leak: open files {fds[1]} > start {fds[0]} after the other checks + 5s")
     if sampler.breach_count:
         failures.append(f"quota breach in {sampler.breach_count} sample(s): {sampler.breaches}")
     if mismatches_server:

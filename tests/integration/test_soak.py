@@ -48,6 +48,7 @@ def test_a_short_soak_with_killed_and_frozen_clients_leaks_nothing(tmp_path: Pat
     assert slots["final_slots_held"] == 0 and slots["final_managers_active"] == 0
     assert 0 < slots["peak_slots_held"] <= USERS * PER_USER
     assert report["threads"]["final"] <= report["threads"]["start"] + 10
+    assert report["fds"]["final"] <= report["fds"]["start"]
     processes = report["processes"]
     assert processes["killed"] >= 1 and processes["frozen"] >= 1
     admissions = report["admissions"]
