@@ -66,6 +66,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 SAMPLE_EVERY = 0.2
 RECENT_CLOSE = 1.0  # a slot closed this recently may not be free yet: a 429 then is expected
 THREAD_ALLOWANCE = 10
+FD_SETTLE = 5.0  # seconds for open files to come back after the other checks
 
 # --- small helpers --------------------------------------------------------------------
 
@@ -451,26 +452,34 @@ def count_fds(pid: int) -> int | None:
         return None
 
 
-def fd_targets(pid: int) -> dict[str, str]:
+def fd_targets(pid: int) -> dict[str, str] | None:
     """The daemon's open files: fd number to what it points at (``socket:[inode]``, a path)."""
-    targets = {}
     try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                targets[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
-        pass
+        return None
+    targets = {}
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed since the listing
+            targets[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
     return targets
 
 
-def wait_fds(pid: int, start: int, timeout: float) -> int | None:
-    """The daemon's open files, read until back to ``start`` or for ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        fds = count_fds(pid)
-        if fds is None or fds <= start or time.monotonic() >= deadline:
-            return fds
+def final_fds(pid: int | None, start: dict[str, str] | None) -> int | None:
+    """The daemon's open files, read until back to the ``start`` count or for FD_SETTLE s.
+
+    Any left beyond the start are named on stderr.
+    """
+    if pid is None or start is None:
+        return None
+    deadline = time.monotonic() + FD_SETTLE
+    while (fds := count_fds(pid)) is not None and fds > len(start):
+        if time.monotonic() >= deadline:
+            extra = sorted(set((fd_targets(pid) or {}).items()) - set(start.items()))
+            print(f"loadtest: open files left beyond the start: {extra}", file=sys.stderr)
+            break
         time.sleep(0.1)
+    return fds
 
 
 @dataclass
@@ -739,8 +748,8 @@ def run(options: Options) -> int:
             print(f"loadtest: cannot read {admin}/debug/state and /metrics", file=sys.stderr)
             return EXIT_UNREACHABLE
         threads_start = int(start_state["root"]["threads"])
-        fds_start = count_fds(pid) if pid is not None else None
-        files_start = fd_targets(pid) if pid is not None else {}
+        files_start = fd_targets(pid) if pid is not None else None
+        fds_start = None if files_start is None else len(files_start)
         sampler = Sampler(admin, pid)
         sampler.start()
         clients = Clients(options, url, secrets.token_hex(3))
@@ -748,16 +757,7 @@ def run(options: Options) -> int:
         leaks = check_leaks(admin, options, threads_start)
         sampler.halt.set()
         sampler.join(5)
-        fds_end = None if pid is None or fds_start is None else wait_fds(pid, fds_start, 5.0)
-        fds = (fds_start, fds_end)
-        if (
-            pid is not None
-            and fds_start is not None
-            and fds_end is not None
-            and fds_end > fds_start
-        ):
-            extra = sorted(set(fd_targets(pid).items()) - set(files_start.items()))
-            print(f"loadtest: open files left beyond the start: {extra}", file=sys.stderr)
+        fds = (fds_start, final_fds(pid, files_start))
         report = build_report(
             options,
             clients,
@@ -835,7 +835,9 @@ def build_report(
             f"{leaks.grace + options.settle:.1f}s after the last client was gone"
         )
     if fds[0] is not None and fds[1] is not None and fds[1] > fds[0]:
-        failures.append(f"leak: open files {fds[1]} > start {fds[0]} after the other checks + 5s")
+        failures.append(
+            f"leak: open files {fds[1]} > start {fds[0]} {FD_SETTLE:g}s after the other checks"
+        )
     if sampler.breach_count:
         failures.append(f"quota breach in {sampler.breach_count} sample(s): {sampler.breaches}")
     if mismatches_server:
