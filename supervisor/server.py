@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import InvalidHandshake
 from websockets.http11 import Request, Response
+from websockets.protocol import CONNECTING
 from websockets.typing import Origin
 
 from actors.ports import ConnectionHandle
@@ -251,7 +252,13 @@ class AcyclicConnection(ServerConnection):
             self._peer_gone()
 
     def eof_received(self) -> None:
-        super().eof_received()
+        # A peer gone without a close frame leaves nothing to read or answer:
+        # websockets' connection_lost, which the transport calls after this,
+        # feeds the EOF to the protocol. Leaving it there takes its work (the
+        # parser's EOFError, a half-close) out of the loop's pass over a batch
+        # of EOFs, ahead of which every slot is then freed.
+        if self.protocol.state is CONNECTING or self.protocol.close_rcvd is not None:
+            super().eof_received()
         self._peer_gone()
 
     def connection_lost(self, exc: Exception | None) -> None:

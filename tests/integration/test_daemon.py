@@ -273,6 +273,8 @@ async def test_a_connection_dropped_with_a_fin_frees_its_slot_inside_eof_receive
         assert calls[0][0] == "peer_gone" and "eof_received" in calls[0][1]
         await wait_for(lambda: len(calls) >= 2, what="the close that follows")
         assert calls[1][0] == "closed" and "eof_received" not in calls[1][1]  # after the batch
+        # websockets' side of the EOF, left to connection_lost, ends the connection too
+        await wait_for(lambda: daemon.front.connections == 0, what="the connection ended")
         cleanups = {"reason": "close", "result": "ok"}
         await wait_for(
             lambda: daemon.metrics.value("ws_supervisor_cleanups_total", cleanups) == 1,
