@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import InvalidHandshake
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import CONNECTING
 from websockets.typing import Origin
@@ -29,6 +30,7 @@ from actors.ports import ConnectionHandle
 from supervisor.auth import Authenticator
 from supervisor.bridge import Keepalive, WebSocketPort, admit, serve_connection
 from supervisor.clock import Clock, SystemClock
+from supervisor.closing import DeferredCloses
 from supervisor.config import Config
 from supervisor.context import UserExecutionContext
 from supervisor.errors import AuthError, InvalidIdError
@@ -69,9 +71,11 @@ class WebSocketFront:
         self.handshakes = ConcurrencyGate(limits.max_concurrent_handshakes)
         self._admitted: dict[ServerConnection, tuple[ConnectionHandle, WebSocketPort]] = {}
         self.server: Server | None = None
+        self._closes: DeferredCloses | None = None
 
     async def start(self) -> None:
         """Bind the listener."""
+        self._closes = DeferredCloses(asyncio.get_running_loop())
         server = self.config.server
         origins = server.allowed_origins
         self.server = await serve(
@@ -181,9 +185,10 @@ class WebSocketFront:
         if admitted is None:
             return
         handle = admitted[0]
-        if abrupt:  # one of a batch of losses, maybe thousands: free the slot, close after it
+        if abrupt:  # one of a batch of losses, maybe thousands: free the slot, close after them
             handle.peer_gone()
-            asyncio.get_running_loop().call_soon(handle.closed, connection.close_code)
+            assert self._closes is not None  # set by start(), before any connection
+            self._closes.add(handle, CloseCode.ABNORMAL_CLOSURE)
         else:
             handle.closed(connection.close_code)
 

@@ -243,17 +243,19 @@ def _functions_on_the_stack() -> set[str]:
     return names
 
 
-def _watch_handle_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, set[str]]]:
-    """Each ``peer_gone`` and ``closed`` of a handle, with the functions on its stack."""
-    calls: list[tuple[str, set[str]]] = []
+def _watch_handle_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> list[tuple[str, set[str], int | None]]:
+    """Each ``peer_gone`` and ``closed`` of a handle: the functions on its stack, the code."""
+    calls: list[tuple[str, set[str], int | None]] = []
     peer_gone, closed = ConnectionHandle.peer_gone, ConnectionHandle.closed
 
     def watched_peer_gone(handle: ConnectionHandle) -> None:
-        calls.append(("peer_gone", _functions_on_the_stack()))
+        calls.append(("peer_gone", _functions_on_the_stack(), None))
         peer_gone(handle)
 
     def watched_closed(handle: ConnectionHandle, code: int | None = None) -> None:
-        calls.append(("closed", _functions_on_the_stack()))
+        calls.append(("closed", _functions_on_the_stack(), code))
         closed(handle, code)
 
     monkeypatch.setattr(ConnectionHandle, "peer_gone", watched_peer_gone)
@@ -273,6 +275,7 @@ async def test_a_connection_dropped_with_a_fin_frees_its_slot_inside_eof_receive
         assert calls[0][0] == "peer_gone" and "eof_received" in calls[0][1]
         await wait_for(lambda: len(calls) >= 2, what="the close that follows")
         assert calls[1][0] == "closed" and "eof_received" not in calls[1][1]  # after the batch
+        assert calls[1][2] == 1006  # no close frame came: an abnormal closure
         # websockets' side of the EOF, left to connection_lost, ends the connection too
         await wait_for(lambda: daemon.front.connections == 0, what="the connection ended")
         cleanups = {"reason": "close", "result": "ok"}
@@ -291,8 +294,9 @@ async def test_a_connection_closed_with_a_closing_handshake_is_closed_in_one_cal
         ws, _ = await open_client(ws_url(daemon))
         await ws.close()  # the handshake ends with an EOF from each side
         await wait_for(lambda: daemon.tree.ledger.total() == 0, what="the slot freed")
-        assert [name for name, _ in calls][:1] == ["closed"]
-        assert all(name == "closed" for name, _ in calls)  # never split: not a dropped peer
+        assert [name for name, *_ in calls][:1] == ["closed"]
+        assert all(name == "closed" for name, *_ in calls)  # never split: not a dropped peer
+        assert calls[0][2] == 1000  # the code of the closing handshake
 
 
 @pytest.mark.parametrize(
@@ -313,7 +317,8 @@ async def test_a_dropped_connection_frees_its_slot_as_the_loss_is_read_before_it
         assert calls[0][0] == "peer_gone"  # an abrupt loss: the slot alone, the close after
         assert noticed_in in calls[0][1] and "serve_connection" not in calls[0][1]
         await wait_for(
-            lambda: any("serve_connection" in stack for _, stack in calls), what="the handler's end"
+            lambda: any("serve_connection" in stack for _, stack, _ in calls),
+            what="the handler's end",
         )  # its closed() comes after the slot was freed: a no-op then
 
 
