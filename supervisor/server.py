@@ -13,6 +13,7 @@ carries them out.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http
 import logging
 import math
@@ -188,7 +189,7 @@ class WebSocketFront:
         if abrupt:  # one of a batch of losses, maybe thousands: free the slot, close after them
             handle.peer_gone()
             assert self._closes is not None  # set by start(), before any connection
-            self._closes.add(handle, CloseCode.ABNORMAL_CLOSURE)
+            self._closes.add(functools.partial(_close_dropped, connection, handle))
         else:
             handle.closed(connection.close_code)
 
@@ -241,7 +242,11 @@ class AcyclicConnection(ServerConnection):
     end of a closing handshake, which also ends with the peer's EOF.
     The front frees the connection's slot there, so that in a mass
     disconnect the slots are freed as the loop reads the peers' EOFs,
-    before the handlers unwind.
+    before the handlers unwind. After an abrupt loss the callback's owner
+    must close the transport (``transport.close()``, a no-op after a
+    reset): an EOF without a close frame leaves it open, so that the
+    connection's teardown (websockets' ``connection_lost``, the handler's
+    unwinding) waits until the owner is ready for it.
     """
 
     _lost_callback: Callable[[bool], None] | None = None
@@ -256,15 +261,22 @@ class AcyclicConnection(ServerConnection):
         if self.connection_lost_waiter.done():
             self._peer_gone()
 
-    def eof_received(self) -> None:
-        # A peer gone without a close frame leaves nothing to read or answer:
-        # websockets' connection_lost, which the transport calls after this,
-        # feeds the EOF to the protocol. Leaving it there takes its work (the
-        # parser's EOFError, a half-close) out of the loop's pass over a batch
-        # of EOFs, ahead of which every slot is then freed.
+    def eof_received(self) -> bool:  # type: ignore[override]
+        """Loop: the peer closed its side; True keeps the transport open (asyncio's contract).
+
+        A peer gone without a close frame leaves nothing to read or answer:
+        websockets' ``connection_lost``, which follows the transport's close,
+        feeds the EOF to the protocol. Leaving it there, and the close to
+        the callback's owner, takes the teardown out of the loop's pass over
+        a batch of EOFs, in which every slot is then freed.
+        """
         if self.protocol.state is CONNECTING or self.protocol.close_rcvd is not None:
             super().eof_received()
+            self._peer_gone()
+            return False
+        owned = self._lost_callback is not None  # its owner closes the transport
         self._peer_gone()
+        return owned
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
@@ -281,6 +293,12 @@ class AcyclicConnection(ServerConnection):
         callback, self._lost_callback = self._lost_callback, None  # it holds this connection
         if callback is not None:
             callback(self.protocol.close_rcvd is None)
+
+
+def _close_dropped(connection: ServerConnection, handle: ConnectionHandle) -> None:
+    """The rest of a dropped peer's close: its manager retired, then its socket closed."""
+    handle.closed(CloseCode.ABNORMAL_CLOSURE)  # no close frame came
+    connection.transport.close()  # left open by eof_received for this; a no-op after a reset
 
 
 def _address(connection: ServerConnection) -> str:

@@ -1,86 +1,82 @@
-"""Deferred closes: done a chunk per loop iteration, after the reads ready in it."""
+"""Deferred closes: run a chunk per loop iteration, after the reads ready in it."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
-from websockets.frames import CloseCode
 
-from actors.ports import ConnectionHandle
 from supervisor.closing import DeferredCloses
-from supervisor.metrics import MetricsObserver
-from supervisor.tree import SupervisionTree
-from tests.helpers import connect, handle_of, make_config, wait_until
 
 pytestmark = pytest.mark.asyncio
 
 
-@pytest.fixture
-def tree() -> Iterator[SupervisionTree]:
-    with SupervisionTree(make_config(), observer=MetricsObserver()) as tree:
-        yield tree
+async def _until_empty(closes: DeferredCloses) -> None:
+    for _ in range(100):
+        if len(closes) == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{len(closes)} closes still queued")
 
 
-async def test_deferred_closes_wait_behind_the_reads_ready_and_run_a_chunk_per_iteration(
-    tree: SupervisionTree, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    handles = [handle_of(connect(tree, f"user-{n}")[0]) for n in range(5)]
+async def test_deferred_closes_wait_behind_the_reads_ready_and_run_a_chunk_per_iteration() -> None:
     events: list[str] = []
     reader, writer = socket.socketpair()
-    closed = ConnectionHandle.closed
 
-    def watched_closed(handle: ConnectionHandle, code: int | None = None) -> None:
-        events.append(f"close {handles.index(handle)} {code}")
-        closed(handle, code)
-        if handle is handles[1]:
-            writer.send(b"x")  # a read becomes ready while the rest wait
+    def close(n: int) -> Callable[[], None]:
+        def run() -> None:
+            events.append(f"close {n}")
+            if n == 1:
+                writer.send(b"x")  # a read becomes ready while the rest wait
+
+        return run
 
     def on_read() -> None:
         reader.recv(16)
         events.append("read")
 
-    monkeypatch.setattr(ConnectionHandle, "closed", watched_closed)
     loop = asyncio.get_running_loop()
     loop.add_reader(reader, on_read)
     try:
         closes = DeferredCloses(loop, chunk=2)
-        for handle in handles:
-            closes.add(handle, CloseCode.ABNORMAL_CLOSURE)
+        for n in range(5):
+            closes.add(close(n))
         writer.send(b"x")  # ready at the next iteration's poll, as the timer falls due
-        assert events == [] and len(closes) == 5  # nothing done on the caller's turn
-        for _ in range(50):
-            if len(closes) == 0:
-                break
-            await asyncio.sleep(0.01)
+        assert events == [] and len(closes) == 5  # nothing runs on the caller's turn
+        await _until_empty(closes)
     finally:
         loop.remove_reader(reader)
         reader.close()
         writer.close()
-    code = CloseCode.ABNORMAL_CLOSURE
-    assert events == [
-        "read",
-        f"close 0 {code}",
-        f"close 1 {code}",
-        "read",
-        f"close 2 {code}",
-        f"close 3 {code}",
-        f"close 4 {code}",
-    ]
-    wait_until(lambda: tree.ledger.total() == 0, what="every slot freed")
-    wait_until(lambda: all(not h.is_open for h in handles), what="every handle closed")
+    assert events == ["read", "close 0", "close 1", "read", "close 2", "close 3", "close 4"]
 
 
-async def test_a_close_queued_on_a_quiet_loop_is_done_at_its_next_iteration(
-    tree: SupervisionTree,
-) -> None:
-    handle = handle_of(connect(tree, "alice")[0])
+async def test_a_close_queued_on_a_quiet_loop_runs_at_its_next_iteration() -> None:
+    ran: list[int] = []
     closes = DeferredCloses(asyncio.get_running_loop())
-    closes.add(handle, CloseCode.ABNORMAL_CLOSURE)
-    assert handle.is_open
+    closes.add(lambda: ran.append(1))
+    assert ran == []
     await asyncio.sleep(0)  # the timer falls due at once
     await asyncio.sleep(0)
-    assert not handle.is_open and len(closes) == 0
-    wait_until(lambda: tree.ledger.usage("alice") == 0, what="the slot freed")
+    assert ran == [1] and len(closes) == 0
+
+
+async def test_a_close_that_raises_is_logged_and_the_others_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ran: list[int] = []
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    closes = DeferredCloses(asyncio.get_running_loop(), chunk=2)
+    for close in (lambda: ran.append(0), broken, lambda: ran.append(2), lambda: ran.append(3)):
+        closes.add(close)
+    with caplog.at_level(logging.ERROR, logger="supervisor.closing"):
+        await _until_empty(closes)
+    assert ran == [0, 2, 3]
+    assert [r.getMessage() for r in caplog.records] == ["deferred close failed"]
+    assert caplog.records[0].exc_info is not None  # with its traceback, for the log reader

@@ -27,6 +27,7 @@ from supervisor import server as server_module
 from supervisor.bridge import WebSocketPort
 from supervisor.codes import CloseCode
 from supervisor.daemon import Daemon
+from supervisor.server import AcyclicConnection
 from tests.apps.faulty import RELEASE
 from tests.helpers import actor_threads
 from tests.integration.harness import (
@@ -284,6 +285,27 @@ async def test_a_connection_dropped_with_a_fin_frees_its_slot_inside_eof_receive
             what="the manager retired",
         )
         assert daemon.metrics.value("ws_supervisor_thread_id_mismatches_total") == 0
+
+
+async def test_a_connection_dropped_with_a_fin_is_torn_down_only_by_its_deferred_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _watch_handle_calls(monkeypatch)
+    connection_lost = AcyclicConnection.connection_lost
+
+    def watched_connection_lost(connection: AcyclicConnection, exc: Exception | None) -> None:
+        calls.append(("connection_lost", _functions_on_the_stack(), None))
+        connection_lost(connection, exc)
+
+    monkeypatch.setattr(AcyclicConnection, "connection_lost", watched_connection_lost)
+    async with running_daemon() as daemon:
+        ws, _ = await open_client(ws_url(daemon))  # the welcome read: nothing left unread
+        ws.transport.abort()  # no close frame: the server reads an EOF
+        await wait_for(lambda: daemon.front.connections == 0, what="the connection ended")
+    names = [name for name, *_ in calls]
+    # the transport stays open after the EOF; the deferred close closes it
+    assert names[:3] == ["peer_gone", "closed", "connection_lost"]
+    assert "_next_chunk" in calls[1][1] and "_next_chunk" not in calls[2][1]
 
 
 async def test_a_connection_closed_with_a_closing_handshake_is_closed_in_one_call(
