@@ -127,8 +127,8 @@ class PeerGone:
     """The peer of ``websocket_id`` went without a close frame; free its slot now.
 
     Only the slot: a :class:`ConnectionClosed` for the same connection
-    follows, once the shell has read the rest of the batch of losses this
-    one came in, and does the rest (the manager retired, the usage reported).
+    follows, once the shell has read the other losses waiting, and does
+    the rest (the manager retired, the usage reported).
     In a mass disconnect every slot is then free before the heavier half of
     any close is done. ``detected_at`` as for :class:`ConnectionClosed`.
     """
