@@ -183,7 +183,9 @@ class WebSocketFront:
 
     def _lost(self, connection: ServerConnection, abrupt: bool) -> None:
         admitted = self._admitted.pop(connection, None)
-        if admitted is None:
+        if admitted is None:  # its handler has ended: nothing to close but the socket
+            if abrupt:
+                connection.transport.close()  # left open by eof_received for this front
             return
         handle = admitted[0]
         if abrupt:  # one of a batch of losses, maybe thousands: free the slot, close after them
@@ -297,8 +299,10 @@ class AcyclicConnection(ServerConnection):
 
 def _close_dropped(connection: ServerConnection, handle: ConnectionHandle) -> None:
     """The rest of a dropped peer's close: its manager retired, then its socket closed."""
-    handle.closed(CloseCode.ABNORMAL_CLOSURE)  # no close frame came
-    connection.transport.close()  # left open by eof_received for this; a no-op after a reset
+    try:
+        handle.closed(CloseCode.ABNORMAL_CLOSURE)  # no close frame came
+    finally:
+        connection.transport.close()  # left open by eof_received for this; a no-op after a reset
 
 
 def _address(connection: ServerConnection) -> str:

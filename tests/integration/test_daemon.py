@@ -308,6 +308,18 @@ async def test_a_connection_dropped_with_a_fin_is_torn_down_only_by_its_deferred
     assert "_next_chunk" in calls[1][1] and "_next_chunk" not in calls[2][1]
 
 
+async def test_a_peer_that_drops_after_its_handler_has_ended_still_has_its_socket_closed() -> None:
+    keepalive = {"ping_interval": 60.0, "ping_timeout": 60.0}  # nothing else closes it
+    async with running_daemon({"timeouts": keepalive}) as daemon:
+        ws, _ = await open_client(ws_url(daemon))
+        assert daemon.front.server is not None
+        (connection,) = daemon.front.server.connections
+        daemon.front._admitted.pop(connection)  # as the end of its handler does
+        ws.transport.abort()  # no close frame: an EOF that nobody owns any more
+        await wait_for(lambda: daemon.front.connections == 0, what="the connection ended")
+        await wait_for(lambda: daemon.tree.ledger.total() == 0, what="the slot freed")
+
+
 async def test_a_connection_closed_with_a_closing_handshake_is_closed_in_one_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
