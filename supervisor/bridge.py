@@ -86,6 +86,8 @@ async def off_loop(function: Callable[[], T]) -> T:
     """Run a blocking call on a fresh daemon thread and await its result.
 
     A daemon thread, not the default executor: a forced exit never waits for it.
+    Returns once the thread has ended too (it only has to return by then), so
+    a caller that stops the daemon leaves no thread of it behind.
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
@@ -106,8 +108,13 @@ async def off_loop(function: Callable[[], T]) -> T:
         else:
             loop.call_soon_threadsafe(settle, result, None)
 
-    threading.Thread(target=run, name="ws-supervisor-offloop", daemon=True).start()
-    return await future
+    thread = threading.Thread(target=run, name="ws-supervisor-offloop", daemon=True)
+    thread.start()
+    try:
+        return await future
+    finally:
+        while not future.cancelled() and thread.is_alive():  # settled: it is returning
+            await asyncio.sleep(0.001)
 
 
 DEFAULT_MAX_OUTBOUND_QUEUE = 1000

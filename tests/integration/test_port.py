@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from collections.abc import AsyncIterator
 
@@ -12,7 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from supervisor.bridge import WebSocketPort
+from supervisor.bridge import WebSocketPort, off_loop
 from supervisor.server import AcyclicConnection
 from tests.integration.harness import wait_for
 
@@ -130,3 +131,17 @@ async def test_waiting_for_a_port_covers_the_close_that_follows_its_drain() -> N
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(client.recv(), 5)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+
+
+async def test_off_loop_returns_its_result_only_once_its_thread_has_ended() -> None:
+    for n in range(200):  # the thread's end races the loop's wake-up: many tries
+        assert await off_loop(functools.partial(abs, n)) == n
+        assert not [t for t in threading.enumerate() if t.name == "ws-supervisor-offloop"]
+
+
+async def test_off_loop_raises_what_the_call_raised() -> None:
+    def fail() -> None:
+        raise ValueError("bad value")
+
+    with pytest.raises(ValueError, match="bad value"):
+        await off_loop(fail)
