@@ -68,7 +68,7 @@ class Admitter(ChildKeeper):
         holder = self._children.holder(ctx.isolation_key)
         if holder is None and self._rt.quota.should_sweep(self._children.used):
             self._sweep(now, "proactive")
-        victim = ReapPolicy.oldest_idle(child.view() for child in self._children.connected())
+        victim = self._victim()
         verdict = self._rt.quota.decide(self._children.used, holder is not None, victim is not None)
         if holder is not None:  # verdict is SUPERSEDE
             self._conclude(msg, self._supersede(holder, ctx, now))
@@ -78,6 +78,12 @@ class Admitter(ChildKeeper):
             if verdict is Verdict.EVICT and victim is not None:
                 self._reap(self._children.by_id[victim], "evict", now)
             self._begin(msg, "evicted" if verdict is Verdict.EVICT else "admitted")
+
+    def _victim(self) -> str | None:
+        """The connection to evict, looked for only if the quota could evict one now."""
+        if not self._rt.quota.may_evict(self._children.used):
+            return None
+        return ReapPolicy.oldest_idle(child.view() for child in self._children.connected())
 
     def _begin(self, msg: Admit, kind: AdmissionResult) -> None:
         quota, ctx = self._rt.quota, msg.context

@@ -37,9 +37,11 @@ class QuotaPolicy:
     proactive_ratio: float = 0.5
     on_full: Literal["reject", "evict_oldest_idle"] = "reject"
 
-    @property
-    def proactive_at(self) -> int:
-        """The slot count at or above which admission sweeps first."""
+    proactive_at: int = attrs.field(init=False)
+    """The slot count at or above which admission sweeps first."""
+
+    @proactive_at.default
+    def _proactive_at(self) -> int:
         # round first: 100 * 0.07 is 7.000000000000001 in floating point, not 7
         return max(1, math.ceil(round(self.limit * self.proactive_ratio, 9)))
 
@@ -47,6 +49,15 @@ class QuotaPolicy:
     def evicts(self) -> bool:
         """True when a full quota evicts the oldest idle connection instead of refusing."""
         return self.on_full == "evict_oldest_idle"
+
+    def may_evict(self, used: int) -> bool:
+        """True when :meth:`decide` could answer EVICT at ``used`` slots.
+
+        Only then is a connection to evict worth looking for: the search
+        walks every connection of the user, and an admission below the
+        quota needs none.
+        """
+        return self.evicts and used >= self.limit
 
     def should_sweep(self, used: int) -> bool:
         """True when ``used`` slots call for a sweep before admitting."""

@@ -767,3 +767,14 @@ def test_a_ping_slot_already_past_moves_to_the_next_slot_after_now() -> None:
     assert grid.ping_slot(answered_at=0.0, now=5.0) == 51
     with pytest.raises(ValueError, match="step must be > 0"):
         KeepaliveGrid(interval=1.0, timeout=1.0, step=0.0)
+
+
+def test_a_quota_that_rejects_never_looks_for_a_connection_to_evict() -> None:
+    policy = QuotaPolicy(3, on_full="reject")
+    assert [policy.may_evict(used) for used in (0, 2, 3, 4)] == [False] * 4
+
+
+def test_a_quota_that_evicts_looks_for_a_connection_to_evict_only_when_full() -> None:
+    policy = QuotaPolicy(3, on_full="evict_oldest_idle")
+    assert [policy.may_evict(used) for used in (0, 2, 3, 4)] == [False, False, True, True]
+    assert policy.decide(2, key_held=False) is Verdict.ADMIT  # below: no victim needed
