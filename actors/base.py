@@ -31,6 +31,18 @@ class DispatchingActor(DispatchedActor):
         """Drop the dispatch table: its bound methods refer back to this actor."""
         self._dispatch = {}
 
+    def _handle_receive(self, message: Any) -> Any:
+        """A message of a registered type goes straight to its handler.
+
+        pykka's own checks (stop, proxy calls) come first otherwise: none of
+        them is a registered type, so their order is kept for those. Runs on
+        the thread of the actor's turn.
+        """
+        handler = self._dispatch.get(type(message))
+        if handler is not None:
+            return handler(message)
+        return super()._handle_receive(message)
+
     def on_receive(self, message: Any) -> Any:
         """Runs on a dispatcher worker for every message."""
         if isinstance(message, Crash):
