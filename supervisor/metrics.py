@@ -7,6 +7,7 @@ other unbounded value: every label's values are listed here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -111,6 +112,13 @@ class MetricsObserver:
             registry=r,
         )
         self.ledger_up.set(1)
+        # the usage gauges are read when scraped, from what the last report left here:
+        # a report then costs two attribute writes, not two locked sets
+        self._managers = self._users = 0
+        self._last_release_at = 0.0
+        self.managers_active.set_function(lambda: self._managers)
+        self.users_active.set_function(lambda: self._users)
+        self.last_release.set_function(lambda: self._last_release_at)
         for level in LEVELS:
             self.users_at_level.labels(level).set(0)
         self._level_counts: tuple[int, ...] = (0,) * len(LEVELS)
@@ -133,11 +141,10 @@ class MetricsObserver:
 
     def release_latency(self, seconds: float) -> None:
         self.release_latency_seconds.observe(seconds)
-        self.last_release.set_to_current_time()
+        self._last_release_at = time.time()
 
     def usage(self, managers: int, users: int, levels: Mapping[str, int]) -> None:
-        self.managers_active.set(managers)
-        self.users_active.set(users)
+        self._managers, self._users = managers, users
         counts = tuple(levels.get(level, 0) for level in LEVELS)
         if counts != self._level_counts:  # most reports change no level: skip 4 label lookups
             self._level_counts = counts
