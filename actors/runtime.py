@@ -38,8 +38,10 @@ class Runtime:
     in a turn of its own (:func:`~actors.mailbox.tell_here`): the system
     dispatcher's batch when the ledger never blocks (in memory), 0 (never)
     with a shared ledger, whose calls may wait on the network. The root
-    takes one message so (``root_turn``): what else waits for it (every
-    user's usage reports) stays on its worker.
+    takes at most two messages so (``root_turn``): the one at hand, and the
+    usage report that the user's supervisor sends back in that same turn
+    (an admission's), which would otherwise wake the system worker once per
+    admission. Anything else that waits for it stays on its worker.
     """
 
     config: Config
@@ -90,8 +92,8 @@ class Runtime:
 
     @property
     def root_turn(self) -> int:
-        """The root's :attr:`system_turn`: only the message at hand (1), or 0."""
-        return min(1, self.system_turn)
+        """The root's :attr:`system_turn`: the message at hand and its report (2), or 0."""
+        return min(2, self.system_turn)
 
     @thresholds.default
     def _thresholds(self) -> Thresholds:

@@ -231,3 +231,31 @@ def test_with_the_memory_ledger_an_idle_tree_admits_and_frees_on_the_calling_thr
         assert tree.ledger.usage("alice") == 1  # freed before closed() returned
         assert releases.threads == [threading.current_thread().name]
         handle_of(first).closed(1000)
+
+
+class UsageThreads(NullObserver):
+    """An observer that notes the thread and the node's slot count of each usage report."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[str, int]] = []
+
+    def usage(self, managers: int, users: int, levels: Any) -> None:
+        self.reports.append((threading.current_thread().name, managers))
+
+
+def test_an_inline_admissions_usage_report_reaches_the_root_in_the_same_turn() -> None:
+    usage = UsageThreads()
+    with SupervisionTree(make_config(), observer=usage) as tree:
+        first, _, _ = connect(tree, "alice")  # alice's supervisor starts on a worker
+        supervisor, root = tree.supervisors()["alice"], tree._root_ref()
+        asleep(root)
+        asleep(supervisor)
+        usage.reports.clear()
+        context = UserExecutionContext.from_websocket_request("alice")
+        admission = tree.admit_nowait(context, QueuePort()).wait(0)
+        assert admission is not None and admission.admitted
+        # the root counted the new slot before admit_nowait returned, and no worker woke
+        assert usage.reports == [(threading.current_thread().name, 2)]
+        assert state_of(root) == "idle" and state_of(supervisor) == "idle"
+        handle_of(admission).closed(1000)
+        handle_of(first).closed(1000)
