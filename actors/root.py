@@ -143,6 +143,8 @@ class RootMonitorActor(DispatchingActor):
 
     def _set_user_level(self, user_id: str, level: Level) -> None:
         old = self._levels.get(user_id)
+        if old is level:
+            return  # most reports: nothing to count or act on
         self._levels[user_id] = level
         if old is not None:
             self._level_counts[old.label] -= 1

@@ -21,7 +21,10 @@ class Level(enum.IntEnum):
     @property
     def label(self) -> str:
         """The lower-case name used in logs, metrics and dumps."""
-        return self.name.lower()
+        return _LABELS[self]
+
+
+_LABELS = {level: level.name.lower() for level in Level}  # read per usage report: no enum lookup
 
 
 class Action(enum.Enum):
