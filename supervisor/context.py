@@ -35,8 +35,16 @@ _USER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+|-]*")
 _OPERATION_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
+# the same patterns with the length bound: one match tells a valid id (the reason comes after)
+_VALID_USER_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._@+|-]{{0,{MAX_ID_LENGTH - 1}}}")
+_VALID_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ID_LENGTH - 1}}}")
+
+
 def validate_id(field: str, value: object) -> str:
     """Return ``value`` if it is a valid id for ``field``; raise :class:`InvalidIdError`."""
+    valid = _VALID_USER_ID if field == "user_id" else _VALID_ID
+    if isinstance(value, str) and valid.fullmatch(value) is not None:
+        return value
     if not isinstance(value, str):
         raise InvalidIdError(field, f"must be a string, got {type(value).__name__}")
     if not value:
@@ -71,11 +79,11 @@ class UnifiedIdGenerator:
     @classmethod
     def _random_hex(cls, chunk: int = 8, batch: int = 512) -> str:
         """8 random hex digits, as ``secrets.token_hex(4)``, from a buffered urandom read."""
-        pool: str = getattr(cls._random, "pool", "")
+        pool: list[str] | None = getattr(cls._random, "pool", None)
         if not pool:
-            pool = secrets.token_hex(chunk * batch // 2)
-        cls._random.pool = pool[chunk:]
-        return pool[:chunk]
+            digits = secrets.token_hex(chunk * batch // 2)
+            pool = cls._random.pool = [digits[i : i + chunk] for i in range(0, len(digits), chunk)]
+        return pool.pop()
 
     @classmethod
     def generate_user_context_ids(cls, user_id: str, operation: str) -> tuple[str, str, str]:
