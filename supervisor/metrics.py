@@ -18,6 +18,7 @@ from supervisor.observer import AdmissionResult, CleanupReason
 __all__ = ["LEVELS", "MetricsObserver"]
 
 LEVELS = ("ok", "warning", "critical", "emergency")
+_ZEROS = (0,) * len(LEVELS)  # the count of a level no user is at
 
 _FAST_BUCKETS = (
     0.0005,
@@ -145,7 +146,7 @@ class MetricsObserver:
 
     def usage(self, managers: int, users: int, levels: Mapping[str, int]) -> None:
         self._managers, self._users = managers, users
-        counts = tuple(levels.get(level, 0) for level in LEVELS)
+        counts = tuple(map(levels.get, LEVELS, _ZEROS))
         if counts != self._level_counts:  # most reports change no level: skip 4 label lookups
             self._level_counts = counts
             for level, count in zip(LEVELS, counts, strict=True):
