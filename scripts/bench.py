@@ -1026,7 +1026,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     if args.plot and not matplotlib_available():
         print(
             "bench: --plot needs matplotlib, which is not installed in this environment "
-            "(pip install matplotlib into .venv; it is not a project dependency)",
+            "(scripts/bench installs it with the dev extras: pip install -e '.[dev]')",
             file=sys.stderr,
         )
         return EXIT_NO_MATPLOTLIB

@@ -36,9 +36,9 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.mark.timeout(120)
-def test_a_quick_bench_writes_figures_for_both_servers(tmp_path: Path) -> None:
-    out = tmp_path / "out.json"
-    argv = [PYTHON, str(BENCH), "--quick", "--json", str(out)]
+def test_a_quick_bench_writes_figures_for_both_servers_and_plots_them(tmp_path: Path) -> None:
+    out, png = tmp_path / "out.json", tmp_path / "latency.png"
+    argv = [PYTHON, str(BENCH), "--quick", "--json", str(out), "--plot", str(png)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=110, cwd=ROOT, check=False)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
     data: dict[str, Any] = json.loads(out.read_text())
@@ -59,3 +59,4 @@ def test_a_quick_bench_writes_figures_for_both_servers(tmp_path: Path) -> None:
     assert data["meta"]["rounds"] == 1 and data["meta"]["cpu_count"] >= 1
     assert data["meta"]["app"] == "supervisor.apps:EchoApp"
     assert "ratio" in done.stdout and "supervised" in done.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
