@@ -15,9 +15,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from supervisor.configload import PROFILES, check_config_file, load_config, profile_path
 from supervisor.errors import ConfigError, WsSupervisorError
+
+if TYPE_CHECKING:
+    from supervisor.daemon import Daemon
 
 __all__ = ["main"]
 
@@ -51,14 +55,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     from supervisor import gc_tuning  # noqa: PLC0415 - keep dump/check light
-    from supervisor.daemon import Daemon, ForcedExit  # noqa: PLC0415
+    from supervisor.daemon import Daemon  # noqa: PLC0415
     from supervisor.logs import configure_logging  # noqa: PLC0415
 
     path = profile_path(args.profile) if args.profile else args.config
     config = load_config(path)
-    configure_logging(config.logging)
-    daemon = Daemon(config, config_path=path)
-    frozen = gc_tuning.tune()  # this process is the daemon's alone
+    writer = configure_logging(config.logging)
+    try:
+        return _run_daemon(Daemon(config, config_path=path), gc_tuning.tune())
+    finally:
+        writer.stop()  # the last lines (the drain, a forced exit) reach stderr
+
+
+def _run_daemon(daemon: Daemon, frozen: int) -> int:
+    from supervisor.daemon import ForcedExit  # noqa: PLC0415
+
     log.info("gc: thresholds %s, %d startup objects frozen", gc.get_threshold(), frozen)
 
     async def run() -> None:

@@ -1,17 +1,35 @@
-"""Logging: one line per event, plain or JSON lines, set up once by the CLI."""
+"""Logging: one line per event, plain or JSON lines, set up once by the CLI.
+
+Every line is written to stderr by a thread of its own (:class:`LogWriter`),
+never by the thread that logs: a supervisor's turn that runs on the event
+loop logs there, and stderr is often a pipe (journald, a container runtime)
+that may stop draining. A blocked stderr then holds up only the writer;
+past :data:`QUEUE_LIMIT` waiting lines, new ones are dropped and counted,
+and a line says how many once stderr drains again.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import logging
+import queue
 import sys
+import threading
 import time
+from typing import TextIO
 
 from supervisor.config import LoggingConfig
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["QUEUE_LIMIT", "JsonFormatter", "LogWriter", "configure_logging"]
 
 _PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_TRACEBACKS = logging.Formatter()  # formats an exception as every formatter here does
+
+QUEUE_LIMIT = 10_000
+"""Log lines that may wait for stderr before new ones are dropped."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,15 +43,121 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
         return json.dumps(entry, separators=(",", ":"))
 
 
-def configure_logging(config: LoggingConfig) -> None:
-    """Send every log line to stderr, in the configured format and level."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if config.json else logging.Formatter(_PLAIN))
+class _Enqueue(logging.Handler):
+    """The handler on the root logger: hands each record to the writer, never blocks.
+
+    Runs on whichever thread logs. The record is resolved first (message
+    and traceback made text), so that nothing it refers to is read later
+    on another thread.
+    """
+
+    def __init__(self, writer: LogWriter) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            resolved = copy.copy(record)
+            resolved.msg, resolved.args = record.getMessage(), None
+            if record.exc_info:
+                resolved.exc_text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)
+                resolved.exc_info = None
+        except Exception:
+            self.handleError(record)  # a message whose arguments do not fit its format
+            return
+        self._writer.put(resolved)
+
+
+class LogWriter:
+    """Writes log records to ``stream`` on its own daemon thread, ``ws-supervisor-log``.
+
+    :meth:`put` runs on whichever thread logs and never blocks: when
+    ``limit`` records already wait, the record is dropped and counted (the
+    count is not locked: threads dropping at once may undercount it).
+    :meth:`stop` runs on the thread that ends the process: it writes what
+    waits, for up to its timeout, and ends the writer thread.
+    """
+
+    def __init__(self, stream: TextIO, formatter: logging.Formatter, limit: int = QUEUE_LIMIT):
+        self.stream, self.formatter = stream, formatter
+        self.dropped = 0  # every record dropped so far
+        self._unreported = 0  # dropped since the last notice
+        self._queue: queue.Queue[logging.LogRecord | None] = queue.Queue(limit)
+        self._thread = threading.Thread(target=self._run, name="ws-supervisor-log", daemon=True)
+
+    def start(self) -> LogWriter:
+        """Start the writer thread."""
+        self._thread.start()
+        return self
+
+    def put(self, record: logging.LogRecord) -> None:
+        """Queue ``record`` for writing, or drop and count it if the queue is full."""
+        try:
+            if self._unreported:
+                self._queue.put_nowait(self._notice())
+                self._unreported = 0
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+            self._unreported += 1
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Write what waits and end the thread; give up after ``timeout`` (stderr blocked)."""
+        if not self._thread.is_alive():
+            return
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+    def _notice(self) -> logging.LogRecord:
+        message = f"{self._unreported} log lines dropped: stderr was not draining"
+        return logging.LogRecord(__name__, logging.WARNING, __file__, 0, message, None, None)
+
+    def _run(self) -> None:
+        """The writer thread: whatever has queued up, in one write, until the stop marker.
+
+        One write per batch, not per line: a thread that logs on a busy
+        CPU gives the GIL back at each write, so per line the writer fell
+        behind and dropped lines while stderr was draining.
+        """
+        while True:
+            batch = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < QUEUE_LIMIT:
+                    batch.append(self._queue.get_nowait())
+            records = [record for record in batch if record is not None]
+            if records:
+                self._write(records)
+            if len(records) < len(batch):
+                return
+
+    def _write(self, records: list[logging.LogRecord]) -> None:
+        try:
+            text = "".join(self.formatter.format(record) + "\n" for record in records)
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:  # a closed stderr, a formatter that fails: never the process's end
+            self.dropped += len(records)
+
+
+def configure_logging(config: LoggingConfig, stream: TextIO | None = None) -> LogWriter:
+    """Send every log line to ``stream`` (stderr) through a started :class:`LogWriter`.
+
+    The caller stops the writer before the process exits, so that the last
+    lines are written.
+    """
+    formatter = JsonFormatter() if config.json else logging.Formatter(_PLAIN)
+    writer = LogWriter(stream or sys.stderr, formatter).start()
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_Enqueue(writer)]
     root.setLevel(config.level)
+    return writer

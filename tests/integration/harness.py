@@ -115,11 +115,13 @@ def ws_url(daemon: Daemon, user: str | None = "alice", **params: str) -> str:
 class DaemonProcess:
     """``ws-supervisor serve`` as a real child process on loopback ports.
 
-    Its output goes to an unnamed temporary file, not a pipe: a pipe nobody
-    reads fills after 64 KiB of log, and the daemon then blocks on its next line.
+    Its output goes to an unnamed temporary file, or with ``unread_pipe`` to
+    a pipe that nobody reads until :meth:`read_to_end`.
     """
 
-    def __init__(self, config_path: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, config_path: Path, env: Mapping[str, str] | None = None, *, unread_pipe: bool = False
+    ) -> None:
         self.port = free_port()
         self.admin_port = free_port()
         self.env = {
@@ -133,10 +135,16 @@ class DaemonProcess:
         self.proc = subprocess.Popen(
             [CLI, "serve", "--config", str(config_path)],
             env=self.env,
-            stdout=self._log,
+            stdout=subprocess.PIPE if unread_pipe else self._log,
             stderr=subprocess.STDOUT,
             text=True,
         )
+
+    def read_to_end(self, timeout: float = 30.0) -> str:
+        """With ``unread_pipe``: read the pipe until the daemon exits; everything it wrote."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        self._log.write(out)
+        return out
 
     @property
     def admin(self) -> str:
@@ -183,7 +191,7 @@ class DaemonProcess:
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(10)
+            self.proc.communicate(timeout=10)  # reads an unread pipe too: the daemon can end
         if not self._log.closed:
             self._log.close()
 

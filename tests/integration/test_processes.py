@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
@@ -110,6 +111,34 @@ async def test_sigterm_drains_every_connection_with_1001_and_exits_0(
     loop = asyncio.get_running_loop()
     assert await loop.run_in_executor(None, daemon_proc.wait, 20) == 0
     assert "gc: thresholds (10000, 10, 10)" in daemon_proc.output()  # tuned for the daemon
+
+
+F_SETPIPE_SZ, PIPE_BYTES = 1031, 4096  # Linux: the smallest pipe, full after a few lines
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(90)
+async def test_a_daemon_whose_log_pipe_is_not_read_keeps_admitting_and_loses_no_line(
+    config_file: Path,
+) -> None:
+    proc = DaemonProcess(config_file, unread_pipe=True)
+    try:
+        assert proc.proc.stdout is not None
+        fcntl.fcntl(proc.proc.stdout.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
+        proc.wait_ready()
+        for n in range(300):  # an INFO line per admission: far more than the pipe holds
+            async with connect(proc.url(f"user{n % 10}"), open_timeout=5) as ws:
+                welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert welcome["type"] == "welcome" and welcome["user_id"] == f"user{n % 10}"
+        proc.signal(signal.SIGTERM)
+        out = await asyncio.get_running_loop().run_in_executor(None, proc.read_to_end, 30)
+    finally:
+        proc.kill()
+    assert proc.proc.returncode == 0
+    admitted = [line for line in out.splitlines() if "admitted user_id=" in line]
+    assert len(admitted) == 300
+    assert sum(len(line) + 1 for line in admitted) > 4 * PIPE_BYTES
+    assert "dropped" not in out  # the writer's queue held every line the pipe could not
 
 
 @pytest.mark.asyncio
