@@ -31,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.ports import ConnectionHandle
+from supervisor.config import Config
 from supervisor.configload import load_profile
 from supervisor.context import UserExecutionContext
 from supervisor.metrics import MetricsObserver
@@ -66,11 +67,11 @@ def admit(tree: SupervisionTree, user_id: str) -> tuple[ConnectionHandle, bool]:
     return answer.handle, waited
 
 
-def run(users: int, held: int, count: int) -> dict[str, Any]:
+def run(config: Config, users: int, held: int, count: int) -> dict[str, Any]:
     """Hold ``held`` per user, then time ``count`` admissions and closes."""
     observer = MetricsObserver()
     names = [f"user-{n}" for n in range(users)]
-    with SupervisionTree(load_profile("production", env={}), observer=observer) as tree:
+    with SupervisionTree(config, observer=observer) as tree:
         holding = [admit(tree, name)[0] for name in names for _ in range(held)]
         waits, cpu = 0, time.process_time()
         for n in range(count):
@@ -111,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=20_000, help="admissions and closes timed")
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args(argv)
-    if args.users < 1 or args.count < 1 or not 0 <= args.held < 19:
-        parser.error("--users and --count must be >= 1, --held between 0 and 18")
-    result = run(args.users, args.held, args.count)
+    config = load_profile("production", env={})
+    most = config.quota.max_managers_per_user - 2  # room for the connection being admitted
+    if args.users < 1 or args.count < 1 or not 0 <= args.held <= most:
+        parser.error(f"--users and --count must be >= 1, --held between 0 and {most}")
+    result = run(config, args.users, args.held, args.count)
     print(
         f"admitcost: {result['cpu_us_per_connection']} us of CPU per admission and close "
         f"({args.count} over {args.users} users holding {args.held} each); "

@@ -14,6 +14,7 @@ import contextlib
 import copy
 import json
 import logging
+import logging.handlers
 import queue
 import sys
 import threading
@@ -50,29 +51,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"))
 
 
-class _Enqueue(logging.Handler):
+class _Enqueue(logging.handlers.QueueHandler):
     """The handler on the root logger: hands each record to the writer, never blocks.
 
-    Runs on whichever thread logs. The record is resolved first (message
-    and traceback made text), so that nothing it refers to is read later
-    on another thread.
+    The standard library's queue handler, with two changes. Runs on
+    whichever thread logs. The record is resolved first (message and
+    traceback made text, kept apart so that a JSON line still has its
+    ``exception``), so that nothing it refers to is read later on another
+    thread; then the writer takes it or counts it dropped.
     """
 
     def __init__(self, writer: LogWriter) -> None:
-        super().__init__()
+        super().__init__(writer._queue)
         self._writer = writer
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            resolved = copy.copy(record)
-            resolved.msg, resolved.args = record.getMessage(), None
-            if record.exc_info:
-                resolved.exc_text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)
-                resolved.exc_info = None
-        except Exception:
-            self.handleError(record)  # a message whose arguments do not fit its format
-            return
-        self._writer.put(resolved)
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        resolved = copy.copy(record)
+        resolved.msg, resolved.args = record.getMessage(), None
+        if record.exc_info:
+            resolved.exc_text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)
+            resolved.exc_info = None
+        return resolved
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        self._writer.put(record)
 
 
 class LogWriter:
