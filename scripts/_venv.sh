@@ -1,48 +1,86 @@
-# Sourced by scripts/*: make .venv if missing and install the project into it.
-# The install is skipped while pyproject.toml is unchanged since the last one.
+# Sourced by scripts/*: the project's environment, installed from the lock only.
+#
+# uv.lock pins every runtime and dev dependency with its hashes. uv (itself
+# pinned with hashes in scripts/uv-requirements.txt) is installed into .uv/,
+# then `uv sync --locked` makes .venv match uv.lock exactly; a pyproject.toml
+# that no longer agrees with uv.lock is an error, never a silent re-resolve
+# (refresh the lock with scripts/lock). The sync is skipped while the lock,
+# the Python version and the extras are those of the last one.
 
-ensure_venv() {
-    local extras="${1:-}"
-    local python="${PYTHON:-python3}"
-    if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-        echo "ws-supervisor needs Python >= 3.11 (found $("$python" --version 2>&1))" >&2
+# $python: the interpreter .venv is made with ($PYTHON, else python3), >= 3.11.
+_check_python() {
+    python="${PYTHON:-python3}"
+    if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        echo "ws-supervisor needs Python >= 3.11 (found: $("$python" --version 2>&1))" >&2
         exit 1
     fi
-    if [ ! -x .venv/bin/python ]; then
-        echo "== creating .venv"
-        "$python" -m venv .venv
-    fi
-    local spec="."
-    [ -n "$extras" ] && spec=".[$extras]"
-    local stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras:-base}"
-    if [ ! -f "$stamp" ]; then
-        echo "== installing $spec into .venv"
-        .venv/bin/python -m pip install --quiet --upgrade pip
-        .venv/bin/python -m pip install --quiet -e "$spec"
+}
+
+_hash() { cat "$@" | sha256sum | cut -c1-16; }
+
+# .uv/bin/uv, at the version scripts/uv-requirements.txt pins.
+ensure_uv() {
+    local python stamp
+    _check_python
+    stamp=".uv/.installed-$(_hash scripts/uv-requirements.txt)"
+    if [ ! -x .uv/bin/uv ] || [ ! -f "$stamp" ]; then
+        echo "== installing uv into .uv (scripts/uv-requirements.txt)"
+        rm -rf .uv
+        "$python" -m venv .uv
+        .uv/bin/python -m pip install --quiet --quiet --no-deps --require-hashes \
+            -r scripts/uv-requirements.txt
         touch "$stamp"
     fi
 }
 
-# The cluster tests start their own redis-server on loopback ports; make sure the
-# binary is there. On a fresh Debian machine it comes from apt (as root, or sudo -n).
-ensure_redis_server() {
-    if command -v redis-server >/dev/null 2>&1; then
+# .venv as uv.lock says, with the given extra ("dev") or none. With no extra
+# the sync is inexact: a .venv that also holds the dev extras keeps them.
+ensure_venv() {
+    local extras="${1:-}" python version stamp
+    _check_python
+    ensure_uv
+    version=$("$python" -c 'import sys; print(sys.implementation.cache_tag, sys.version.split()[0])')
+    stamp=".venv/.synced-$(_hash uv.lock scripts/uv-requirements.txt <(echo "$version"))-${extras:-base}"
+    if [ -f "$stamp" ]; then
+        return
+    fi
+    echo "== installing the locked packages into .venv (uv sync --locked${extras:+ --extra $extras})"
+    local args=(sync --locked --no-python-downloads --python "$python" --quiet)
+    if [ -n "$extras" ]; then args+=(--extra "$extras"); else args+=(--inexact); fi
+    UV_PROJECT_ENVIRONMENT=.venv .uv/bin/uv "${args[@]}"
+    rm -f .venv/.synced-*
+    touch "$stamp"
+}
+
+# A Debian package's command, installed with apt-get when missing (as root,
+# or with sudo -n): the servers the tests start on loopback ports.
+ensure_debian_command() {
+    local command="$1" package="$2"
+    if command -v "$command" >/dev/null 2>&1; then
         return
     fi
     local sudo=""
     if [ "$(id -u)" != 0 ]; then
         if ! command -v sudo >/dev/null 2>&1; then
-            echo "redis-server is missing and this user cannot install it: install the Debian package redis-server" >&2
+            echo "$command is missing and this user cannot install it: install the Debian package $package" >&2
             exit 1
         fi
         sudo="sudo -n"
     fi
     if ! command -v apt-get >/dev/null 2>&1; then
-        echo "redis-server is missing and there is no apt-get: install Redis >= 6.2 so that redis-server is on PATH" >&2
+        echo "$command is missing and there is no apt-get: install $package so that $command is on PATH" >&2
         exit 1
     fi
-    echo "== installing redis-server (apt-get)"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
-    command -v redis-server >/dev/null 2>&1 || { echo "redis-server still missing after apt-get" >&2; exit 1; }
+    echo "== installing $package (apt-get)"
+    if [ -z "${_APT_UPDATED:-}" ]; then
+        $sudo apt-get update -qq
+        _APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$package" >/dev/null
+    command -v "$command" >/dev/null 2>&1 || { echo "$command still missing after apt-get install $package" >&2; exit 1; }
+}
+
+# The cluster tests start their own redis-server on loopback ports.
+ensure_redis_server() {
+    ensure_debian_command redis-server redis-server
 }

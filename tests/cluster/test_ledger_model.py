@@ -104,7 +104,7 @@ class LedgerMachine(RuleBasedStateMachine):
         config = RedisConfig(url=self.url, lease_ttl=60.0, renew_interval=20.0, timeout=2.0)
         self.admin = redis.Redis.from_url(self.url)
         self.admin.flushall()
-        self.pubsub = self.admin.pubsub()  # type: ignore[no-untyped-call]
+        self.pubsub = self.admin.pubsub()
         self.pubsub.psubscribe("wss:node:*")  # every node's channel: who is told to close what
         while (message := self.pubsub.get_message(timeout=2.0)) is None or (
             message["type"] != "psubscribe"

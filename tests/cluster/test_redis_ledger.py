@@ -104,7 +104,7 @@ def test_a_key_held_on_another_node_is_superseded_and_that_node_is_told(
 ) -> None:
     a, b = nodes
     a.acquire("u", "u:t", "old", 5)
-    listener = redis_server.client().pubsub()  # type: ignore[no-untyped-call]
+    listener = redis_server.client().pubsub()
     listener.subscribe(a.channel)
     try:
         assert listener.get_message(timeout=2.0)["type"] == "subscribe"
