@@ -56,8 +56,8 @@ import time
 from typing import Any, ClassVar
 
 import pykka
-from pykka._envelope import Envelope
 
+from actors._runtime.pykka_fence import Envelope
 from actors.mailbox import Mailbox, stop_here, stop_soon, tell_here
 from actors.registry import install_ref_index
 

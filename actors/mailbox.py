@@ -13,8 +13,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import pykka
-from pykka import messages
-from pykka._envelope import Envelope
+
+from actors._runtime.pykka_fence import ActorStop, Envelope
 
 if TYPE_CHECKING:
     from actors.dispatch import DispatchedActor, Dispatcher
@@ -29,7 +29,7 @@ def stop_soon(ref: pykka.ActorRef[Any]) -> None:
 
     Nothing to wait on and nothing raised: a dead actor is left alone.
     """
-    tell_here(ref, messages._ActorStop(), 0)
+    tell_here(ref, ActorStop(), 0)
 
 
 def tell_here(ref: pykka.ActorRef[Any], message: Any, batch: int = 1) -> bool:
@@ -57,14 +57,14 @@ def tell_here(ref: pykka.ActorRef[Any], message: Any, batch: int = 1) -> bool:
 
 def stop_here(ref: pykka.ActorRef[Any]) -> None:
     """:func:`stop_soon`, with the actor's last turn on this thread if it is asleep."""
-    tell_here(ref, messages._ActorStop())
+    tell_here(ref, ActorStop())
 
 
 def _refuse(actor: str, envelope: Envelope[Any]) -> None:
     """Answer an envelope that will never be handled, as pykka's teardown does."""
     if envelope.reply_to is None:
         return
-    if isinstance(envelope.message, messages._ActorStop):
+    if isinstance(envelope.message, ActorStop):
         envelope.reply_to.set(None)
     else:
         error = pykka.ActorDeadError(f"{actor} stopped before handling the message")

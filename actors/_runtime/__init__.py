@@ -1,0 +1,1 @@
+"""The dispatcher runtime: pykka actors on a few shared threads (private)."""
