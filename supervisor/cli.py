@@ -17,8 +17,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from supervisor.configload import PROFILES, check_config_file, load_config, profile_path
-from supervisor.errors import ConfigError, WsSupervisorError
+from supervisor import __version__
+from supervisor.configload import (
+    PROFILES,
+    check_config_file,
+    load_config,
+    profile_path,
+    profile_text,
+)
+from supervisor.errors import ConfigError, ConfigIssue, WsSupervisorError
 
 if TYPE_CHECKING:
     from supervisor.daemon import Daemon
@@ -35,6 +42,7 @@ EXIT_UNREACHABLE = 3
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ws-supervisor", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ws-supervisor {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the daemon")
     source = serve.add_mutually_exclusive_group()
@@ -48,8 +56,20 @@ def _parser() -> argparse.ArgumentParser:
         "--cluster", action="store_true", help="every node's slots, from the Redis ledger"
     )
     dump.add_argument("--user", help="with --cluster: only this user's slots")
-    check = commands.add_parser("check-config", help="validate a config file")
+    check = commands.add_parser(
+        "check-config",
+        help="check what serve would run with: the file, WS_SUPERVISOR_* overrides, secrets",
+    )
     check.add_argument("file", type=Path)
+    check.add_argument(
+        "--file-only",
+        action="store_true",
+        help="check the file alone: no environment overrides, no secrets",
+    )
+    profile = commands.add_parser(
+        "profile", help="print a bundled profile, to start your own config file from"
+    )
+    profile.add_argument("name", choices=PROFILES)
     return parser
 
 
@@ -109,18 +129,39 @@ def _dump(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    issues = check_config_file(args.file)
+    issues = check_config_file(args.file) if args.file_only else _check_as_served(args.file)
     for issue in issues:
         print(f"{args.file}: {issue}", file=sys.stderr)
     if not issues:
-        print(f"{args.file}: ok")
+        print(f"{args.file}: ok" + (" (the file alone)" if args.file_only else ""))
     return EXIT_USAGE if issues else EXIT_OK
+
+
+def _check_as_served(path: Path) -> list[ConfigIssue]:
+    """The file with the environment's overrides, then the secrets and app it names."""
+    from supervisor.daemon import environment_issues  # noqa: PLC0415 - keep the rest light
+
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        return list(error.issues)
+    return environment_issues(config, os.environ)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    sys.stdout.write(profile_text(args.name))
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
-    commands = {"serve": _serve, "dump": _dump, "check-config": _check_config}
+    commands = {
+        "serve": _serve,
+        "dump": _dump,
+        "check-config": _check_config,
+        "profile": _profile,
+    }
     try:
         return commands[args.command](args)
     except ConfigError as error:

@@ -41,13 +41,14 @@ __all__ = [
     "load_profile",
     "parse_config",
     "profile_path",
+    "profile_text",
 ]
 
 ENV_PREFIX = "WS_SUPERVISOR_"
 PROFILES = ("production", "staging", "ci", "dev")
 ROOT_PATH = "<root>"
 FILE_PATH = "<file>"
-_CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+_PROFILE_DIR = Path(__file__).parent / "profiles"  # config/ in a checkout, package data in a wheel
 
 _Kind = Literal["int", "float", "bool", "str", "choice"]
 _Key = tuple[str, ...]
@@ -384,11 +385,25 @@ def load_config(
 
 
 def profile_path(name: str) -> Path:
-    """The file ``config/<name>.toml`` of a named profile; ConfigError for an unknown name."""
+    """The bundled file of a named profile; ConfigError for an unknown name.
+
+    In a checkout that is ``config/<name>.toml``; installed from the wheel, the
+    same file shipped as package data (``supervisor/profiles`` links to
+    ``config/``, so there is one copy).
+    """
     if name not in PROFILES:
         message = f"unknown profile {name!r}; expected one of {', '.join(PROFILES)}"
         raise ConfigError([ConfigIssue("profile", message)], "profiles")
-    return _CONFIG_DIR / f"{name}.toml"
+    return _PROFILE_DIR / f"{name}.toml"
+
+
+def profile_text(name: str) -> str:
+    """The text of a bundled profile, to start one's own file from."""
+    path = profile_path(name)
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise _file_error(path, f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def load_profile(name: str, *, env: Mapping[str, str] | None = None) -> Config:

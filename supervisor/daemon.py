@@ -45,7 +45,7 @@ from supervisor.redis_ledger import RedisLedger, Takeback, connect
 from supervisor.server import WebSocketFront
 from supervisor.tree import SupervisionTree
 
-__all__ = ["Daemon", "ForcedExit", "restart_only_changes"]
+__all__ = ["Daemon", "ForcedExit", "environment_issues", "restart_only_changes"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,26 @@ def _admin_token(config: Config, env: Mapping[str, str]) -> str | None:
     return token or None
 
 
+def environment_issues(config: Config, env: Mapping[str, str]) -> list[ConfigIssue]:
+    """What ``serve`` would refuse in ``env`` for ``config``, beyond the file's own checks.
+
+    The secrets the file names (the JWT secret or public key, the admin
+    token) and the application it names; [] when ``serve`` would start.
+    """
+    checks: tuple[Callable[[], object], ...] = (
+        lambda: Authenticator.from_config(config.auth, config.profile, env),
+        lambda: _admin_token(config, env),
+        lambda: load_app(config.server.app),
+    )
+    issues: list[ConfigIssue] = []
+    for check in checks:
+        try:
+            check()
+        except ConfigError as error:
+            issues.extend(error.issues)
+    return issues
+
+
 class Daemon:
     """One ws-supervisor node: the tree, the WebSocket front and the admin listener."""
 
@@ -76,6 +96,9 @@ class Daemon:
         config_path: Path | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> None:
+        issues = environment_issues(config, env)
+        if issues:
+            raise ConfigError(issues, "environment")
         self.config = config
         self.config_path = config_path
         self.node_id = config.server.node_id or (

@@ -14,7 +14,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +120,15 @@ class DaemonProcess:
     """
 
     def __init__(
-        self, config_path: Path, env: Mapping[str, str] | None = None, *, unread_pipe: bool = False
+        self,
+        config_path: Path | None,
+        env: Mapping[str, str] | None = None,
+        *,
+        unread_pipe: bool = False,
+        argv: Sequence[str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
+        """Serve ``config_path``, or run ``argv`` instead (another install's ``serve``)."""
         self.port = free_port()
         self.admin_port = free_port()
         self.env = {
@@ -132,8 +139,11 @@ class DaemonProcess:
             **(env or {}),
         }
         self._log = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by kill()
+        if argv is None:
+            argv = [CLI, "serve", "--config", str(config_path)]
         self.proc = subprocess.Popen(
-            [CLI, "serve", "--config", str(config_path)],
+            list(argv),
+            cwd=cwd,
             env=self.env,
             stdout=subprocess.PIPE if unread_pipe else self._log,
             stderr=subprocess.STDOUT,

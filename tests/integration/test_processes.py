@@ -200,26 +200,87 @@ def test_dump_against_a_dead_admin_url_fails_cleanly_with_exit_3() -> None:
     assert "Traceback" not in result.stderr and "127.0.0.1:9" in result.stderr
 
 
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI with ``env`` (else none of the caller's WS_SUPERVISOR_* or JWT variables)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("WS_SUPERVISOR_", "WSS_"))}
+    return subprocess.run(
+        [CLI, *args], capture_output=True, text=True, timeout=20, env={**clean, **(env or {})}
+    )
+
+
 def test_check_config_reports_every_problem_with_its_key_path(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(
         '[quota]\nmax_managers_per_user = 20.9\npolicy = "maybe"\n'
         '[logging]\njson = "false"\n[nope]\nx = 1\n'
     )
-    result = subprocess.run(
-        [CLI, "check-config", str(bad)], capture_output=True, text=True, timeout=20
-    )
+    result = run_cli("check-config", str(bad))
     assert result.returncode == 2
     for path in ("quota.max_managers_per_user", "quota.policy", "logging.json", "nope"):
         assert path in result.stderr
     assert "Traceback" not in result.stderr
-    good = subprocess.run(
-        [CLI, "check-config", str(ROOT / "config" / "production.toml")],
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
+    good = run_cli("check-config", str(ROOT / "config" / "staging.toml"), env=JWT_ENV)
     assert good.returncode == 0, good.stderr
+
+
+JWT_ENV = {"WSS_JWT_SECRET": "s" * 32}
+
+
+def test_check_config_checks_the_secret_the_file_names_as_serve_would() -> None:
+    production = str(ROOT / "config" / "production.toml")
+    missing = run_cli("check-config", production)
+    assert missing.returncode == 2
+    assert "auth.secret_env: environment variable WSS_JWT_SECRET is not set" in missing.stderr
+    short = run_cli("check-config", production, env={"WSS_JWT_SECRET": "short"})
+    assert short.returncode == 2
+    assert "the secret in WSS_JWT_SECRET is 5 bytes" in short.stderr
+    assert "short" not in short.stderr.replace("is 5 bytes", "")  # never the secret itself
+    assert run_cli("check-config", production, env=JWT_ENV).returncode == 0
+
+
+def test_check_config_lays_the_environment_over_the_file_and_names_a_bad_override() -> None:
+    production = str(ROOT / "config" / "production.toml")
+    env = {**JWT_ENV, "WS_SUPERVISOR_QUOTA_MAX_MANAGERS_PER_USER": "lots"}
+    result = run_cli("check-config", production, env=env)
+    assert result.returncode == 2
+    assert "quota.max_managers_per_user (WS_SUPERVISOR_QUOTA_MAX_MANAGERS_PER_USER)" in (
+        result.stderr
+    )
+    typo = run_cli("check-config", production, env={**JWT_ENV, "WS_SUPERVISOR_QUOTA_MAX": "3"})
+    assert typo.returncode == 2 and "WS_SUPERVISOR_QUOTA_MAX" in typo.stderr
+    assert "Traceback" not in result.stderr + typo.stderr
+
+
+def test_check_config_file_only_checks_the_file_alone() -> None:
+    production = str(ROOT / "config" / "production.toml")
+    env = {"WS_SUPERVISOR_QUOTA_MAX_MANAGERS_PER_USER": "lots"}  # and no JWT secret
+    result = run_cli("check-config", "--file-only", production, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "ok (the file alone)" in result.stdout
+
+
+def test_version_prints_the_package_version() -> None:
+    from supervisor import __version__  # noqa: PLC0415
+
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"ws-supervisor {__version__}"
+
+
+@pytest.mark.parametrize("name", ["production", "staging", "ci", "dev"])
+def test_profile_prints_the_bundled_profile_a_user_starts_from(name: str, tmp_path: Path) -> None:
+    result = run_cli("profile", name)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (ROOT / "config" / f"{name}.toml").read_text(encoding="utf-8")
+    copy = tmp_path / f"{name}.toml"
+    copy.write_text(result.stdout, encoding="utf-8")
+    assert run_cli("check-config", "--file-only", str(copy)).returncode == 0
+
+
+def test_an_unknown_profile_is_refused_with_the_choices() -> None:
+    result = run_cli("profile", "prod")
+    assert result.returncode == 2
+    assert "production" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.asyncio
