@@ -9,7 +9,10 @@ from typing import Any
 
 import pykka
 
-from actors.dispatch import DispatchedActor, Dispatcher
+from actors._runtime.dispatch import DispatchedActor, Dispatcher
+from actors.clock import Clock
+from actors.context import UserExecutionContext
+from actors.errors import InjectedFault
 from actors.messages import (
     Attach,
     ChildFailed,
@@ -21,9 +24,6 @@ from actors.messages import (
     Outbound,
 )
 from actors.ports import Handler, ManagerStats, Port
-from supervisor.clock import Clock
-from supervisor.context import UserExecutionContext
-from supervisor.errors import InjectedFault
 
 __all__ = ["ManagerActor"]
 
@@ -35,11 +35,11 @@ class ManagerActor(DispatchedActor):
 
     States: ``disconnected`` (idle, in the pool or new), ``connecting`` (being
     attached), ``connected``, ``closing``. It has no thread of its own: it
-    runs on the tree's :class:`~actors.dispatch.Dispatcher`. ``__init__``
+    runs on the tree's :class:`~actors._runtime.dispatch.Dispatcher`. ``__init__``
     runs on the supervisor's thread; every other hook on a dispatcher worker,
     one at a time, except that an attach, a detach or a stop that finds it
     asleep runs in the supervisor's turn, on the supervisor's worker
-    (:func:`~actors.mailbox.tell_here`). A crash tells the supervisor from
+    (:func:`~actors._runtime.mailbox.tell_here`). A crash tells the supervisor from
     ``on_failure``; the end of the actor from ``on_stop``: these two
     messages are the link pykka does not have.
     """

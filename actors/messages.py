@@ -8,17 +8,15 @@ outside the actor world (the shell or a test), never by one actor of another.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import pykka
 
-from supervisor.context import UserExecutionContext
-from supervisor.observer import CleanupReason
-from supervisor.policies.ledger import PendingAcquire
-
-if TYPE_CHECKING:  # annotations only: actors.ports imports this module at run time
-    from actors.ports import AdmissionTicket, Handler, ManagerStats, Port
+from actors.context import UserExecutionContext
+from actors.observer import CleanupReason
+from actors.policies.ledger import PendingAcquire
+from actors.ports import AdmissionTicket, Handler, ManagerStats, Port
 
 __all__ = [
     "AcquireAnswered",

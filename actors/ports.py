@@ -1,9 +1,10 @@
-"""The edges of the actor world: ports, handlers, stats, handles and tickets.
+"""The edges of the actor world: ports, handlers, handles, stats and tickets.
 
 A :class:`Port` is how a manager reaches its connection; the shell implements
 it (sending across to the event loop), so actors never touch the loop. A
-:class:`ConnectionHandle` is what the shell holds for an admitted connection:
-it carries frames in and the close out. An :class:`AdmissionTicket` carries
+:class:`Handle` is what the shell holds for an admitted connection: it
+carries frames in and the close out (the tree's is
+:class:`actors.handle.ConnectionHandle`). An :class:`AdmissionTicket` carries
 the one answer to an admission back to whoever asked, exactly once.
 """
 
@@ -12,21 +13,17 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
-import pykka
 
-from actors.mailbox import tell_here
-from actors.messages import ConnectionClosed, Inbound, PeerGone, ReapConnection
-from supervisor.clock import Clock
-from supervisor.context import UserExecutionContext
-from supervisor.observer import AdmissionResult
+from actors.context import UserExecutionContext
+from actors.observer import AdmissionResult
 
 __all__ = [
     "Admission",
     "AdmissionTicket",
-    "ConnectionHandle",
+    "Handle",
     "Handler",
     "ManagerStats",
     "Port",
@@ -60,6 +57,36 @@ class Handler(Protocol):
     ) -> None: ...
 
 
+class Handle(Protocol):
+    """The shell's grip on one admitted connection; every method is safe from any thread.
+
+    :meth:`deliver` carries an inbound frame to the connection's manager;
+    :meth:`closed` reports the end of the connection (the slot is freed at
+    once), :meth:`peer_gone` a peer that went without a close (only the
+    slot is freed; :meth:`closed` must follow), :meth:`timed_out` a timeout
+    the shell saw, :meth:`heartbeat` a sign of life (a pong).
+    """
+
+    context: UserExecutionContext
+    stats: ManagerStats
+
+    @property
+    def websocket_id(self) -> str: ...
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def deliver(self, text: str) -> None: ...
+
+    def heartbeat(self) -> None: ...
+
+    def closed(self, code: int | None = None) -> None: ...
+
+    def peer_gone(self) -> None: ...
+
+    def timed_out(self) -> None: ...
+
+
 @attrs.define
 class ManagerStats:
     """Live counters of one connection.
@@ -83,7 +110,7 @@ class Admission:
     """The answer to an admission request."""
 
     result: AdmissionResult
-    handle: ConnectionHandle | None = None
+    handle: Handle | None = None
     reason: str = ""
     retry_after: float | None = None
 
@@ -142,94 +169,6 @@ class AdmissionTicket:
         return self._answer
 
 
-class ConnectionHandle:
-    """The shell's grip on one admitted connection; safe to use from any thread.
-
-    The supervisor rebinds it to a new manager when it restarts a crashed one.
-    After :meth:`closed`, :meth:`deliver` does nothing, so a late frame can
-    never reach a manager that is already serving another connection. With
-    ``inline`` (a handler that ``runs_inline``), a frame for a manager that
-    is idle is handled on the thread that delivers it
-    (:func:`~actors.mailbox.tell_here`). With ``supervisor_turn`` > 0, a
-    close or timeout finds an idle supervisor and frees the slot on the
-    calling thread, in a turn of up to that many messages.
-    """
-
-    def __init__(
-        self,
-        context: UserExecutionContext,
-        supervisor: pykka.ActorRef[Any],
-        manager: pykka.ActorRef[Any],
-        stats: ManagerStats,
-        clock: Clock,
-        *,
-        inline: bool = False,
-        supervisor_turn: int = 0,
-    ) -> None:
-        self.context = context
-        self.stats = stats
-        self._supervisor = supervisor
-        self._manager: pykka.ActorRef[Any] | None = manager
-        self._clock = clock
-        self._frame_turn = 1 if inline else 0  # a frame at a time; 0: always the worker
-        self._supervisor_turn = supervisor_turn
-
-    @property
-    def websocket_id(self) -> str:
-        """The connection's id (from its context)."""
-        return self.context.websocket_id
-
-    def deliver(self, text: str) -> None:
-        """Hand one inbound text frame to the connection's manager."""
-        manager = self._manager
-        if manager is None:
-            return
-        message = Inbound(self.context.websocket_id, text)
-        if not tell_here(manager, message, self._frame_turn):
-            self._to_supervisor(message)  # crashed: the supervisor forwards to the restart
-
-    def heartbeat(self) -> None:
-        """Record a keepalive sign of life (a pong) for this connection."""
-        self.stats.last_seen = self._clock.monotonic()
-
-    def closed(self, code: int | None = None) -> None:
-        """Report that the connection has closed; the slot is freed at once."""
-        if self._manager is None:
-            return
-        self._manager = None
-        self._to_supervisor(
-            ConnectionClosed(self.context.websocket_id, self._clock.monotonic(), code)
-        )
-
-    def peer_gone(self) -> None:
-        """Report that the peer is gone: only its slot is freed, at once.
-
-        :meth:`closed` must follow; it does the rest. Between the two the
-        connection shows as closing.
-        """
-        if self._manager is not None:
-            self._to_supervisor(PeerGone(self.context.websocket_id, self._clock.monotonic()))
-
-    def timed_out(self) -> None:
-        """Report a timeout seen by the shell: the connection is reaped (4003)."""
-        if self._manager is not None:
-            self._to_supervisor(ReapConnection(self.context.websocket_id, "timeout"))
-
-    @property
-    def is_open(self) -> bool:
-        """False once :meth:`closed` has been called."""
-        return self._manager is not None
-
-    def rebind(self, manager: pykka.ActorRef[Any]) -> None:
-        """Point at a restarted manager (supervisor thread only)."""
-        if self._manager is not None:
-            self._manager = manager
-
-    def _to_supervisor(self, message: Inbound | object) -> None:
-        # a dead supervisor's failure handling closes this connection
-        tell_here(self._supervisor, message, self._supervisor_turn)
-
-
 class QueuePort:
     """A port for threaded code: frames go into a :class:`queue.Queue`.
 
@@ -245,9 +184,9 @@ class QueuePort:
         self.close_reason: str | None = None
         self._closed = threading.Event()
         self._confirm = confirm_close
-        self._handle: ConnectionHandle | None = None
+        self._handle: Handle | None = None
 
-    def bind(self, handle: ConnectionHandle) -> None:
+    def bind(self, handle: Handle) -> None:
         """Attach the handle that the admission returned."""
         self._handle = handle
         if self._closed.is_set() and self._confirm:

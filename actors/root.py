@@ -10,8 +10,8 @@ from typing import Any
 
 import pykka
 
-from actors.base import DispatchingActor
-from actors.mailbox import stop_soon, tell_here
+from actors._runtime.mailbox import stop_soon, tell_here
+from actors.codes import ServerCloseCode
 from actors.messages import (
     Admit,
     Cleanup,
@@ -25,12 +25,12 @@ from actors.messages import (
     Tick,
     UsageReport,
 )
+from actors.policies.thresholds import Action, Level
 from actors.ports import Admission
+from actors.routing import RoutingActor
 from actors.runtime import Runtime
 from actors.ticker import Alarm
-from actors.user_supervisor import UserSupervisorActor
-from supervisor.codes import CloseCode
-from supervisor.policies.thresholds import Action, Level
+from actors.user.actor import UserSupervisorActor
 
 __all__ = ["RootMonitorActor"]
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 _ALERTS_KEPT = 50
 
 
-class RootMonitorActor(DispatchingActor):
+class RootMonitorActor(RoutingActor):
     """Sees every user's usage and the node's; one per tree.
 
     Every hook runs on a worker of the tree's system dispatcher except
@@ -160,7 +160,7 @@ class RootMonitorActor(DispatchingActor):
 
     def _update_node(self) -> None:
         level = self._rt.thresholds.classify(
-            self._node_used, self._rt.config.quota.node_max_managers
+            self._node_used, self._rt.settings.quota.node_max_managers
         )
         old, self._node_level = self._node_level, level
         if level != old:
@@ -181,7 +181,7 @@ class RootMonitorActor(DispatchingActor):
                 message: Cleanup | Shed = Cleanup("emergency")
             else:
                 keep = self._rt.thresholds.below_critical(limit)
-                message = Shed(keep, self._rt.config.thresholds.shed_min_idle)
+                message = Shed(keep, self._rt.settings.thresholds.shed_min_idle)
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.tell(message)
 
@@ -262,7 +262,7 @@ class RootMonitorActor(DispatchingActor):
         for orphan in msg.orphans:
             if orphan.port is not None:
                 try:
-                    orphan.port.close(int(CloseCode.SERVICE_RESTART), "supervisor restarted")
+                    orphan.port.close(int(ServerCloseCode.SERVICE_RESTART), "supervisor restarted")
                 except Exception:
                     log.exception("port close failed websocket_id=%s", orphan.context.websocket_id)
             if orphan.holds_slot:
@@ -299,7 +299,7 @@ class RootMonitorActor(DispatchingActor):
         return {
             "node_level": self._node_level.label,
             "node_used": self._node_used,
-            "node_limit": self._rt.config.quota.node_max_managers,
+            "node_limit": self._rt.settings.quota.node_max_managers,
             "users": len(self._sups),
             "levels": {label: n for label, n in self._level_counts.items() if n},
             "user_levels": {user: lv.label for user, lv in self._levels.items()},

@@ -6,17 +6,17 @@ from collections.abc import Callable
 
 import attrs
 
-from actors.dispatch import Dispatcher
+from actors._runtime.dispatch import Dispatcher
+from actors.clock import Clock
+from actors.observer import Observer
+from actors.policies.ledger import Ledger
+from actors.policies.pool import PoolPolicy
+from actors.policies.quota import QuotaPolicy
+from actors.policies.reaping import ReapPolicy
+from actors.policies.schedule import CleanupSchedule
+from actors.policies.thresholds import Thresholds
 from actors.ports import Handler
-from supervisor.clock import Clock
-from supervisor.config import Config
-from supervisor.observer import Observer
-from supervisor.policies.ledger import Ledger
-from supervisor.policies.pool import PoolPolicy
-from supervisor.policies.quota import QuotaPolicy
-from supervisor.policies.reaping import ReapPolicy
-from supervisor.policies.schedule import CleanupSchedule
-from supervisor.policies.thresholds import Thresholds
+from actors.settings import Settings
 
 __all__ = ["Runtime"]
 
@@ -35,7 +35,7 @@ class Runtime:
     so frames may be handled on the thread that delivers them.
     ``system_turn``: how many messages an idle root or user supervisor may
     handle on the thread that sends it one from the shell (the event loop),
-    in a turn of its own (:func:`~actors.mailbox.tell_here`): the system
+    in a turn of its own (:func:`~actors._runtime.mailbox.tell_here`): the system
     dispatcher's batch when the ledger never blocks (in memory), 0 (never)
     with a shared ledger, whose calls may wait on the network. The root
     takes at most two messages so (``root_turn``): the one at hand, and the
@@ -44,7 +44,7 @@ class Runtime:
     admission. Anything else that waits for it stays on its worker.
     """
 
-    config: Config
+    settings: Settings
     clock: Clock
     ledger: Ledger
     observer: Observer
@@ -61,25 +61,25 @@ class Runtime:
 
     @quota.default
     def _quota(self) -> QuotaPolicy:
-        q = self.config.quota
+        q = self.settings.quota
         return QuotaPolicy(q.max_managers_per_user, q.proactive_cleanup_ratio, q.policy)
 
     @reap.default
     def _reap(self) -> ReapPolicy:
-        t = self.config.timeouts
+        t = self.settings.timeouts
         return ReapPolicy(
             idle_timeout=t.idle_timeout,
             keepalive_deadline=t.ping_interval + t.ping_timeout,
-            cleanup_timeout=self.config.cleanup.emergency_cleanup_timeout,
+            cleanup_timeout=self.settings.cleanup.emergency_cleanup_timeout,
         )
 
     @pool.default
     def _pool(self) -> PoolPolicy:
-        return PoolPolicy(self.config.pool.size, self.config.pool.idle_seconds)
+        return PoolPolicy(self.settings.pool.size, self.settings.pool.idle_seconds)
 
     @schedule.default
     def _schedule(self) -> CleanupSchedule:
-        c = self.config.cleanup
+        c = self.settings.cleanup
         return CleanupSchedule(c.background_interval, c.empty_supervisor_ttl)
 
     @inline_frames.default
@@ -97,5 +97,5 @@ class Runtime:
 
     @thresholds.default
     def _thresholds(self) -> Thresholds:
-        t = self.config.thresholds
+        t = self.settings.thresholds
         return Thresholds(t.warning, t.critical, t.emergency, t.critical_action, t.emergency_action)

@@ -19,8 +19,8 @@ from typing import Any
 
 import pykka
 
+from actors.clock import Clock
 from actors.messages import Tick
-from supervisor.clock import Clock
 
 __all__ = ["QUIET_TICK", "Alarm", "Ticker", "stop_and_wait"]
 

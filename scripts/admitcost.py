@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The CPU cost of one admission and close, in-process, with no sockets.
 
-A :class:`~supervisor.tree.SupervisionTree` with the production profile and a
-:class:`~supervisor.metrics.MetricsObserver`, as the daemon has them. Each of
+A :class:`~actors.tree.SupervisionTree` with the production profile and a
+:class:`~supervisor.admin.metrics.MetricsObserver`, as the daemon has them. Each of
 ``--users`` users first holds ``--held`` connections; then ``--count``
 connections are admitted and closed one at a time, round robin over the
 users, from this one thread, as the daemon's event loop does
@@ -30,12 +30,12 @@ from typing import Any
 # this checkout's code, not the installed one: two checkouts compare with one .venv
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors.ports import ConnectionHandle
-from supervisor.config import Config
-from supervisor.configload import load_profile
-from supervisor.context import UserExecutionContext
-from supervisor.metrics import MetricsObserver
-from supervisor.tree import SupervisionTree
+from actors.context import UserExecutionContext
+from actors.ports import Handle
+from actors.tree import SupervisionTree
+from supervisor.admin.metrics import MetricsObserver
+from supervisor.config.load import load_profile
+from supervisor.config.schema import Config
 
 
 class NullPort:
@@ -44,7 +44,7 @@ class NullPort:
     __slots__ = ("handle",)
 
     def __init__(self) -> None:
-        self.handle: ConnectionHandle | None = None
+        self.handle: Handle | None = None
 
     def send_text(self, text: str) -> None:
         pass
@@ -54,7 +54,7 @@ class NullPort:
             self.handle.closed(code)
 
 
-def admit(tree: SupervisionTree, user_id: str) -> tuple[ConnectionHandle, bool]:
+def admit(tree: SupervisionTree, user_id: str) -> tuple[Handle, bool]:
     """Admit one connection for ``user_id``; its handle and whether the caller had to wait."""
     port = NullPort()
     ticket = tree.admit_nowait(UserExecutionContext.from_websocket_request(user_id), port)

@@ -24,7 +24,7 @@ slow log, with every command logged: ACQUIRE per admission, RELEASE, renewals).
 
 The supervised server runs its built-in ``EchoApp``, whose frames are
 handled on the event loop (``runs_inline``); ``--app
-supervisor.apps:WorkerEchoApp`` runs the same echo on the manager workers,
+supervisor.front.apps:WorkerEchoApp`` runs the same echo on the manager workers,
 as any app that may block.
 
 Usage: scripts/bench [--rounds 3] [--quick] [--redis] [--compression none] [--json FILE]
@@ -1114,7 +1114,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             },
             "client_procs": settings.client_procs,
             "compression": settings.compression,
-            "app": settings.app or "supervisor.apps:EchoApp",
+            "app": settings.app or "supervisor.front.apps:EchoApp",
             "command": shlex.join(sys.argv),
             "seconds": round(time.monotonic() - started, 1),
             "redis": args.redis,
@@ -1140,7 +1140,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--app",
         default="",
         help="the supervised server's app (default its EchoApp, which runs inline; "
-        "supervisor.apps:WorkerEchoApp is the same echo on the manager workers)",
+        "supervisor.front.apps:WorkerEchoApp is the same echo on the manager workers)",
     )
     parser.add_argument("--client-procs", type=int, default=0, help="load generator processes")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")

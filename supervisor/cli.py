@@ -17,15 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from actors.errors import WsSupervisorError
 from supervisor import __version__
-from supervisor.configload import (
+from supervisor.config.load import (
     PROFILES,
     check_config_file,
     load_config,
     profile_path,
     profile_text,
 )
-from supervisor.errors import ConfigError, ConfigIssue, WsSupervisorError
+from supervisor.errors import ConfigError, ConfigIssue
 
 if TYPE_CHECKING:
     from supervisor.daemon import Daemon
@@ -88,7 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run_daemon(daemon: Daemon, frozen: int) -> int:
-    from supervisor.daemon import ForcedExit  # noqa: PLC0415
+    from supervisor.errors import ForcedExit  # noqa: PLC0415
 
     log.info("gc: thresholds %s, %d startup objects frozen", gc.get_threshold(), frozen)
 
@@ -107,7 +108,7 @@ def _run_daemon(daemon: Daemon, frozen: int) -> int:
 
 
 def _dump(args: argparse.Namespace) -> int:
-    from supervisor import dump  # noqa: PLC0415
+    from supervisor.admin import dump  # noqa: PLC0415
 
     if args.user is not None and not args.cluster:
         print("ws-supervisor dump: --user needs --cluster", file=sys.stderr)

@@ -29,33 +29,32 @@ from typing import TypeVar
 
 import attrs
 
-from supervisor.admin import AdminServer, TreeAdminBackend
-from supervisor.apps import load_app
-from supervisor.auth import Authenticator
-from supervisor.bridge import off_loop
-from supervisor.clock import SystemClock
-from supervisor.cluster import ClusterLink
-from supervisor.config import Config
-from supervisor.configload import config_to_dict, load_config
-from supervisor.errors import ConfigError, ConfigIssue, TreeNotRunning
-from supervisor.metrics import MetricsObserver
-from supervisor.observer_fanout import FanoutObserver
-from supervisor.policies.readiness import Readiness
-from supervisor.redis_ledger import RedisLedger, Takeback, connect
-from supervisor.server import WebSocketFront
-from supervisor.tree import SupervisionTree
+from actors.clock import SystemClock
+from actors.errors import TreeNotRunning
+from actors.messages import TakeBack
+from actors.tree import SupervisionTree
+from supervisor.admin.backend import TreeAdminBackend
+from supervisor.admin.fanout import FanoutObserver
+from supervisor.admin.listener import AdminServer
+from supervisor.admin.metrics import MetricsObserver
+from supervisor.admin.readiness import Readiness
+from supervisor.cluster.ledger import RedisLedger, connect
+from supervisor.cluster.link import ClusterLink
+from supervisor.config.load import config_to_dict, load_config
+from supervisor.config.schema import Config
+from supervisor.errors import ConfigError, ConfigIssue, ForcedExit
+from supervisor.front.apps import load_app
+from supervisor.front.auth import Authenticator
+from supervisor.front.bridge import off_loop
+from supervisor.front.server import WebSocketFront
 
-__all__ = ["Daemon", "ForcedExit", "environment_issues", "restart_only_changes"]
+__all__ = ["Daemon", "environment_issues", "restart_only_changes"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-
-
-class ForcedExit(Exception):
-    """A second SIGINT: stop now, without waiting for the drain."""
 
 
 def _admin_token(config: Config, env: Mapping[str, str]) -> str | None:
@@ -190,7 +189,7 @@ class Daemon:
             log.warning("connections still open after the drain timeout: aborting them")
             self.front.abort()
 
-    def _take_back(self, takeback: Takeback) -> None:
+    def _take_back(self, takeback: TakeBack) -> None:
         """Cluster link's threads: close a connection whose slot went to another node."""
         self.metrics.take_back(takeback.reason)
         with contextlib.suppress(TreeNotRunning):

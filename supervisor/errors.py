@@ -1,17 +1,7 @@
-"""Every exception ws-supervisor raises on purpose.
+"""The exceptions of the product: configuration, authentication, frames, a forced exit.
 
-The tree::
-
-    WsSupervisorError                  base of everything below
-    ├── ConfigError                    one or more bad settings, each with its key path
-    ├── InvalidIdError (ValueError)    a user, thread, run or request id that fails validation
-    ├── AdmissionRefused               a connection that the quota or the node cap turns away
-    ├── TreeNotRunning                 a call into a supervision tree that is stopped
-    ├── InjectedFault                  raised on purpose by the fault-injection messages
-    └── AuthError                      a WebSocket handshake that does not authenticate
-
-Callers catch :class:`WsSupervisorError` to handle all of them; nothing else
-in the code base derives from :class:`Exception` directly.
+They derive from :class:`actors.errors.WsSupervisorError`, whose module
+docstring draws the whole tree.
 """
 
 from __future__ import annotations
@@ -20,20 +10,9 @@ from collections.abc import Sequence
 
 import attrs
 
-__all__ = [
-    "AdmissionRefused",
-    "AuthError",
-    "ConfigError",
-    "ConfigIssue",
-    "InjectedFault",
-    "InvalidIdError",
-    "TreeNotRunning",
-    "WsSupervisorError",
-]
+from actors.errors import WsSupervisorError
 
-
-class WsSupervisorError(Exception):
-    """Base class of every error ws-supervisor raises on purpose."""
+__all__ = ["AuthError", "ConfigError", "ConfigIssue", "ForcedExit", "FrameError"]
 
 
 @attrs.frozen
@@ -61,32 +40,6 @@ class ConfigError(WsSupervisorError):
         super().__init__(f"{source}: {len(self.issues)} problem(s)\n{lines}")
 
 
-class InvalidIdError(WsSupervisorError, ValueError):
-    """An id (user, thread, run, request) that is empty, too long or has bad characters."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"invalid {field}: {reason}")
-
-
-class AdmissionRefused(WsSupervisorError):
-    """A connection refused by the quota or the node-wide cap; ``reason`` says which."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        self.reason = reason
-        self.retry_after = retry_after
-        super().__init__(f"admission refused: {reason}")
-
-
-class TreeNotRunning(WsSupervisorError):
-    """A call into a supervision tree that has not started or has stopped."""
-
-
-class InjectedFault(WsSupervisorError):
-    """Raised on purpose by a fault-injection message, to exercise crash handling."""
-
-
 class AuthError(WsSupervisorError):
     """A WebSocket handshake that does not authenticate.
 
@@ -97,3 +50,18 @@ class AuthError(WsSupervisorError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"authentication failed: {reason}")
+
+
+@attrs.frozen
+class FrameError(WsSupervisorError):
+    """A frame that cannot be handled; ``code`` is machine-readable.
+
+    The front answers it with an ``error`` frame; it never ends the connection.
+    """
+
+    code: str
+    message: str
+
+
+class ForcedExit(WsSupervisorError):
+    """A second SIGINT: stop now, without waiting for the drain."""

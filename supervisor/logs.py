@@ -21,7 +21,7 @@ import threading
 import time
 from typing import TextIO
 
-from supervisor.config import LoggingConfig
+from supervisor.config.schema import LoggingConfig
 
 __all__ = ["QUEUE_LIMIT", "JsonFormatter", "LogWriter", "configure_logging"]
 

@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from actors.ports import Admission, ConnectionHandle, QueuePort
-from supervisor.config import Config
-from supervisor.configload import config_to_dict, load_profile, parse_config
-from supervisor.context import UserExecutionContext
-from supervisor.tree import SupervisionTree
+from actors.context import UserExecutionContext
+from actors.ports import Admission, Handle, QueuePort
+from actors.tree import SupervisionTree
+from supervisor.config.load import config_to_dict, load_profile, parse_config
+from supervisor.config.schema import Config
 
 __all__ = [
     "ACTOR_THREAD_PREFIXES",
@@ -84,7 +84,7 @@ def connect(
     return admission, port, context
 
 
-def handle_of(admission: Admission) -> ConnectionHandle:
+def handle_of(admission: Admission) -> Handle:
     """The handle of an admission that must have been admitted."""
     assert admission.handle is not None, f"not admitted: {admission}"
     return admission.handle

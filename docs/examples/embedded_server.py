@@ -12,9 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from supervisor.configload import load_profile
-from supervisor.embed import serve_supervised
-from supervisor.tree import SupervisionTree
+from supervisor import SupervisionTree, load_profile, serve_supervised
 
 
 async def main(port: int) -> None:

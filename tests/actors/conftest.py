@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.clock import ManualClock
-from supervisor.metrics import MetricsObserver
+from actors.clock import ManualClock
+from supervisor.admin.metrics import MetricsObserver
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from typing import Any
 import pykka
 import pytest
 
+from actors.clock import SystemClock
+from actors.codes import ServerCloseCode
 from actors.messages import Tick
 from actors.ticker import QUIET_TICK, Alarm, Ticker
-from supervisor.clock import SystemClock
-from supervisor.codes import CloseCode
-from supervisor.tree import SupervisionTree
+from actors.tree import SupervisionTree
 from tests.helpers import connect, make_config, wait_until
 
 
@@ -89,7 +89,7 @@ def test_an_idle_tree_is_ticked_only_when_a_timeout_is_due_and_still_reaps_it_on
     with SupervisionTree(config) as tree:
         started = time.monotonic()
         _, port, _ = connect(tree, "alice")
-        assert port.wait_closed(3.0) == CloseCode.IDLE_TIMEOUT
+        assert port.wait_closed(3.0) == ServerCloseCode.IDLE_TIMEOUT
         took = time.monotonic() - started
         assert 0.5 <= took < 1.5
         # every 0.02 s that would be 25 ticks or more; the sweep due at 0.5 s needs one or two

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from supervisor.context import UserExecutionContext
+from actors.context import UserExecutionContext
 
 __all__ = ["RELEASE", "FaultyApp"]
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from supervisor.codes import CloseCode
+from actors.codes import ServerCloseCode
 from tests.cluster.nodes import (
     LEASE_TTL,
     QUOTA,
@@ -177,7 +177,7 @@ async def test_resuming_a_thread_on_another_node_closes_the_old_one_with_4001_an
         async with Clients() as clients:
             old, _ = await clients.open(a.url("max", thread_id="t1"))
             new, welcome = await clients.open(b.url("max", thread_id="t1"))
-            assert await close_code(old, 10) == CloseCode.SUPERSEDED
+            assert await close_code(old, 10) == ServerCloseCode.SUPERSEDED
 
             expected = {"max:t1": ("node-b", welcome["websocket_id"])}
             assert await off(live_slots, redis_server, "max") == expected
@@ -312,7 +312,7 @@ async def test_a_sixth_connection_on_another_node_evicts_the_oldest_slot_with_40
             rest = [await clients.open(b.url("pia", thread_id=f"t{i}")) for i in range(2, QUOTA)]
             sixth, welcome = await clients.open(c.url("pia", thread_id="t5"))
 
-            assert await close_code(first[0][0], 10) == CloseCode.EVICTED
+            assert await close_code(first[0][0], 10) == ServerCloseCode.EVICTED
             held = await off(live_slots, redis_server, "pia")
             assert sorted(held) == [f"pia:t{i}" for i in range(1, 6)]
             assert held["pia:t5"] == ("node-c", welcome["websocket_id"])

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
+from actors.context import UserExecutionContext
 from actors.messages import GetSnapshot
+from actors.observer import NullObserver
 from actors.ports import Admission, AdmissionTicket, QueuePort
-from supervisor.config import RedisConfig
-from supervisor.context import UserExecutionContext
-from supervisor.observer import NullObserver
-from supervisor.redis_ledger import RedisLedger, connect
-from supervisor.tree import SupervisionTree
+from actors.tree import SupervisionTree
+from supervisor.cluster.ledger import RedisLedger, connect
+from supervisor.config.schema import RedisConfig
 from tests.cluster.redis_server import RedisServer
 from tests.helpers import connect as admit
 from tests.helpers import handle_of, make_config, wait_until

@@ -28,9 +28,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from supervisor.config import RedisConfig
-from supervisor.policies.ledger import AcquireResult, PendingAcquire
-from supervisor.redis_ledger import RedisLedger, Takeback, connect
+from actors.messages import TakeBack
+from actors.policies.ledger import AcquireResult, PendingAcquire
+from supervisor.cluster.ledger import RedisLedger, connect
+from supervisor.config.schema import RedisConfig
 from tests.cluster.redis_server import RedisServer
 from tests.helpers import wait_until
 
@@ -285,7 +286,7 @@ class LedgerMachine(RuleBasedStateMachine):
         """Every slot of the node's book: held, registered again, or taken back."""
         takebacks = self.ledgers[node].renew_all()
         expected = set().union(*(self._renewed(node, user) for user in USERS))
-        assert all(isinstance(t, Takeback) for t in takebacks)
+        assert all(isinstance(t, TakeBack) for t in takebacks)
         assert {(t.user_id, t.websocket_id, t.reason) for t in takebacks} == expected
         assert len(takebacks) == len(expected)
 

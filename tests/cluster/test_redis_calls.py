@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from supervisor.config import RedisConfig
-from supervisor.redis_calls import Reply, ScriptLink
-from supervisor.redis_ledger import connect
+from supervisor.cluster.calls import Reply, ScriptLink
+from supervisor.cluster.ledger import connect
+from supervisor.config.schema import RedisConfig
 from tests.cluster.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(30)

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 import redis
 
-from supervisor.cluster import ClusterLink
-from supervisor.config import FailurePolicy, RedisConfig
-from supervisor.policies.ledger import AcquireResult, PendingAcquire
-from supervisor.redis_ledger import RedisLedger, Takeback, connect
+from actors.messages import TakeBack
+from actors.policies.ledger import AcquireResult, PendingAcquire
+from supervisor.cluster.ledger import RedisLedger, connect
+from supervisor.cluster.link import ClusterLink
+from supervisor.config.schema import FailurePolicy, RedisConfig
 from tests.cluster.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -250,7 +251,7 @@ def test_after_an_outage_a_user_over_quota_keeps_the_oldest_slots(
     b.acquire("u", "u:3", "b3", 2)  # ... and admits two more: three in the cluster
     redis_server.start()
     assert a.renew_all() == []  # A never saw the outage: it registers its slot again
-    assert b.recover() == [Takeback("u", "b3", "evict", "over quota")]
+    assert b.recover() == [TakeBack("u", "b3", "evict", "over quota")]
     assert a.renew_all() == []  # A's slot is the oldest: it stays
     assert sorted(s["websocket_id"] for s in a.cluster_slots("u")) == ["a1", "b2", "b3"]
     b.release("u", "u:3", "b3")  # what the supervisor does on the take-back
@@ -279,7 +280,7 @@ def test_the_cluster_link_closes_a_connection_another_node_superseded(
 ) -> None:
     a = make_ledger(redis_server, "A", ttl=3.0)
     b = make_ledger(redis_server, "B", ttl=3.0)
-    taken: list[Takeback] = []
+    taken: list[TakeBack] = []
     link = ClusterLink(a, connect(a.config), taken.append).start()
     try:
         a.acquire("u", "u:t", "old", 5)
@@ -290,7 +291,7 @@ def test_the_cluster_link_closes_a_connection_another_node_superseded(
             time.sleep(0.02)
     finally:
         link.stop()
-    assert taken[:1] == [Takeback("u", "old", "supersede", "the thread connected on another node")]
+    assert taken[:1] == [TakeBack("u", "old", "supersede", "the thread connected on another node")]
 
 
 def test_a_call_gives_up_within_the_timeout_when_redis_hangs(redis_server: RedisServer) -> None:

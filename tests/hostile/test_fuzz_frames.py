@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from supervisor.codes import CloseCode
+from actors.codes import ServerCloseCode
 from supervisor.daemon import Daemon
-from supervisor.protocol import MAX_DEPTH
+from supervisor.front.protocol import MAX_DEPTH
 from tests.hostile import MISMATCHES, all_slots_free, open_client, ping_ok, recv_json, wait_for
 from tests.integration.harness import running_daemon, ws_url
 
@@ -144,7 +144,7 @@ async def _session(daemon: Daemon, bob: ClientConnection, frames: list[Op], end:
             await mallory.send(end.payload, text=True)
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(mallory.recv(), 5)
-            expected = CloseCode.TOO_BIG if end.kind == "too_big" else 1007
+            expected = ServerCloseCode.TOO_BIG if end.kind == "too_big" else 1007
             assert mallory.close_code == expected, (end.kind, mallory.close_code)
     finally:
         await mallory.close()
@@ -205,7 +205,7 @@ async def test_frames_at_the_default_size_limit_are_echoed_and_one_byte_more_clo
         await mallory.send(_sized(limit + 1, ""))
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(mallory.recv(), 10)
-        assert mallory.close_code == CloseCode.TOO_BIG
+        assert mallory.close_code == ServerCloseCode.TOO_BIG
         await ping_ok(bob)
         await bob.close()
         await all_slots_free(daemon)

@@ -20,7 +20,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from supervisor.config import Config
+from supervisor.config.schema import Config
 from supervisor.daemon import Daemon
 from tests.helpers import make_config
 

@@ -17,14 +17,15 @@ from typing import Any, TypeVar
 import attrs
 import pytest
 
+from actors.clock import SystemClock
+from actors.context import UserExecutionContext
 from actors.ports import Admission, QueuePort
-from supervisor.admin import AdminServer, TreeAdminBackend
-from supervisor.clock import SystemClock
-from supervisor.context import UserExecutionContext
-from supervisor.metrics import MetricsObserver
-from supervisor.observer_fanout import FanoutObserver
-from supervisor.policies.readiness import Readiness
-from supervisor.tree import SupervisionTree
+from actors.tree import SupervisionTree
+from supervisor.admin.backend import TreeAdminBackend
+from supervisor.admin.fanout import FanoutObserver
+from supervisor.admin.listener import AdminServer
+from supervisor.admin.metrics import MetricsObserver
+from supervisor.admin.readiness import Readiness
 from tests.helpers import connect, make_config
 
 pytestmark = pytest.mark.asyncio
@@ -371,7 +372,7 @@ async def test_a_backend_that_raises_is_500_without_a_traceback(
             raise ZeroDivisionError("secret detail")
 
         backend.readiness = broken  # type: ignore[method-assign]
-        with caplog.at_level(logging.ERROR, logger="supervisor.admin"):
+        with caplog.at_level(logging.ERROR, logger="supervisor.admin.listener"):
             answer = await request(node, "GET", "/readyz")
     assert (answer.status, answer.json()) == (500, {"error": "internal error"})
     assert b"secret" not in answer.body and b"Traceback" not in answer.body

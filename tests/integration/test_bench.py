@@ -57,6 +57,6 @@ def test_a_quick_bench_writes_figures_for_both_servers_and_plots_them(tmp_path: 
         assert data["ratios_paired"][key] > 0  # one round: the same as the ratio of medians
         assert data["ratios_paired"][key] == pytest.approx(data["ratios"][key])
     assert data["meta"]["rounds"] == 1 and data["meta"]["cpu_count"] >= 1
-    assert data["meta"]["app"] == "supervisor.apps:EchoApp"
+    assert data["meta"]["app"] == "supervisor.front.apps:EchoApp"
     assert "ratio" in done.stdout and "supervised" in done.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from supervisor.closing import DeferredCloses
+from supervisor.front.closing import DeferredCloses
 
 pytestmark = pytest.mark.asyncio
 
@@ -75,7 +75,7 @@ async def test_a_close_that_raises_is_logged_and_the_others_still_run(
     closes = DeferredCloses(asyncio.get_running_loop(), chunk=2)
     for close in (lambda: ran.append(0), broken, lambda: ran.append(2), lambda: ran.append(3)):
         closes.add(close)
-    with caplog.at_level(logging.ERROR, logger="supervisor.closing"):
+    with caplog.at_level(logging.ERROR, logger="supervisor.front.closing"):
         await _until_empty(closes)
     assert ran == [0, 2, 3]
     assert [r.getMessage() for r in caplog.records] == ["deferred close failed"]

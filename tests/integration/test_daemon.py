@@ -21,13 +21,13 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
-from actors.ports import ConnectionHandle
-from supervisor import bridge
-from supervisor import server as server_module
-from supervisor.bridge import WebSocketPort
-from supervisor.codes import CloseCode
+from actors.codes import ServerCloseCode
+from actors.handle import ConnectionHandle
 from supervisor.daemon import Daemon
-from supervisor.server import AcyclicConnection
+from supervisor.front import bridge
+from supervisor.front import server as server_module
+from supervisor.front.bridge import WebSocketPort
+from supervisor.front.connection import AcyclicConnection
 from tests.apps.faulty import RELEASE
 from tests.helpers import actor_threads
 from tests.integration.harness import (
@@ -132,7 +132,7 @@ async def test_resuming_a_thread_supersedes_the_old_connection_with_4001_and_hol
         assert again["thread_id"] == welcome["thread_id"]
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(old.recv(), 5)
-        assert old.close_code == CloseCode.SUPERSEDED
+        assert old.close_code == ServerCloseCode.SUPERSEDED
         assert used(daemon) == 1
         await new.send(json.dumps({"type": "echo", "data": "still served"}))
         assert (await recv_json(new))["data"] == "still served"
@@ -153,7 +153,7 @@ async def test_a_crashing_handler_is_restarted_then_closed_with_1011_and_its_slo
         await ws.send(json.dumps({"type": "crash"}))
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
-        assert ws.close_code == CloseCode.INTERNAL_ERROR
+        assert ws.close_code == ServerCloseCode.INTERNAL_ERROR
         await wait_for(lambda: used(daemon) == 0, what="slot freed after 1011")
 
 
@@ -188,7 +188,7 @@ async def test_a_crashed_user_supervisor_closes_with_1012_and_the_user_reconnect
         for ws in clients:
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 5)
-            assert ws.close_code == CloseCode.SERVICE_RESTART
+            assert ws.close_code == ServerCloseCode.SERVICE_RESTART
         await wait_for(lambda: used(daemon) == 0, what="alice's slots freed")
         again, welcome = await open_client(ws_url(daemon))
         assert welcome["type"] == "welcome"
@@ -405,7 +405,7 @@ async def test_after_the_daemon_stops_no_actor_thread_or_listener_is_left() -> N
         port = daemon.front.port
     with pytest.raises(ConnectionClosed):
         await asyncio.wait_for(ws.recv(), 5)
-    assert ws.close_code == CloseCode.GOING_AWAY
+    assert ws.close_code == ServerCloseCode.GOING_AWAY
     assert actor_threads() == [] or all(not t.is_alive() for t in actor_threads())
     with pytest.raises(OSError):
         await connect(f"ws://127.0.0.1:{port}/ws?user_id=alice", open_timeout=2)

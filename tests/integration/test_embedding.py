@@ -13,10 +13,10 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from supervisor.codes import CloseCode
-from supervisor.embed import serve_supervised, supervise
-from supervisor.errors import AdmissionRefused
-from supervisor.tree import SupervisionTree
+from actors.codes import ServerCloseCode
+from actors.errors import AdmissionRefused
+from actors.tree import SupervisionTree
+from supervisor.front.embed import serve_supervised, supervise
 from tests.helpers import make_config
 from tests.integration.harness import ROOT, free_port, python
 
@@ -66,7 +66,7 @@ async def test_a_wrapped_handler_gets_the_same_quota_and_refuses_with_1013(
             assert json.loads(await ws.recv())["type"] == "welcome"
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(third.recv(), 5)
-        assert third.close_code == CloseCode.TRY_AGAIN_LATER
+        assert third.close_code == ServerCloseCode.TRY_AGAIN_LATER
         assert tree.ledger.usage("alice") == 2
         await first.close()
         await second.close()

@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from supervisor.codes import CloseCode
+from actors.codes import ServerCloseCode
 from supervisor.daemon import Daemon
 from tests.integration.harness import open_ws, running_daemon, wait_for, ws_url
 
@@ -88,7 +88,7 @@ async def test_messages_faster_than_the_rate_close_with_1008_and_free_the_slot()
         for n in range(50):
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(json.dumps({"type": "echo", "data": n}))
-        assert await closed_code(ws) == CloseCode.POLICY
+        assert await closed_code(ws) == ServerCloseCode.POLICY
         assert ws.close_reason == "message rate exceeded"
         await wait_for(lambda: daemon.tree.ledger.usage("alice") == 0, 3.0, "alice's slot free")
         await calm.send(json.dumps({"type": "ping"}))  # another connection is not affected
@@ -115,7 +115,7 @@ async def test_a_reader_that_never_reads_is_shed_with_4004_and_its_slot_freed() 
         assert time.monotonic() - started < 10.0
         # the client never read: the close either reached it (4004) or the TCP connection was cut
         code = await closed_code(ws, timeout=10.0)
-        assert code in (CloseCode.SLOW_CONSUMER, 1006, None)
+        assert code in (ServerCloseCode.SLOW_CONSUMER, 1006, None)
         other = await open_ws(ws_url(daemon, user="bob"))
         await other.close()
         await all_slots_free(daemon)
@@ -127,7 +127,7 @@ async def test_an_oversized_message_closes_with_1009_and_frees_the_slot() -> Non
         assert daemon.tree.ledger.total() == 1
         with contextlib.suppress(ConnectionClosed):
             await ws.send(json.dumps({"type": "echo", "data": "x" * 4096}))
-        assert await closed_code(ws) == CloseCode.TOO_BIG
+        assert await closed_code(ws) == ServerCloseCode.TOO_BIG
         await all_slots_free(daemon)
 
 

@@ -13,8 +13,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from supervisor.bridge import WebSocketPort, off_loop
-from supervisor.server import AcyclicConnection
+from supervisor.front.bridge import WebSocketPort, off_loop
+from supervisor.front.connection import AcyclicConnection
 from tests.integration.harness import wait_for
 
 pytestmark = pytest.mark.asyncio

@@ -18,7 +18,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from supervisor.codes import CloseCode
+from actors.codes import ServerCloseCode
 from tests.integration.harness import CLI, ROOT, DaemonProcess, python, running_daemon, ws_url
 
 CLIENT = str(Path(__file__).with_name("client_proc.py"))
@@ -107,7 +107,7 @@ async def test_sigterm_drains_every_connection_with_1001_and_exits_0(
         with pytest.raises(ConnectionClosed):
             while True:
                 await asyncio.wait_for(ws.recv(), 10)
-        assert ws.close_code == CloseCode.GOING_AWAY
+        assert ws.close_code == ServerCloseCode.GOING_AWAY
     loop = asyncio.get_running_loop()
     assert await loop.run_in_executor(None, daemon_proc.wait, 20) == 0
     assert "gc: thresholds (10000, 10, 10)" in daemon_proc.output()  # tuned for the daemon

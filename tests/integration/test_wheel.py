@@ -26,7 +26,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from supervisor import __version__
-from supervisor.configload import PROFILES
+from supervisor.config.load import PROFILES
 from tests.integration.harness import ROOT, DaemonProcess
 
 pytestmark = pytest.mark.timeout(240)
@@ -93,7 +93,7 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
 def test_the_wheel_carries_every_profile_as_the_checkout_has_it(install: Install) -> None:
     with zipfile.ZipFile(install.wheel) as wheel:
         for name in PROFILES:
-            shipped = wheel.read(f"supervisor/profiles/{name}.toml")
+            shipped = wheel.read(f"supervisor/config/profiles/{name}.toml")
             assert shipped == (ROOT / "config" / f"{name}.toml").read_bytes(), name
 
 
@@ -116,7 +116,7 @@ def test_the_installed_command_prints_its_version_and_a_profile(install: Install
 
 def test_load_profile_works_in_the_installed_package(install: Install) -> None:
     code = (
-        "import json; from supervisor.configload import load_profile; "
+        "import json; from supervisor.config.load import load_profile; "
         "print(json.dumps({n: load_profile(n, env={}).quota.max_managers_per_user "
         "for n in ('production', 'staging', 'ci', 'dev')}))"
     )

@@ -1,0 +1,109 @@
+"""The tree's handle on an admitted connection: frames in, the close out.
+
+What the shell holds for each connection the tree admitted (it implements
+:class:`actors.ports.Handle`). It sends the connection's inbound frames to
+its manager and its close, loss or timeout to its user supervisor, each as
+a message of :mod:`actors.messages`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pykka
+
+from actors._runtime.mailbox import tell_here
+from actors.clock import Clock
+from actors.context import UserExecutionContext
+from actors.messages import ConnectionClosed, Inbound, PeerGone, ReapConnection
+from actors.ports import ManagerStats
+
+__all__ = ["ConnectionHandle"]
+
+
+class ConnectionHandle:
+    """The shell's grip on one admitted connection; safe to use from any thread.
+
+    The supervisor rebinds it to a new manager when it restarts a crashed one.
+    After :meth:`closed`, :meth:`deliver` does nothing, so a late frame can
+    never reach a manager that is already serving another connection. With
+    ``inline`` (a handler that ``runs_inline``), a frame for a manager that
+    is idle is handled on the thread that delivers it
+    (:func:`~actors._runtime.mailbox.tell_here`). With ``supervisor_turn`` > 0, a
+    close or timeout finds an idle supervisor and frees the slot on the
+    calling thread, in a turn of up to that many messages.
+    """
+
+    def __init__(
+        self,
+        context: UserExecutionContext,
+        supervisor: pykka.ActorRef[Any],
+        manager: pykka.ActorRef[Any],
+        stats: ManagerStats,
+        clock: Clock,
+        *,
+        inline: bool = False,
+        supervisor_turn: int = 0,
+    ) -> None:
+        self.context = context
+        self.stats = stats
+        self._supervisor = supervisor
+        self._manager: pykka.ActorRef[Any] | None = manager
+        self._clock = clock
+        self._frame_turn = 1 if inline else 0  # a frame at a time; 0: always the worker
+        self._supervisor_turn = supervisor_turn
+
+    @property
+    def websocket_id(self) -> str:
+        """The connection's id (from its context)."""
+        return self.context.websocket_id
+
+    def deliver(self, text: str) -> None:
+        """Hand one inbound text frame to the connection's manager."""
+        manager = self._manager
+        if manager is None:
+            return
+        message = Inbound(self.context.websocket_id, text)
+        if not tell_here(manager, message, self._frame_turn):
+            self._to_supervisor(message)  # crashed: the supervisor forwards to the restart
+
+    def heartbeat(self) -> None:
+        """Record a keepalive sign of life (a pong) for this connection."""
+        self.stats.last_seen = self._clock.monotonic()
+
+    def closed(self, code: int | None = None) -> None:
+        """Report that the connection has closed; the slot is freed at once."""
+        if self._manager is None:
+            return
+        self._manager = None
+        self._to_supervisor(
+            ConnectionClosed(self.context.websocket_id, self._clock.monotonic(), code)
+        )
+
+    def peer_gone(self) -> None:
+        """Report that the peer is gone: only its slot is freed, at once.
+
+        :meth:`closed` must follow; it does the rest. Between the two the
+        connection shows as closing.
+        """
+        if self._manager is not None:
+            self._to_supervisor(PeerGone(self.context.websocket_id, self._clock.monotonic()))
+
+    def timed_out(self) -> None:
+        """Report a timeout seen by the shell: the connection is reaped (4003)."""
+        if self._manager is not None:
+            self._to_supervisor(ReapConnection(self.context.websocket_id, "timeout"))
+
+    @property
+    def is_open(self) -> bool:
+        """False once :meth:`closed` has been called."""
+        return self._manager is not None
+
+    def rebind(self, manager: pykka.ActorRef[Any]) -> None:
+        """Point at a restarted manager (supervisor thread only)."""
+        if self._manager is not None:
+            self._manager = manager
+
+    def _to_supervisor(self, message: Inbound | object) -> None:
+        # a dead supervisor's failure handling closes this connection
+        tell_here(self._supervisor, message, self._supervisor_turn)

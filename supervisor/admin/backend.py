@@ -1,0 +1,142 @@
+"""What the admin listener serves, and the backend that serves it from a running tree.
+
+Every method of an :class:`AdminBackend` is called on the event loop; the
+blocking calls into the tree (snapshots) and into Redis run on the loop's
+default executor, and a push comes back from an actor thread through
+:func:`supervisor.front.bridge.reply_future`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from typing import Any, Protocol
+
+import pykka
+import redis
+
+from actors.errors import TreeNotRunning, WsSupervisorError
+from actors.tree import SupervisionTree
+from supervisor.admin.metrics import MetricsObserver
+from supervisor.admin.readiness import Readiness
+from supervisor.cluster.ledger import RedisLedger
+from supervisor.front.bridge import reply_future
+
+__all__ = ["AdminBackend", "BackendUnavailable", "TreeAdminBackend", "cluster_view"]
+
+
+class BackendUnavailable(WsSupervisorError):
+    """A backend cannot answer now (the tree is stopped or too slow): 503."""
+
+
+class AdminBackend(Protocol):
+    """What the admin listener serves; every method is called on the event loop."""
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus text exposition; must be fast."""
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        """``(alive, details)``: does the tree answer?"""
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """``(ready, reasons)``; must be fast."""
+
+    async def state(self) -> dict[str, Any]:
+        """The state dump; raises :class:`BackendUnavailable` if it cannot be had."""
+
+    async def push(self, user_id: str, thread_id: str | None, message: Any) -> int:
+        """Send ``message`` (JSON data) to a user's connections; how many got it."""
+
+    async def cluster(self) -> dict[str, Any]:
+        """Every node's slots from the shared ledger; :class:`BackendUnavailable` without one."""
+
+
+class TreeAdminBackend:
+    """An :class:`AdminBackend` for a running :class:`SupervisionTree`; never blocks the loop."""
+
+    def __init__(
+        self,
+        tree: SupervisionTree,
+        metrics: MetricsObserver,
+        readiness: Readiness,
+        *,
+        timeout: float = 2.0,
+        shared_ledger: RedisLedger | None = None,
+    ) -> None:
+        self.tree = tree
+        self.metrics = metrics
+        self.readiness_policy = readiness
+        self.timeout = timeout
+        self.shared_ledger = shared_ledger
+
+    def metrics_text(self) -> bytes:
+        return self.metrics.exposition()
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        try:
+            snapshot = await self.state()
+        except BackendUnavailable as error:
+            return False, {"status": "unavailable", "error": str(error)}
+        users = snapshot["users"]
+        managers = sum(len(user.get("managers", [])) for user in users)
+        return True, {"status": "ok", "users": len(users), "managers": managers}
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        ready, reasons = self.readiness_policy.evaluate()
+        if not self.tree.running:
+            reasons = [*reasons, "supervision tree not running"]
+        ledger = self.shared_ledger
+        ledger_ok = ledger is None or ledger.available
+        if ledger is not None and not ledger_ok:
+            policy = ledger.config.on_unavailable
+            reasons = [*reasons, f"redis ledger unavailable ({policy})"]
+        return ready and self.tree.running and ledger_ok, reasons
+
+    async def state(self) -> dict[str, Any]:
+        """The tree's snapshot, taken on an executor thread (it blocks up to ``timeout``)."""
+        loop = asyncio.get_running_loop()
+        snapshot = functools.partial(self.tree.snapshot, timeout=self.timeout)
+        try:
+            return await loop.run_in_executor(None, snapshot)
+        except TreeNotRunning as error:
+            raise BackendUnavailable(str(error)) from error
+        except (pykka.Timeout, pykka.ActorDeadError) as error:
+            raise BackendUnavailable(f"the tree did not answer within {self.timeout:g}s") from error
+
+    async def push(self, user_id: str, thread_id: str | None, message: Any) -> int:
+        """Raises :class:`InvalidIdError` (bad ids) or :class:`BackendUnavailable`."""
+        answer: asyncio.Future[int]
+        answer, reply = reply_future(asyncio.get_running_loop())
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+        try:
+            self.tree.push_nowait(user_id, thread_id, text, reply)
+        except TreeNotRunning as error:
+            raise BackendUnavailable(str(error)) from error
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await answer
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"the tree did not confirm the push within {self.timeout:g}s"
+            ) from None
+
+    async def cluster(self) -> dict[str, Any]:
+        """Every user's slots on every node, from Redis (on an executor thread)."""
+        ledger = self.shared_ledger
+        if ledger is None:
+            raise BackendUnavailable("this node counts slots in memory: no cluster ledger")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, cluster_view, ledger)
+        except redis.RedisError as error:
+            raise BackendUnavailable(f"redis ledger unavailable: {error}") from error
+
+
+def cluster_view(ledger: RedisLedger, max_users: int = 1000) -> dict[str, Any]:
+    """``{"node_id", "users": [{"user_id", "slots": [...]}]}`` from Redis (blocking)."""
+    users = [
+        {"user_id": user_id, "slots": ledger.cluster_slots(user_id)}
+        for user_id in ledger.cluster_users(max_users)
+    ]
+    return {"node_id": ledger.node_id, "users": [user for user in users if user["slots"]]}

@@ -1,0 +1,127 @@
+"""The cluster link: keeps this node's leases alive and hears what other nodes ask.
+
+Two daemon threads beside the supervision tree, both started and stopped by
+the daemon (or an embedding program):
+
+- *maintenance*: every ``[redis] renew_interval`` it renews the node's leases
+  (:meth:`RedisLedger.renew_all`); while Redis is unavailable it tries again
+  every ``retry_interval`` and, once Redis answers, re-registers the node's
+  slots (:meth:`RedisLedger.recover`);
+- *listener*: subscribed to the node's channel, it turns each ``supersede``
+  or ``evict`` message from another node into a :class:`TakeBack`.
+
+Each :class:`TakeBack` goes to ``take_back`` (the tree closes the connection
+with 4001 or 4002). A message lost while the listener reconnects is made up
+for by the next renewal, which reports the slots this node no longer holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import redis
+
+from actors.messages import TakeBack
+from actors.observer import CleanupReason
+from supervisor.cluster.ledger import RedisLedger
+
+__all__ = ["ClusterLink", "parse_message"]
+
+log = logging.getLogger(__name__)
+
+_WHY: dict[str, tuple[CleanupReason, str]] = {
+    "supersede": ("supersede", "the thread connected on another node"),
+    "evict": ("evict", "evicted for a new connection on another node"),
+}
+
+
+def parse_message(data: bytes | str) -> TakeBack | None:
+    """A channel message (``op TAB user_id TAB key TAB websocket_id``); None if malformed."""
+    text = data.decode(errors="replace") if isinstance(data, bytes) else data
+    parts = text.split("\t")
+    if len(parts) != 4 or parts[0] not in _WHY:
+        return None
+    reason, why = _WHY[parts[0]]
+    return TakeBack(parts[1], parts[3], reason, why)
+
+
+class ClusterLink:
+    """The maintenance and listener threads of one node."""
+
+    def __init__(
+        self,
+        ledger: RedisLedger,
+        client: redis.Redis,
+        take_back: Callable[[TakeBack], None],
+    ) -> None:
+        self.ledger = ledger
+        self._client = client
+        self._take_back = take_back
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> ClusterLink:
+        """Probe Redis (a node may start while it is down) and start both threads."""
+        if not self.ledger.probe():
+            log.error(
+                "redis ledger unavailable at start; policy %s", self.ledger.policy.on_unavailable
+            )
+        for name, target in (("maintenance", self._maintain), ("listener", self._listen)):
+            thread = threading.Thread(target=target, name=f"cluster-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop both threads, then the ledger's link (after the releases of the tree's stop)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+        self.ledger.close()
+
+    # --- maintenance thread -------------------------------------------------------------
+
+    def _maintain(self) -> None:
+        config = self.ledger.config
+        wait = config.renew_interval
+        while not self._stop.wait(wait):
+            if self.ledger.available:
+                takebacks = self.ledger.renew_all()
+            else:
+                takebacks = self.ledger.recover() or []
+            wait = config.renew_interval if self.ledger.available else config.retry_interval
+            self._deliver(takebacks)
+
+    def _deliver(self, takebacks: list[TakeBack]) -> None:
+        for takeback in takebacks:
+            try:
+                self._take_back(takeback)
+            except Exception:
+                log.exception("take-back of websocket_id=%s failed", takeback.websocket_id)
+
+    # --- listener thread -----------------------------------------------------------------
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.ledger.channel)
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.2)
+                    if message is not None and message.get("type") == "message":
+                        self._heard(message["data"])
+            except redis.RedisError as exc:
+                log.debug("cluster listener lost redis: %s", exc)
+                self._stop.wait(self.ledger.config.retry_interval)
+            finally:
+                pubsub.close()
+
+    def _heard(self, data: bytes) -> None:
+        takeback = parse_message(data)
+        if takeback is None:
+            log.warning("ignored malformed cluster message %r", data[:200])
+            return
+        self._deliver([takeback])

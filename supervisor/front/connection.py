@@ -1,0 +1,131 @@
+"""The one module of the front that touches websockets' and asyncio's internals.
+
+- :class:`AcyclicConnection` drops, once its connection is lost, asyncio's
+  socket transport's ``_read_ready_cb`` (a bound method of the transport
+  itself) and websockets' ``Protocol.parser`` (a suspended generator) and
+  ``parser_exc``'s traceback, and overrides ``eof_received`` and
+  ``connection_lost``;
+- :func:`running_loop` is ``asyncio._get_running_loop``: the running loop
+  or None, without the exception ``get_running_loop`` raises off a loop.
+
+Those names were read in websockets :data:`WEBSOCKETS_SERIES` and CPython
+3.11 to 3.13; importing this module with another websockets major release
+raises ImportError, and a test checks that each attribute is still there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+from collections.abc import Callable, Generator
+
+from websockets.asyncio.server import ServerConnection
+from websockets.protocol import CONNECTING
+
+__all__ = ["WEBSOCKETS_SERIES", "AcyclicConnection", "check_websockets", "running_loop"]
+
+WEBSOCKETS_SERIES = 17
+"""The websockets major release whose internals this module was written against."""
+
+
+def check_websockets(version: str) -> None:
+    """ImportError unless ``version`` is of :data:`WEBSOCKETS_SERIES`."""
+    if version.split(".", maxsplit=1)[0] != str(WEBSOCKETS_SERIES):
+        raise ImportError(
+            f"ws-supervisor's front needs websockets {WEBSOCKETS_SERIES}.x, whose internals "
+            f"it relies on (supervisor/front/connection.py); websockets {version} is installed"
+        )
+
+
+check_websockets(importlib.metadata.version("websockets"))
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running on this thread, or None (never raises)."""
+    return asyncio._get_running_loop()
+
+
+def _spent() -> Generator[None]:
+    yield  # pragma: no cover - never stepped: the connection is lost
+
+
+_SPENT = _spent()
+"""What a lost connection's protocol keeps as its parser (nothing steps it again)."""
+
+
+class AcyclicConnection(ServerConnection):
+    """A server connection that leaves no reference cycle behind when it closes.
+
+    Three cycles outlive a closed connection otherwise. asyncio's socket
+    transport keeps a bound method of itself (``_read_ready_cb``); the
+    websockets protocol keeps its parser, a generator suspended for good
+    whose frame holds the protocol; and when the peer goes away without a
+    close frame, the protocol keeps the parser's ``EOFError``
+    (``parser_exc``), whose traceback holds a parser frame too. Their
+    objects (dozens per connection) are then left to the cyclic collector and, since a
+    connection usually lives long enough to reach the oldest generation, to
+    a full collection, which stops every thread of the daemon: under churn
+    such collections grew to ~1.6 s (docs/PERFORMANCE.md). Once the
+    connection is lost, the bound method, the parser and the exception's
+    traceback (not the exception) are dropped. Runs on the event loop.
+
+    A callback given to :meth:`call_when_lost` is called once (then
+    dropped) as soon as the peer is gone: at the end of ``eof_received``
+    (the peer closed its side) or of ``connection_lost`` (a reset, or the
+    end of a closing handshake), whichever comes first, and before any task
+    that the loss wakes up runs. It is told whether the loss was abrupt: no
+    close frame came from the peer (a dropped client), as opposed to the
+    end of a closing handshake, which also ends with the peer's EOF.
+    The front frees the connection's slot there, so that in a mass
+    disconnect the slots are freed as the loop reads the peers' EOFs,
+    before the handlers unwind. After an abrupt loss the callback's owner
+    must close the transport (``transport.close()``, a no-op after a
+    reset): an EOF without a close frame leaves it open, so that the
+    connection's teardown (websockets' ``connection_lost``, the handler's
+    unwinding) waits until the owner is ready for it.
+    """
+
+    _lost_callback: Callable[[bool], None] | None = None
+
+    def call_when_lost(self, callback: Callable[[bool], None]) -> None:
+        """Loop: call ``callback`` once the peer is gone; at once if it is gone already.
+
+        A connection can be lost while the front waits for its slot: its
+        ``connection_lost`` has then run with no callback to call.
+        """
+        self._lost_callback = callback
+        if self.connection_lost_waiter.done():
+            self._peer_gone()
+
+    def eof_received(self) -> bool:  # type: ignore[override]
+        """Loop: the peer closed its side; True keeps the transport open (asyncio's contract).
+
+        A peer gone without a close frame leaves nothing to read or answer:
+        websockets' ``connection_lost``, which follows the transport's close,
+        feeds the EOF to the protocol. Leaving it there, and the close to
+        the callback's owner, takes the teardown out of the loop's pass over
+        a batch of EOFs, in which every slot is then freed.
+        """
+        if self.protocol.state is CONNECTING or self.protocol.close_rcvd is not None:
+            super().eof_received()
+            self._peer_gone()
+            return False
+        owned = self._lost_callback is not None  # its owner closes the transport
+        self._peer_gone()
+        return owned
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            if getattr(self.transport, "_read_ready_cb", None) is not None:
+                self.transport._read_ready_cb = None  # type: ignore[attr-defined]
+            if self.protocol.parser_exc is not None:
+                self.protocol.parser_exc.__traceback__ = None
+            self.protocol.parser = _SPENT  # its suspended frame holds the protocol
+            self._peer_gone()
+
+    def _peer_gone(self) -> None:
+        callback, self._lost_callback = self._lost_callback, None  # it holds this connection
+        if callback is not None:
+            callback(self.protocol.close_rcvd is None)

@@ -1,0 +1,52 @@
+"""The front's one module of websockets and asyncio internals: the names it relies on exist."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from websockets.protocol import Protocol
+from websockets.server import ServerProtocol
+
+from supervisor.front import connection
+
+
+def test_the_installed_websockets_is_of_the_series_the_front_was_written_for() -> None:
+    import importlib.metadata  # noqa: PLC0415
+
+    connection.check_websockets(importlib.metadata.version("websockets"))
+
+
+@pytest.mark.parametrize("version", ["16.0", "18.0.1"])
+def test_another_websockets_series_is_refused_with_a_clear_message(version: str) -> None:
+    with pytest.raises(ImportError, match=f"needs websockets 17.x.*websockets {version}"):
+        connection.check_websockets(version)
+
+
+def test_a_websockets_protocol_still_keeps_its_parser_and_parser_exception() -> None:
+    protocol: Protocol = ServerProtocol()
+    assert hasattr(protocol, "parser") and hasattr(protocol, "parser_exc")
+    assert protocol.parser_exc is None
+
+
+def test_an_asyncio_socket_transport_still_keeps_its_read_callback() -> None:
+    async def probe() -> bool:
+        loop = asyncio.get_running_loop()
+        left, right = socket.socketpair()
+        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, left)
+        try:
+            return getattr(transport, "_read_ready_cb", None) is not None
+        finally:
+            transport.close()
+            right.close()
+
+    assert asyncio.run(probe())
+
+
+def test_running_loop_is_the_loop_on_it_and_none_off_it() -> None:
+    async def on_loop() -> bool:
+        return connection.running_loop() is asyncio.get_running_loop()
+
+    assert asyncio.run(on_loop())
+    assert connection.running_loop() is None
