@@ -13,7 +13,6 @@ import redis
 from actors.messages import TakeBack
 from actors.policies.ledger import AcquireResult, PendingAcquire
 from supervisor.cluster.ledger import RedisLedger, connect
-from supervisor.cluster.link import ClusterLink
 from supervisor.config.schema import FailurePolicy, RedisConfig
 from tests.cluster.redis_server import RedisServer
 
@@ -273,25 +272,6 @@ def test_the_cluster_view_lists_every_node_slot_with_its_lease(
         ("u:2", "B", "w2"),
     ]
     assert all(0 < s["lease_left"] <= 60 for s in slots)
-
-
-def test_the_cluster_link_closes_a_connection_another_node_superseded(
-    redis_server: RedisServer,
-) -> None:
-    a = make_ledger(redis_server, "A", ttl=3.0)
-    b = make_ledger(redis_server, "B", ttl=3.0)
-    taken: list[TakeBack] = []
-    link = ClusterLink(a, connect(a.config), taken.append).start()
-    try:
-        a.acquire("u", "u:t", "old", 5)
-        time.sleep(0.3)  # the listener subscribes
-        b.acquire("u", "u:t", "new", 5)
-        deadline = time.monotonic() + 3.0
-        while not taken and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        link.stop()
-    assert taken[:1] == [TakeBack("u", "old", "supersede", "the thread connected on another node")]
 
 
 def test_a_call_gives_up_within_the_timeout_when_redis_hangs(redis_server: RedisServer) -> None:
