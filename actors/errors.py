@@ -12,6 +12,7 @@ marked *supervisor*, in :mod:`supervisor.errors`)::
     ├── ConfigError         supervisor    bad settings, each with its key path
     ├── AuthError           supervisor    a WebSocket handshake that does not authenticate
     ├── FrameError          supervisor    a frame that cannot be handled (answered, not raised)
+    ├── BackendUnavailable  supervisor    the admin listener cannot have an answer now (503)
     └── ForcedExit          supervisor    a second SIGINT: the daemon stops without draining
 
 Callers catch :class:`WsSupervisorError` to handle all of them; nothing else

@@ -300,6 +300,6 @@ class SupervisorFailed:
 
 @attrs.frozen
 class Crash:
-    """Any actor: raise :class:`supervisor.errors.InjectedFault` (for fault tests)."""
+    """Any actor: raise :class:`actors.errors.InjectedFault` (for fault tests)."""
 
     reason: str = "injected"

@@ -258,6 +258,12 @@ class RootMonitorActor(RoutingActor):
     # --- failures ----------------------------------------------------------------------------
 
     def _supervisor_failed(self, msg: SupervisorFailed) -> None:
+        """Close a crashed supervisor's connections (1012), free their slots, start a new one.
+
+        A report from a supervisor that was already replaced (an admission
+        found it dead first and started the next) frees only the slots its
+        own connections held: the user's other slots are the new one's.
+        """
         user_id = msg.user_id
         for orphan in msg.orphans:
             if orphan.port is not None:
@@ -270,7 +276,16 @@ class RootMonitorActor(RoutingActor):
         stop_refs = [o.manager for o in msg.orphans if o.manager is not None]
         for ref in [*stop_refs, *msg.idle_managers]:
             stop_soon(ref)
-        freed = self._rt.ledger.release_user(user_id)
+        current = self._sups.get(user_id)
+        replaced = current is not None and current.actor_urn != msg.actor_urn
+        if replaced:
+            freed = sum(
+                self._rt.ledger.release(user_id, o.context.isolation_key, o.context.websocket_id)
+                for o in msg.orphans
+                if o.holds_slot
+            )
+        else:
+            freed = self._rt.ledger.release_user(user_id)
         self._supervisor_restarts += 1
         self._rt.observer.restart()
         log.error(
@@ -279,10 +294,10 @@ class RootMonitorActor(RoutingActor):
             len(msg.orphans),
             freed,
         )
-        current = self._sups.get(user_id)
-        if current is None or current.actor_urn == msg.actor_urn:
-            self._sups.pop(user_id, None)
-            self._supervisor(user_id)
+        if replaced:
+            return  # the new supervisor reports its own usage
+        self._sups.pop(user_id, None)
+        self._supervisor(user_id)
         self._usage_report(
             UsageReport(user_id, 0, self._rt.quota.limit, 0, self._forwarded[user_id])
         )

@@ -197,7 +197,7 @@ class SupervisionTree:
         """Deliver ``text`` to a thread's connection, or all the user's; ``reply(count)``.
 
         ``reply`` runs on an actor thread. Ids are validated first, so a bad
-        one raises :class:`~supervisor.errors.InvalidIdError` here.
+        one raises :class:`~actors.errors.InvalidIdError` here.
         """
         validate_id("user_id", user_id)
         if thread_id is not None:

@@ -32,6 +32,7 @@ import attrs
 from actors.clock import SystemClock
 from actors.errors import TreeNotRunning
 from actors.messages import TakeBack
+from actors.ports import Handler
 from actors.tree import SupervisionTree
 from supervisor.admin.backend import TreeAdminBackend
 from supervisor.admin.fanout import FanoutObserver
@@ -48,7 +49,13 @@ from supervisor.front.auth import Authenticator
 from supervisor.front.bridge import off_loop
 from supervisor.front.server import WebSocketFront
 
-__all__ = ["Daemon", "environment_issues", "restart_only_changes"]
+__all__ = [
+    "Daemon",
+    "Environment",
+    "environment_issues",
+    "read_environment",
+    "restart_only_changes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +72,45 @@ def _admin_token(config: Config, env: Mapping[str, str]) -> str | None:
     return token or None
 
 
-def environment_issues(config: Config, env: Mapping[str, str]) -> list[ConfigIssue]:
-    """What ``serve`` would refuse in ``env`` for ``config``, beyond the file's own checks.
+@attrs.frozen
+class Environment:
+    """What ``serve`` takes from the environment for a config: its secrets and its app."""
 
-    The secrets the file names (the JWT secret or public key, the admin
-    token) and the application it names; [] when ``serve`` would start.
+    authenticator: Authenticator
+    admin_token: str | None
+    app: Callable[[], Handler]
+
+
+def read_environment(config: Config, env: Mapping[str, str]) -> Environment:
+    """The secrets (JWT secret or key, admin token) and the app ``config`` names.
+
+    Raises :class:`ConfigError` listing every problem: what ``serve`` would
+    refuse beyond the file's own checks.
     """
-    checks: tuple[Callable[[], object], ...] = (
-        lambda: Authenticator.from_config(config.auth, config.profile, env),
-        lambda: _admin_token(config, env),
-        lambda: load_app(config.server.app),
-    )
     issues: list[ConfigIssue] = []
-    for check in checks:
+
+    def attempt(build: Callable[[], T]) -> T | None:
         try:
-            check()
+            return build()
         except ConfigError as error:
             issues.extend(error.issues)
-    return issues
+            return None
+
+    authenticator = attempt(lambda: Authenticator.from_config(config.auth, config.profile, env))
+    token = attempt(lambda: _admin_token(config, env))
+    app = attempt(lambda: load_app(config.server.app))
+    if issues or authenticator is None or app is None:
+        raise ConfigError(issues, "environment")
+    return Environment(authenticator, token, app)
+
+
+def environment_issues(config: Config, env: Mapping[str, str]) -> list[ConfigIssue]:
+    """What :func:`read_environment` finds wrong; [] when ``serve`` would start."""
+    try:
+        read_environment(config, env)
+    except ConfigError as error:
+        return list(error.issues)
+    return []
 
 
 class Daemon:
@@ -95,9 +123,7 @@ class Daemon:
         config_path: Path | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> None:
-        issues = environment_issues(config, env)
-        if issues:
-            raise ConfigError(issues, "environment")
+        environment = read_environment(config, env)
         self.config = config
         self.config_path = config_path
         self.node_id = config.server.node_id or (
@@ -116,18 +142,17 @@ class Daemon:
         self.tree = SupervisionTree(
             config,
             observer=FanoutObserver(self.metrics, self.readiness),
-            handler_factory=load_app(config.server.app),
+            handler_factory=environment.app,
             node_id=self.node_id,
             ledger=self.shared_ledger,
         )
-        self.front = WebSocketFront(
-            config, self.tree, Authenticator.from_config(config.auth, config.profile, env)
-        )
+        self.front = WebSocketFront(config, self.tree, environment.authenticator)
         backend = TreeAdminBackend(
             self.tree, self.metrics, self.readiness, shared_ledger=self.shared_ledger
         )
-        token = _admin_token(config, env)
-        self.admin = AdminServer(config.admin.host, config.admin.port, backend, token)
+        self.admin = AdminServer(
+            config.admin.host, config.admin.port, backend, environment.admin_token
+        )
         self._stopping: asyncio.Event | None = None
         self._interrupts = 0
         self._forced: asyncio.Event | None = None

@@ -12,7 +12,14 @@ import attrs
 
 from actors.errors import WsSupervisorError
 
-__all__ = ["AuthError", "ConfigError", "ConfigIssue", "ForcedExit", "FrameError"]
+__all__ = [
+    "AuthError",
+    "BackendUnavailable",
+    "ConfigError",
+    "ConfigIssue",
+    "ForcedExit",
+    "FrameError",
+]
 
 
 @attrs.frozen
@@ -61,6 +68,13 @@ class FrameError(WsSupervisorError):
 
     code: str
     message: str
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class BackendUnavailable(WsSupervisorError):
+    """The admin listener's backend cannot answer now (the tree is stopped or too slow): 503."""
 
 
 class ForcedExit(WsSupervisorError):

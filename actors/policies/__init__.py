@@ -10,8 +10,10 @@ their answers, so each rule is unit-tested here on its own:
 - :mod:`actors.policies.reaping`: which connections are no longer live.
 - :mod:`actors.policies.schedule`: the root's background sweep and empty supervisors.
 - :mod:`actors.policies.pool`: when an idle manager may wait for reuse, and how long.
-- :mod:`supervisor.admin.readiness`: ready or not (rollback triggers, draining).
-- :mod:`supervisor.front.keepalive_grid`: when to ping, and when a peer is dead, on a grid.
+
+The product's own pure policies live beside the code that uses them:
+``supervisor.front.limits``, ``supervisor.front.keepalive_grid``,
+``supervisor.admin.readiness`` and ``supervisor.cluster.lease``.
 """
 
 __all__: list[str] = []

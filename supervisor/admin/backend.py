@@ -16,18 +16,15 @@ from typing import Any, Protocol
 import pykka
 import redis
 
-from actors.errors import TreeNotRunning, WsSupervisorError
+from actors.errors import TreeNotRunning
 from actors.tree import SupervisionTree
 from supervisor.admin.metrics import MetricsObserver
 from supervisor.admin.readiness import Readiness
 from supervisor.cluster.ledger import RedisLedger
+from supervisor.errors import BackendUnavailable
 from supervisor.front.bridge import reply_future
 
-__all__ = ["AdminBackend", "BackendUnavailable", "TreeAdminBackend", "cluster_view"]
-
-
-class BackendUnavailable(WsSupervisorError):
-    """A backend cannot answer now (the tree is stopped or too slow): 503."""
+__all__ = ["AdminBackend", "TreeAdminBackend", "cluster_view"]
 
 
 class AdminBackend(Protocol):

@@ -26,7 +26,8 @@ from typing import Any
 import attrs
 
 from actors.errors import InvalidIdError, WsSupervisorError
-from supervisor.admin.backend import AdminBackend, BackendUnavailable
+from supervisor.admin.backend import AdminBackend
+from supervisor.errors import BackendUnavailable
 
 __all__ = ["AdminServer"]
 

@@ -27,7 +27,7 @@ from supervisor.cluster.calls import ScriptLink
 from supervisor.cluster.lease import LeasePolicy, SlotRecord, beyond_quota
 from supervisor.config.schema import RedisConfig
 
-__all__ = ["LeaseUpkeep", "LedgerEvents", "NoEvents", "parse_record"]
+__all__ = ["LeaseUpkeep", "LedgerEvents", "NoEvents", "parse_record", "parse_records"]
 
 log = logging.getLogger("supervisor.cluster.ledger")
 
@@ -35,10 +35,28 @@ _MAX_RESYNC_ROUNDS = 5
 
 
 def parse_record(key: str, record: bytes | str) -> SlotRecord:
-    """A holder record from Redis (``node TAB websocket_id TAB acquired_ms``)."""
+    """A holder record from Redis (``node TAB websocket_id TAB acquired_ms``); ValueError if not."""
     text = record.decode() if isinstance(record, bytes) else record
     node, websocket_id, since = text.split("\t")
     return SlotRecord(key, node, websocket_id, int(since))
+
+
+def parse_records(flat: list[Any]) -> list[SlotRecord]:
+    """The records of a flat ``[key, record, ...]`` reply; a malformed one is logged and skipped.
+
+    A record nobody of ours wrote (a hand edit, another program on the same
+    prefix) must not stop the lease renewal that reads it.
+    """
+    records = []
+    for i in range(0, len(flat), 2):
+        key = flat[i].decode() if isinstance(flat[i], bytes) else str(flat[i])
+        if not flat[i + 1]:
+            continue
+        try:
+            records.append(parse_record(key, flat[i + 1]))
+        except (ValueError, UnicodeDecodeError):
+            log.warning("skipped a malformed slot record in redis: key=%s", key)
+    return records
 
 
 class LedgerEvents(Protocol):
@@ -132,18 +150,13 @@ class LeaseUpkeep:
         """The user's live slots on every node, from Redis (raises ``redis.RedisError``)."""
         now, flat, live = self._link.call("HOLDERS", self.user_keys(user_id))
         expiries = {live[i].decode(): float(live[i + 1]) for i in range(0, len(live), 2)}
-        slots = []
-        for i in range(0, len(flat), 2):
-            key = flat[i].decode()
-            if not flat[i + 1]:
-                continue
-            record = parse_record(key, flat[i + 1])
-            slots.append(
-                {
-                    **attrs.asdict(record),
-                    "lease_left": round((expiries[key] - int(now)) / 1000, 3),
-                }
-            )
+        slots = [
+            {
+                **attrs.asdict(record),
+                "lease_left": round((expiries[record.key] - int(now)) / 1000, 3),
+            }
+            for record in parse_records(flat)
+        ]
         return sorted(slots, key=lambda slot: (slot["acquired_ms"], slot["key"]))
 
     def cluster_users(self, limit: int = 1000) -> list[str]:
@@ -212,7 +225,7 @@ class LeaseUpkeep:
             websocket_id = mine.get(raw.decode())
             if websocket_id is not None:
                 found.append(TakeBack(user_id, websocket_id, reason, why))
-        records = [parse_record(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
+        records = parse_records(flat)
         for record in beyond_quota(records, self._limits.get(user_id, len(records))):
             if record.node_id == self.node_id and mine.get(record.key) == record.websocket_id:
                 found.append(TakeBack(user_id, record.websocket_id, "evict", "over quota"))

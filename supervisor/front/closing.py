@@ -11,7 +11,7 @@ loop iteration: while EOFs keep coming, reading them (and freeing their
 slots) comes first, and a backlog of closes holds the next reads back by one
 chunk at most. A single close runs at the next iteration. Done at once
 instead, the teardowns of one pass of reads ran before the next pass, and
-held it back by up to 0.7 s in a 10,000-drop (docs/PERFORMANCE.md). Runs on
+held it back by up to 0.7 s in a 10,000-drop (docs/PERFORMANCE-HISTORY.md). Runs on
 the event loop.
 """
 

@@ -65,7 +65,7 @@ class AcyclicConnection(ServerConnection):
     objects (dozens per connection) are then left to the cyclic collector and, since a
     connection usually lives long enough to reach the oldest generation, to
     a full collection, which stops every thread of the daemon: under churn
-    such collections grew to ~1.6 s (docs/PERFORMANCE.md). Once the
+    such collections grew to ~1.6 s (docs/PERFORMANCE-HISTORY.md). Once the
     connection is lost, the bound method, the parser and the exception's
     traceback (not the exception) are dropped. Runs on the event loop.
 

@@ -16,7 +16,7 @@ keepalive that frees a dead peer's slot within ping interval + timeout. Pass
 ``create_connection=AcyclicConnection`` (:mod:`supervisor.front.server`) as well,
 so that a closed connection leaves no garbage for the cyclic collector.
 A refused connection is closed with 1013 (the upgrade has already happened)
-and :class:`~supervisor.errors.AdmissionRefused` is raised by ``supervise``.
+and :class:`~actors.errors.AdmissionRefused` is raised by ``supervise``.
 """
 
 from __future__ import annotations

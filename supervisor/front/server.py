@@ -259,5 +259,5 @@ def _refuse(
     status = _REFUSALS.get(result, http.HTTPStatus.SERVICE_UNAVAILABLE)
     response = _respond(connection, status, reason or result)
     if retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, round(retry_after)))
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return response

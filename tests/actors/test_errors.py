@@ -69,21 +69,7 @@ def test_every_error_the_docstrings_tree_names_is_a_subclass_of_the_base() -> No
     assert set(drawn_tree()) - public_subclasses_of_the_base() == set()
 
 
-MISSING_FROM_THE_TREE = {
-    "BackendUnavailable": "supervisor.admin.backend.BackendUnavailable derives from "
-    "WsSupervisorError but is not drawn in actors/errors.py's docstring (reported, not fixed here)"
-}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=MISSING_FROM_THE_TREE[name]))
-        if name in MISSING_FROM_THE_TREE
-        else name
-        for name in sorted(public_subclasses_of_the_base())
-    ],
-)
+@pytest.mark.parametrize("name", sorted(public_subclasses_of_the_base()))
 def test_the_docstrings_tree_names_every_public_subclass_of_the_base(name: str) -> None:
     assert name in drawn_tree()
 

@@ -134,11 +134,6 @@ def test_stopping_the_root_stops_every_user_supervisor(tree: SupervisionTree) ->
     assert tree.ledger.total() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RootMonitorActor._supervisor_failed frees every slot of the user (release_user) and "
-    "reports its usage as 0 even when the failed supervisor was already replaced (reported)",
-)
 def test_a_failure_report_of_a_supervisor_already_replaced_frees_none_of_the_new_ones_slots(
     tree: SupervisionTree,
 ) -> None:

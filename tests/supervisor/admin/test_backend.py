@@ -18,12 +18,13 @@ from actors._runtime.dispatch import DispatchedActor, Dispatcher
 from actors.clock import SystemClock
 from actors.errors import InvalidIdError
 from actors.tree import SupervisionTree
-from supervisor.admin.backend import BackendUnavailable, TreeAdminBackend, cluster_view
+from supervisor.admin.backend import TreeAdminBackend, cluster_view
 from supervisor.admin.fanout import FanoutObserver
 from supervisor.admin.metrics import MetricsObserver
 from supervisor.admin.readiness import Readiness
 from supervisor.cluster.ledger import RedisLedger, connect
 from supervisor.config.schema import RedisConfig
+from supervisor.errors import BackendUnavailable
 from supervisor.front.bridge import off_loop
 from tests.cluster.redis_server import RedisServer
 from tests.helpers import connect as admit

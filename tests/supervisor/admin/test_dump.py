@@ -13,9 +13,9 @@ import pytest
 
 from actors.errors import WsSupervisorError
 from actors.tree import SupervisionTree
-from supervisor.admin.backend import BackendUnavailable
 from supervisor.admin.dump import fetch_cluster, fetch_state, render_cluster, render_state
 from supervisor.admin.listener import AdminServer
+from supervisor.errors import BackendUnavailable
 from tests.helpers import connect, handle_of, make_config
 
 T = TypeVar("T")

@@ -8,7 +8,7 @@ import pytest
 
 from supervisor.cluster.lease import SlotRecord
 from supervisor.cluster.ledger import RedisLedger, connect
-from supervisor.cluster.upkeep import LedgerEvents, NoEvents, parse_record
+from supervisor.cluster.upkeep import LedgerEvents, NoEvents, parse_record, parse_records
 from supervisor.config.schema import RedisConfig
 from tests.cluster.redis_server import RedisServer
 
@@ -122,3 +122,22 @@ def test_a_failed_probe_marks_the_ledger_unavailable_once_and_recover_waits_for_
     redis_server.start()
     assert a.recover() == []
     assert a.available is True and events.available == [False, True]
+
+
+def test_a_malformed_record_in_redis_is_skipped_and_renewal_goes_on(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = make_ledger(redis_server, "A")
+    a.acquire("alice", "alice:1", "w1", 5)
+    leases_key, holders_key = a.user_keys("alice")
+    client = redis_server.client()
+    client.hset(holders_key, "alice:junk", "not a record")
+    client.zadd(leases_key, {"alice:junk": 2**50})  # a live lease, so every reader sees it
+    assert a.renew_all() == []  # the node keeps renewing its own lease
+    assert [slot["key"] for slot in a.cluster_slots("alice")] == ["alice:1"]
+    assert "skipped a malformed slot record in redis: key=alice:junk" in caplog.text
+
+
+def test_parse_records_keeps_the_good_records_of_a_flat_reply_and_skips_empty_ones() -> None:
+    flat = [b"k1", b"n\tw1\t5", b"k2", b"", b"k3", b"junk", b"k4", b"n\tw4\t7"]
+    assert [r.key for r in parse_records(flat)] == ["k1", "k4"]
