@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from actors.context import UserExecutionContext
 from supervisor.errors import FrameError
 
-__all__ = ["App", "JsonProtocol", "error_frame", "parse_frame"]
+__all__ = ["MAX_DEPTH", "App", "JsonProtocol", "error_frame", "nesting_depth", "parse_frame"]
 
 MAX_DEPTH = 32
 """Deepest nesting of arrays and objects accepted in a frame."""
@@ -47,8 +47,9 @@ class App(Protocol):
     ) -> None: ...
 
 
-def _depth(value: Any) -> int:
-    stack = [(value, 1)]
+def nesting_depth(value: Any) -> int:
+    """How deep arrays and objects nest in ``value`` (0 for a scalar), measured without recursion."""
+    stack = [(value, 1)] if isinstance(value, dict | list) else []
     deepest = 0
     while stack:
         item, level = stack.pop()
@@ -75,7 +76,7 @@ def parse_frame(text: str) -> dict[str, Any]:
         raise FrameError("not_an_object", "a frame must be a JSON object")
     if not isinstance(value.get("type"), str):
         raise FrameError("missing_type", "a frame needs a string 'type'")
-    if text.count("{") + text.count("[") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+    if text.count("{") + text.count("[") > MAX_DEPTH and nesting_depth(value) > MAX_DEPTH:
         raise FrameError("too_deep", f"nesting deeper than {MAX_DEPTH} levels")
     return value
 
