@@ -16,7 +16,7 @@ from actors._runtime.mailbox import tell_here
 from actors.clock import Clock
 from actors.context import UserExecutionContext
 from actors.messages import ConnectionClosed, Inbound, PeerGone, ReapConnection
-from actors.ports import ManagerStats
+from actors.ports import ManagerStats, inbound_cost
 
 __all__ = ["ConnectionHandle"]
 
@@ -59,10 +59,16 @@ class ConnectionHandle:
         return self.context.websocket_id
 
     def deliver(self, text: str) -> None:
-        """Hand one inbound text frame to the connection's manager."""
+        """Hand one inbound text frame to the connection's manager.
+
+        Its :func:`~actors.ports.inbound_cost` is added to the stats'
+        ``inbound_bytes`` (the manager counts it done once handled), so the
+        shell can see the backlog. Called by one thread per connection.
+        """
         manager = self._manager
         if manager is None:
             return
+        self.stats.inbound_bytes += inbound_cost(text)
         message = Inbound(self.context.websocket_id, text)
         if not tell_here(manager, message, self._frame_turn):
             self._to_supervisor(message)  # crashed: the supervisor forwards to the restart

@@ -23,7 +23,7 @@ from actors.messages import (
     ManagerIdle,
     Outbound,
 )
-from actors.ports import Handler, ManagerStats, Port
+from actors.ports import Handler, ManagerStats, Port, inbound_cost
 
 __all__ = ["ManagerActor"]
 
@@ -113,12 +113,16 @@ class ManagerActor(DispatchedActor):
         if not self._is_current(message.websocket_id):
             return  # a late frame of a previous connection: never cross connections
         assert self.context is not None and self._stats is not None and self._handler is not None
+        stats = self._stats
         now = self._clock.monotonic()
-        self._stats.messages_in += 1
-        self._stats.last_activity = now
-        if self._stats.last_seen is not None:
-            self._stats.last_seen = now  # a frame is a sign of life too
-        self._handler(self.context, message.text, self.send)
+        stats.messages_in += 1
+        stats.last_activity = now
+        if stats.last_seen is not None:
+            stats.last_seen = now  # a frame is a sign of life too
+        try:
+            self._handler(self.context, message.text, self.send)
+        finally:  # handled, or lost with a crash: either way it no longer waits
+            stats.inbound_done += inbound_cost(message.text)
 
     def _is_current(self, websocket_id: str) -> bool:
         return self.context is not None and self.context.websocket_id == websocket_id

@@ -120,7 +120,7 @@ async def test_the_401_body_says_why_but_never_echoes_the_token() -> None:
         assert b"secret-subject" not in body
 
 
-async def test_two_authorization_headers_or_a_bad_or_foreign_header_with_a_good_query_get_401() -> None:
+async def test_a_second_a_bad_or_a_foreign_authorization_header_is_401_whatever_the_query() -> None:
     async with jwt_daemon() as daemon:
         good, forged = token(sub="bob"), token(key="w" * 40, sub="alice")
         attempts: list[tuple[str, list[tuple[str, str]]]] = [
