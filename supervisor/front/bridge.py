@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -23,15 +24,15 @@ from websockets.protocol import State
 
 from actors.codes import ServerCloseCode
 from actors.context import UserExecutionContext
-from actors.ports import Admission, Handle
+from actors.ports import Admission, Handle, inbound_cost
 from actors.tree import SupervisionTree
+from supervisor.front.budget import ConnectionBudget
+from supervisor.front.closing import close_within_grace, watch_stall
 from supervisor.front.connection import running_loop
 from supervisor.front.keepalive import Keepalive, KeepaliveScheduler, buffer_full
 from supervisor.front.limits import InboundRateLimit
 
 __all__ = [
-    "DEFAULT_MAX_OUTBOUND_QUEUE",
-    "SHED_GRACE",
     "WebSocketPort",
     "admit",
     "off_loop",
@@ -117,13 +118,6 @@ async def off_loop(function: Callable[[], T]) -> T:
             await asyncio.sleep(0.001)
 
 
-DEFAULT_MAX_OUTBOUND_QUEUE = 1000
-"""Frames a :class:`WebSocketPort` holds for its writer by default (as ``[limits]``)."""
-
-SHED_GRACE = 1.0
-"""Seconds a shed connection's close may take before its TCP connection is aborted."""
-
-
 class WebSocketPort:
     """A websockets connection as a :class:`~actors.ports.Port`.
 
@@ -136,22 +130,23 @@ class WebSocketPort:
     empty. Frames go out in order, then the close. Nothing is written before
     :meth:`start` (the welcome frame goes first).
 
-    At most ``max_outbound_queue`` frames wait: beyond that the reader is
-    too slow (or stalled), the waiting frames are dropped and the
-    connection is shed with 4004 (:meth:`shed`).
+    What waits is held to the ``budget``: at most ``max_outbound_frames``
+    frames and ``max_outbound_bytes`` bytes (each frame's ``sys.getsizeof``,
+    counted from :meth:`send_text` until it reaches the transport). Beyond
+    either, the reader is too slow (or stalled): the waiting frames are
+    dropped and the connection is shed with 4004 (:meth:`shed`).
     """
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         connection: ServerConnection,
-        max_outbound_queue: int = DEFAULT_MAX_OUTBOUND_QUEUE,
+        budget: ConnectionBudget | None = None,
     ) -> None:
-        if max_outbound_queue < 1:
-            raise ValueError(f"max_outbound_queue must be >= 1, got {max_outbound_queue!r}")
         self._loop = loop
         self._connection = connection
-        self.max_outbound_queue = max_outbound_queue
+        self.budget = budget if budget is not None else ConnectionBudget()
+        self._queued_bytes = 0  # of the frames taken by send_text and not yet written
         self._lock = threading.Lock()
         self._pending: collections.deque[str] = collections.deque()
         self._close: tuple[int, str] | None = None
@@ -160,6 +155,7 @@ class WebSocketPort:
         self._scheduled = False
         self._started = False
         self._closing = False  # the close is under way (or was not needed)
+        self._watched = False  # a close waiting behind a drain is watched for a stall
         self._task: asyncio.Task[None] | None = None  # draining or closing, only while it does
 
     @property
@@ -168,16 +164,18 @@ class WebSocketPort:
         return None if self._shed is None else self._shed[0]
 
     def send_text(self, text: str) -> None:
-        """Any thread: queue one frame; past ``max_outbound_queue`` shed with 4004."""
+        """Any thread: queue one frame; past the budget's frames or bytes shed with 4004."""
         overflow = False
         with self._lock:
             if self._shed is not None:
                 return
             self._pending.append(text)
-            if len(self._pending) > self.max_outbound_queue:
+            self._queued_bytes += sys.getsizeof(text)
+            if self.budget.outbound_over(len(self._pending), self._queued_bytes):
                 overflow = True
                 self._pending.clear()
-                self._shed = (int(ServerCloseCode.SLOW_CONSUMER), "slow consumer")
+                self._queued_bytes = 0
+                self._shed = self.budget.outbound_overflow()
             wake = not self._scheduled
             self._scheduled = True
         if overflow:
@@ -195,16 +193,22 @@ class WebSocketPort:
     def shed(self, code: int, reason: str) -> None:
         """Loop: close now, dropping the queued frames; abort if the close stalls.
 
-        The close gets :data:`SHED_GRACE` seconds; a peer that does not read
-        (its TCP window full) cannot hold it up longer: the TCP connection is
-        then aborted, which ends any drain and frees the slot.
+        The close gets :data:`~supervisor.front.closing.SHED_GRACE` seconds; a
+        peer that does not read (its TCP window full) cannot hold it up longer:
+        the TCP connection is then aborted, which ends any drain and frees the slot.
         """
         with self._lock:
             if self._shed is not None:
                 return
             self._pending.clear()
+            self._queued_bytes = 0
             self._shed = (code, reason[:120])
         self._start_shed()
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of frames waiting to be written (queued, or in a drain task's batch)."""
+        return self._queued_bytes
 
     @property
     def idle(self) -> bool:
@@ -229,15 +233,16 @@ class WebSocketPort:
 
     def _start_shed(self) -> None:  # on the loop
         if self._shed_task is None and self._shed is not None:
-            self._shed_task = asyncio.ensure_future(self._close_or_abort(*self._shed))
+            self._connection.transport.pause_reading()  # nothing more is parsed, nor answered
+            code, reason = self._shed
+            close = close_within_grace(self._connection, code, reason, shed=True)
+            self._shed_task = asyncio.ensure_future(close)
 
-    async def _close_or_abort(self, code: int, reason: str) -> None:
-        try:
-            await asyncio.wait_for(self._connection.close(code, reason), SHED_GRACE)
-        except ConnectionClosed:
-            pass
-        except TimeoutError:
-            self._connection.transport.abort()
+    def _unwritten(self) -> int | None:
+        """Loop: bytes still to write ahead of a close; None once no drain is under way."""
+        if self._task is None or self._closing:
+            return None
+        return self._queued_bytes + self._connection.transport.get_write_buffer_size()
 
     def _call_soon(self, callback: Callable[[], object]) -> None:
         _run_on_loop(self._loop, callback)
@@ -249,17 +254,32 @@ class WebSocketPort:
             self._scheduled = False
             return batch, self._close
 
+    def _written(self, size: int) -> None:
+        """Loop: ``size`` bytes of frames have reached the transport: they wait no more."""
+        if size:
+            with self._lock:
+                if self._shed is None:
+                    self._queued_bytes -= size
+
     def _flush(self) -> None:  # on the loop
+        if self._task is not None and self._close is not None and not self._watched:
+            self._watched = True  # a close waits behind a drain: not for a peer that stalls
+            watch_stall(self._connection, self._unwritten)
         if not self._started or self._task is not None or self._shed is not None:
             return  # not yet; or the task under way takes what is queued; or shed
         batch, close = self._take()
-        for index, text in enumerate(batch):
-            if self._shed is not None or self._connection.protocol.state is not State.OPEN:
-                return  # shed (the shed task closes); or closing: what is left cannot be sent
-            if buffer_full(self._connection):
-                self._task = asyncio.ensure_future(self._drain(batch[index:]))
-                return
-            broadcast((self._connection,), text)
+        written = 0
+        try:
+            for index, text in enumerate(batch):
+                if self._shed is not None or self._connection.protocol.state is not State.OPEN:
+                    return  # shed (the shed task closes); or closing: the rest cannot be sent
+                if buffer_full(self._connection):
+                    self._task = asyncio.ensure_future(self._drain(batch[index:]))
+                    return
+                broadcast((self._connection,), text)
+                written += sys.getsizeof(text)
+        finally:
+            self._written(written)
         if close is not None and not self._closing:
             self._closing = True
             if self._connection.state is not State.CLOSED:  # a peer gone: nothing to say
@@ -274,6 +294,7 @@ class WebSocketPort:
                     if self._shed is not None:
                         return  # the shed task closes the connection
                     await self._connection.send(text)
+                    self._written(sys.getsizeof(text))
                 batch, close = self._take()
         except ConnectionClosed:
             return
@@ -284,9 +305,7 @@ class WebSocketPort:
 
     async def _close_connection(self, code: int, reason: str) -> None:
         try:
-            await self._connection.close(code, reason)
-        except ConnectionClosed:  # pragma: no cover - close() itself does not raise it
-            pass
+            await close_within_grace(self._connection, code, reason, shed=False)
         finally:
             self._task = None
 
@@ -361,8 +380,10 @@ async def serve_connection(
     ``ConnectionClosed`` never escapes (a traceback per dropped connection
     would slow a disconnect storm); the slot is freed however it ends. A
     client over its ``inbound`` rate is shed with 1008 (the frame over the
-    rate is not delivered).
+    rate is not delivered), and so is one whose frames would make its
+    manager's backlog exceed the port's budget (``max_inbound_bytes``).
     """
+    budget = port.budget
     pinger = None if alive is None else KeepaliveScheduler.of(alive).add(connection, handle)
     started = False
     try:
@@ -374,6 +395,9 @@ async def serve_connection(
                 port.shed(int(ServerCloseCode.POLICY), "message rate exceeded")
                 break
             if isinstance(message, str):
+                if budget.inbound_over(handle.stats.inbound_waiting, inbound_cost(message)):
+                    port.shed(*budget.inbound_overflow())  # the handler is far behind the client
+                    break
                 handle.deliver(message)
             else:
                 port.send_text(_BINARY_ERROR)

@@ -10,7 +10,7 @@ import pytest
 from actors.clock import ManualClock
 from supervisor.config.load import load_profile
 from supervisor.config.schema import Config, LimitsConfig, ServerConfig, parse_origins
-from supervisor.front.bridge import DEFAULT_MAX_OUTBOUND_QUEUE
+from supervisor.front.budget import ConnectionBudget
 from supervisor.front.limits import (
     AddressLimiter,
     ConcurrencyGate,
@@ -134,7 +134,7 @@ def test_the_limit_defaults_are_the_production_values() -> None:
         max_outbound_bytes=4 * 1024 * 1024,
     )
     assert load_profile("production", env={}).limits == limits
-    assert limits.max_outbound_queue == DEFAULT_MAX_OUTBOUND_QUEUE
+    assert ConnectionBudget.from_config(Config()) == ConnectionBudget()  # a port's default
     assert Config().server.allowed_origins is None
 
 
