@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
+import logging
 import sys
 import threading
 from collections.abc import Callable
@@ -31,6 +31,7 @@ from supervisor.front.closing import close_within_grace, watch_stall
 from supervisor.front.connection import running_loop
 from supervisor.front.keepalive import Keepalive, KeepaliveScheduler, buffer_full
 from supervisor.front.limits import InboundRateLimit
+from supervisor.front.protocol import BINARY_ERROR, welcome_frame
 
 __all__ = [
     "WebSocketPort",
@@ -38,9 +39,10 @@ __all__ = [
     "off_loop",
     "reply_future",
     "serve_connection",
-    "welcome_frame",
 ]
 
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -130,11 +132,10 @@ class WebSocketPort:
     empty. Frames go out in order, then the close. Nothing is written before
     :meth:`start` (the welcome frame goes first).
 
-    What waits is held to the ``budget``: at most ``max_outbound_frames``
-    frames and ``max_outbound_bytes`` bytes (each frame's ``sys.getsizeof``,
-    counted from :meth:`send_text` until it reaches the transport). Beyond
-    either, the reader is too slow (or stalled): the waiting frames are
-    dropped and the connection is shed with 4004 (:meth:`shed`).
+    What waits is held to the ``budget``'s frames and bytes (``sys.getsizeof``,
+    from :meth:`send_text` until the transport has it). Beyond either, the
+    reader is too slow (or stalled): what waits is dropped and the
+    connection shed with 4004 (:meth:`shed`).
     """
 
     def __init__(
@@ -162,6 +163,11 @@ class WebSocketPort:
     def shed_code(self) -> int | None:
         """The close code the connection was shed with (4004, 1008), or None."""
         return None if self._shed is None else self._shed[0]
+
+    @property
+    def shed_reason(self) -> str:
+        """The reason the connection was shed with, or ""."""
+        return "" if self._shed is None else self._shed[1]
 
     def send_text(self, text: str) -> None:
         """Any thread: queue one frame; past the budget's frames or bytes shed with 4004."""
@@ -310,20 +316,6 @@ class WebSocketPort:
             self._task = None
 
 
-def welcome_frame(context: UserExecutionContext) -> str:
-    """The first frame a client receives: who it is, under which ids."""
-    return json.dumps(
-        {
-            "type": "welcome",
-            "user_id": context.user_id,
-            "thread_id": context.thread_id,
-            "run_id": context.run_id,
-            "request_id": context.request_id,
-            "websocket_id": context.websocket_id,
-        }
-    )
-
-
 async def admit(
     tree: SupervisionTree, context: UserExecutionContext, port: WebSocketPort, timeout: float
 ) -> Admission:
@@ -359,15 +351,6 @@ def _release(admission: Admission) -> None:
         admission.handle.closed()
 
 
-_BINARY_ERROR = json.dumps(
-    {
-        "type": "error",
-        "code": "binary_not_supported",
-        "message": "frames are JSON text; binary frames are not accepted",
-    }
-)
-
-
 async def serve_connection(
     connection: ServerConnection,
     handle: Handle,
@@ -400,11 +383,14 @@ async def serve_connection(
                     break
                 handle.deliver(message)
             else:
-                port.send_text(_BINARY_ERROR)
+                port.send_text(BINARY_ERROR)
     except ConnectionClosed:
         pass
     finally:
         handle.closed(connection.close_code if port.shed_code is None else port.shed_code)
+        if port.shed_code is not None:
+            shed = (handle.websocket_id, port.shed_code, port.shed_reason)
+            log.info("shed websocket_id=%s code=%d reason=%s", *shed)
         if pinger is not None:
             pinger.stop()
         if started and connection.state is not State.CLOSED:  # else nothing is left to send

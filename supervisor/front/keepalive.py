@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import weakref
 from typing import ClassVar
 
@@ -34,6 +35,8 @@ from supervisor.front.connection import ping_nowait
 from supervisor.front.keepalive_grid import KeepaliveGrid
 
 __all__ = ["Keepalive", "KeepaliveEntry", "KeepaliveScheduler", "buffer_full"]
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -154,3 +157,4 @@ class KeepaliveScheduler:
         if handle is not None and connection is not None:
             handle.closed(int(ServerCloseCode.IDLE_TIMEOUT))  # no longer live: keepalive missed
             connection.transport.abort()
+            log.info("keepalive missed websocket_id=%s code=4003: aborted", handle.websocket_id)

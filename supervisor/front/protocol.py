@@ -15,7 +15,16 @@ from typing import Any, Protocol
 from actors.context import UserExecutionContext
 from supervisor.errors import FrameError
 
-__all__ = ["MAX_DEPTH", "App", "JsonProtocol", "error_frame", "nesting_depth", "parse_frame"]
+__all__ = [
+    "BINARY_ERROR",
+    "MAX_DEPTH",
+    "App",
+    "JsonProtocol",
+    "error_frame",
+    "nesting_depth",
+    "parse_frame",
+    "welcome_frame",
+]
 
 MAX_DEPTH = 32
 """Deepest nesting of arrays and objects accepted in a frame."""
@@ -91,6 +100,25 @@ def error_frame(code: str, message: str) -> str:
 
 
 _PONG = json.dumps({"type": "pong"})
+
+BINARY_ERROR = error_frame(
+    "binary_not_supported", "frames are JSON text; binary frames are not accepted"
+)
+"""The answer to a binary frame (the connection stays open)."""
+
+
+def welcome_frame(context: UserExecutionContext) -> str:
+    """The first frame a client receives: who it is, under which ids."""
+    return json.dumps(
+        {
+            "type": "welcome",
+            "user_id": context.user_id,
+            "thread_id": context.thread_id,
+            "run_id": context.run_id,
+            "request_id": context.request_id,
+            "websocket_id": context.websocket_id,
+        }
+    )
 
 
 class JsonProtocol:
