@@ -157,17 +157,13 @@ class WebSocketPort:
         self._started = False
         self._closing = False  # the close is under way (or was not needed)
         self._watched = False  # a close waiting behind a drain is watched for a stall
+        self.on_shed: Callable[[int], object] | None = None  # told the code, at the shed
         self._task: asyncio.Task[None] | None = None  # draining or closing, only while it does
 
     @property
     def shed_code(self) -> int | None:
         """The close code the connection was shed with (4004, 1008), or None."""
         return None if self._shed is None else self._shed[0]
-
-    @property
-    def shed_reason(self) -> str:
-        """The reason the connection was shed with, or ""."""
-        return "" if self._shed is None else self._shed[1]
 
     def send_text(self, text: str) -> None:
         """Any thread: queue one frame; past the budget's frames or bytes shed with 4004."""
@@ -212,11 +208,6 @@ class WebSocketPort:
         self._start_shed()
 
     @property
-    def queued_bytes(self) -> int:
-        """Bytes of frames waiting to be written (queued, or in a drain task's batch)."""
-        return self._queued_bytes
-
-    @property
     def idle(self) -> bool:
         """True when no drain or close task is under way (the usual state: writes need none)."""
         return self._task is None
@@ -241,6 +232,8 @@ class WebSocketPort:
         if self._shed_task is None and self._shed is not None:
             self._connection.transport.pause_reading()  # nothing more is parsed, nor answered
             code, reason = self._shed
+            if self.on_shed is not None:
+                self.on_shed(code)  # its slot is freed now, not once the close is over
             close = close_within_grace(self._connection, code, reason, shed=True)
             self._shed_task = asyncio.ensure_future(close)
 
@@ -367,6 +360,7 @@ async def serve_connection(
     manager's backlog exceed the port's budget (``max_inbound_bytes``).
     """
     budget = port.budget
+    port.on_shed = handle.closed
     pinger = None if alive is None else KeepaliveScheduler.of(alive).add(connection, handle)
     started = False
     try:
@@ -388,9 +382,8 @@ async def serve_connection(
         pass
     finally:
         handle.closed(connection.close_code if port.shed_code is None else port.shed_code)
-        if port.shed_code is not None:
-            shed = (handle.websocket_id, port.shed_code, port.shed_reason)
-            log.info("shed websocket_id=%s code=%d reason=%s", *shed)
+        if port._shed is not None:
+            log.info("shed websocket_id=%s code=%d reason=%s", handle.websocket_id, *port._shed)
         if pinger is not None:
             pinger.stop()
         if started and connection.state is not State.CLOSED:  # else nothing is left to send

@@ -235,14 +235,12 @@ class AcyclicConnection(ServerConnection):
         if self.request is not None:  # frames before the 101: no answer is owed
             self._over(int(ServerCloseCode.POLICY), "data before the handshake's end")
             return
-        self._overflowed = True
-        self.transport.pause_reading()
+        self._overflowed = True  # what it still sends is read and dropped, never kept
         status = http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
         text = f"Failed to open a WebSocket connection: more than {budget.max_handshake_bytes} "
         response = self.protocol.reject(status, text + "bytes of request line and headers.\n")
-        self.protocol.send_response(response)
-        self.send_data()
-        self.transport.close()  # once the answer is written: nothing more is read or owed
+        self.protocol.send_response(response)  # then the end of our stream: the client leaves
+        self.send_data()  # (closing now would reset a client still sending: it would lose this)
 
     def call_when_lost(self, callback: Callable[[bool], None]) -> None:
         """Loop: call ``callback`` once the peer is gone; at once if it is gone already.

@@ -145,6 +145,12 @@ FRAMES: dict[str, tuple[bytes, set[int | None]]] = {
     "close with a 1-byte payload": (frame(0x8, b"\x03"), {1002}),
     "close reason not UTF-8": (frame(0x8, struct.pack("!H", 1000) + b"\xff"), {1007, 1002}),
     "truncated frame then silence": (frame(0x1, b"x" * 100)[:20], {None}),
+    "4097 fragments of one message": (
+        frame(0x1, b"[", first=0x01)  # a text frame without FIN, then 4096 continuations
+        + frame(0x0, b" ", first=0x00) * 4095
+        + frame(0x0, b"]"),
+        {1009},
+    ),
 }
 
 

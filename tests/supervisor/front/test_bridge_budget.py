@@ -41,7 +41,7 @@ async def test_frames_past_the_outbound_bytes_shed_a_stalled_reader_with_4004_be
         steps = [("send_text", (FRAME,))] * 400  # 26 MiB in 400 frames: under the frame count
         from_thread(*steps, port=port)
         assert port.shed_code == ServerCloseCode.SLOW_CONSUMER
-        assert port.queued_bytes == 0  # what waited was dropped
+        assert port._queued_bytes == 0  # what waited was dropped
         await asyncio.wait_for(port.wait_done(), SHED_GRACE + 5)
         assert client.state is not State.OPEN or client.close_code is None
 
@@ -49,10 +49,10 @@ async def test_frames_past_the_outbound_bytes_shed_a_stalled_reader_with_4004_be
 async def test_queued_bytes_count_until_the_transport_takes_them_then_return_to_zero() -> None:
     steps = [("send_text", (FRAME,))] * 200
     async with stalled_reader(*steps) as (port, client):
-        assert port.queued_bytes > ROOMY.max_outbound_bytes // 16  # megabytes wait
+        assert port._queued_bytes > ROOMY.max_outbound_bytes // 16  # megabytes wait
         for _ in range(200):
             await asyncio.wait_for(client.recv(), 5)
-        assert port.queued_bytes == 0
+        assert port._queued_bytes == 0
 
 
 async def test_a_close_to_a_peer_that_does_not_read_is_aborted_after_the_grace() -> None:

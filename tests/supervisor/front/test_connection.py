@@ -110,7 +110,7 @@ async def bounded_server(
         yield server.sockets[0].getsockname()[1], served
 
 
-async def read_until(reader: asyncio.StreamReader, end: bytes, timeout: float = 10.0) -> bytes:
+async def read_until(reader: asyncio.StreamReader, end: bytes, timeout: float = 30.0) -> bytes:
     """Read until what was read holds ``end``."""
     data = b""
     async with asyncio.timeout(timeout):
