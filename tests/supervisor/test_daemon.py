@@ -8,8 +8,6 @@ import logging
 import os
 import re
 import socket
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 from supervisor.config.load import load_config, parse_config
 from supervisor.daemon import Daemon, environment_issues, restart_only_changes
 from supervisor.errors import ConfigError
-from tests.helpers import make_config
+from tests.helpers import bearer_status, make_config
 from tests.integration.harness import ROOT, loopback_config, open_ws, recv_json, ws_url
 
 pytestmark = pytest.mark.timeout(60)
@@ -124,19 +122,9 @@ def test_an_admin_token_env_naming_an_unset_or_empty_variable_is_refused_even_on
 async def test_a_daemon_whose_admin_token_is_set_answers_only_with_it() -> None:
     config = loopback_config({"admin": {"token_env": "ADMIN_TOKEN"}})
     async with serving(Daemon(config, env={"ADMIN_TOKEN": "t0ken"})) as daemon:
-        loop = asyncio.get_running_loop()
         url = f"http://127.0.0.1:{daemon.admin.port}/debug/state"
-
-        def get(token: str | None) -> int:
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            try:
-                with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as r:
-                    return int(r.status)
-            except urllib.error.HTTPError as error:
-                return error.code
-
-        assert await loop.run_in_executor(None, get, None) == 401
-        assert await loop.run_in_executor(None, get, "t0ken") == 200
+        assert await asyncio.to_thread(bearer_status, url) == 401
+        assert await asyncio.to_thread(bearer_status, url, "t0ken") == 200
 
 
 def test_a_daemon_in_an_environment_with_issues_is_refused_listing_them_all() -> None:

@@ -27,7 +27,7 @@ from supervisor.admin.listener import AdminServer
 from supervisor.admin.metrics import MetricsObserver
 from supervisor.admin.readiness import Readiness
 from supervisor.front.protocol import MAX_DEPTH
-from tests.helpers import connect, make_config
+from tests.helpers import bearer_status, connect, make_config
 
 pytestmark = pytest.mark.asyncio
 
@@ -447,19 +447,9 @@ async def test_with_a_token_every_route_needs_it() -> None:
 async def test_a_token_works_from_a_real_http_client() -> None:
     async with admin_node(token=TOKEN) as node:
         url = f"http://127.0.0.1:{node.server.port}/debug/state"
-
-        def get(token: str | None) -> int:
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            try:
-                with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as r:
-                    return int(r.status)
-            except urllib.error.HTTPError as error:
-                error.close()
-                return error.code
-
-        assert await off_loop(lambda: get(None)) == 401
-        assert await off_loop(lambda: get("nope")) == 401
-        assert await off_loop(lambda: get(TOKEN)) == 200
+        assert await off_loop(lambda: bearer_status(url)) == 401
+        assert await off_loop(lambda: bearer_status(url, "nope")) == 401
+        assert await off_loop(lambda: bearer_status(url, TOKEN)) == 200
 
 
 # --- closing --------------------------------------------------------------------------------------

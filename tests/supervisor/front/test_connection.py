@@ -178,15 +178,26 @@ async def test_control_frames_pay_the_message_rate_and_a_flood_is_closed_with_10
             assert pongs == 0
 
 
-@pytest.mark.asyncio
-async def test_a_peer_that_does_not_read_is_not_read_either_until_it_reads_again() -> None:
+Stalled = tuple[asyncio.StreamReader, asyncio.StreamWriter, AcyclicConnection]
+
+
+@contextlib.asynccontextmanager
+async def stalled(frames: int) -> AsyncIterator[Stalled]:
+    """A client that does not read, ``frames`` frames of 64 KiB (a head of 10 bytes each) sent
+    to it: its connection's buffer is over its high-water mark, and reading paused."""
     budget = ConnectionBudget(max_outbound_bytes=64 << 20)
     async with bounded_server(budget, sndbuf=4096) as (port, served):
         reader, writer = await open_raw(port, welcome=False, rcvbuf=4096)
         connection, ws_port = await asyncio.wait_for(served.get(), 5)
-        for _ in range(64):  # 4 MiB: far more than the socket buffers take
+        for _ in range(frames):  # megabytes: far more than the socket buffers take
             ws_port.send_text("x" * 65536)
         await wait_for(lambda: not connection.transport.is_reading(), what="reading paused")
+        yield reader, writer, connection
+
+
+@pytest.mark.asyncio
+async def test_a_peer_that_does_not_read_is_not_read_either_until_it_reads_again() -> None:
+    async with stalled(64) as (reader, writer, connection):
         writer.write(frame(0x9, b"unread"))  # a ping it cannot see while it does not read
         await writer.drain()
         await asyncio.sleep(0.2)
@@ -224,13 +235,7 @@ async def test_a_write_buffer_found_over_its_ceiling_after_a_read_sheds_the_conn
 
 @pytest.mark.asyncio
 async def test_ping_nowait_writes_behind_a_full_buffer_and_its_future_is_the_pong() -> None:
-    budget = ConnectionBudget(max_outbound_bytes=64 << 20)
-    async with bounded_server(budget, sndbuf=4096) as (port, served):
-        reader, writer = await open_raw(port, welcome=False, rcvbuf=4096)
-        connection, ws_port = await asyncio.wait_for(served.get(), 5)
-        for _ in range(32):
-            ws_port.send_text("y" * 65536)
-        await wait_for(lambda: not connection.transport.is_reading(), what="a full buffer")
+    async with stalled(32) as (reader, writer, connection):
         pong = ping_nowait(connection)  # returns at once: no drain awaited
         assert pong is not None and not pong.done()
         [payload] = list(connection.pending_pings)
