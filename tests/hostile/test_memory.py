@@ -91,7 +91,10 @@ class Node:
         grown = self.peak - self.baseline
         bound = self.budget.per_connection + MARGIN
         test = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" ")[0]
-        print(f"\n{test}: RSS {self.baseline / MIB:.1f} MiB, peak +{grown / MIB:.1f} MiB")
+        print(
+            f"\n{test}: RSS {self.baseline / MIB:.1f} MiB, peak +{grown / MIB:.1f} MiB"
+            f" (bound {bound / MIB:.1f} MiB)"
+        )
         assert grown <= bound, f"RSS grew {grown / MIB:.1f} MiB, over {bound / MIB:.1f}"
         return grown
 
@@ -121,7 +124,9 @@ async def node(env: Mapping[str, str] | None = None) -> AsyncIterator[Node]:
         reader, writer = await open_raw(proc.port, "warmup")  # imports, caches, first arenas
         writer.write(frame(0x1, b'{"type": "echo", "data": "warm"}') + frame(0x8, b"\x03\xe8"))
         await read_to_eof(reader)
+        writer.close()  # its EOF ends the closing handshake: the slot is free, not left to a reap
         await daemon.push("nobody", "warm")
+        await wait_for_free(daemon)
         await asyncio.sleep(0.2)
         yield daemon
     finally:

@@ -70,6 +70,14 @@ async def forgotten(daemon: Daemon, timeout: float) -> float:
     return loop.time() - started
 
 
+def vm_rss() -> int:
+    """This process's resident set now, in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError("no VmRSS")
+
+
 def objects() -> int:
     gc.collect()
     return len(gc.get_objects())
@@ -85,20 +93,22 @@ async def test_ten_thousand_users_come_and_go_and_the_tree_and_its_objects_retur
         await forgotten(daemon, 30)
         await asyncio.sleep(forget_within)  # the keepalive's buckets let go of the last ones
         entries, before = await asyncio.to_thread(per_user_entries, daemon), objects()
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss_before = vm_rss()
         report = await churn(daemon, "user", USERS)
         after_last_close = await forgotten(daemon, 60)
         # every user is forgotten within the ttl and a tick of its last close (some slack
         # for a loaded machine: the churn's last closes end within its last second)
         assert after_last_close <= forget_within + 2.0, after_last_close
         await asyncio.sleep(forget_within)
-        assert await asyncio.to_thread(per_user_entries, daemon) == entries
+        entries_after = await asyncio.to_thread(per_user_entries, daemon)
+        assert entries_after == entries
         after = objects()
         assert after - before <= OBJECT_SLACK, (before, after)
-        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
         with capsys.disabled():
             print(
                 f"\n{USERS} users in {report['seconds']:.1f}s: all forgotten "
-                f"{after_last_close:.1f}s after the churn; objects {before} -> {after}; "
-                f"peak RSS {rss_before // 1024} -> {rss_after // 1024} MiB"
+                f"{after_last_close:.1f}s after the churn (ttl + tick = {forget_within:.1f}s); "
+                f"per-user entries {entries} -> {entries_after}; gc objects {before} -> {after}; "
+                f"RSS {rss_before} MiB before, {peak} MiB peak, {vm_rss()} MiB after"
             )
