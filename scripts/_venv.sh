@@ -84,3 +84,10 @@ ensure_debian_command() {
 ensure_redis_server() {
     ensure_debian_command redis-server redis-server
 }
+
+# The page's browser tests (tests/integration/test_ui.py) drive a headless
+# Chromium over the DevTools protocol: Debian's chromium, run as
+# /usr/lib/chromium/chromium.
+ensure_chromium() {
+    ensure_debian_command chromium chromium
+}
