@@ -9,7 +9,7 @@ import pytest
 
 from actors.clock import ManualClock
 from actors.codes import ServerCloseCode
-from actors.context import UserExecutionContext
+from actors.context import UnifiedIdGenerator, UserExecutionContext
 from actors.ports import QueuePort
 from actors.tree import SupervisionTree
 from supervisor.admin.metrics import MetricsObserver
@@ -20,6 +20,28 @@ from tests.helpers import actor_threads, connect, handle_of, make_config, wait_u
 def tree(metrics: MetricsObserver, clock: ManualClock) -> Iterator[SupervisionTree]:
     with SupervisionTree(make_config(), clock=clock, observer=metrics, tick=False) as tree:
         yield tree
+
+
+def test_end_to_end_manager_lifecycle(tree: SupervisionTree) -> None:
+    """Test complete manager lifecycle with SSOT context
+
+    The seed's integration test as it is written; only its factory is the tree:
+    ``factory.create_manager(context)`` is an admission, ``manager.close()`` the
+    handle's close, ``factory.get_user_manager_count`` the ledger's count.
+    """
+    # Create manager with single context
+    context = UserExecutionContext.from_websocket_request(
+        user_id="test-user",
+        *UnifiedIdGenerator.generate_user_context_ids("test-user", "websocket_session"),  # noqa: B026 - the seed's call
+    )
+    manager = handle_of(tree.admit(context, QueuePort()))
+
+    # Simulate connection close
+    manager.closed()
+
+    # Verify immediate cleanup
+    remaining = tree.ledger.usage(context.user_id)
+    assert remaining == 0
 
 
 def test_a_manager_created_then_closed_leaves_the_users_count_at_zero(
