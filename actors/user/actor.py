@@ -135,7 +135,9 @@ class UserSupervisorActor(Admitter):
         now = self._rt.clock.monotonic()
         restart = should_restart(self._rt.settings.restart.type, crashed=True)
         if child.state == "connected" and restart and child.intensity.allow(now):
-            child.manager = ManagerActor.start(self.actor_ref, self._rt.clock, self._rt.dispatcher)
+            child.manager = ManagerActor.start(
+                self.actor_ref, self._rt.clock, self._rt.dispatcher, self._rt.pool
+            )
             child.handle.rebind(child.manager)
             child.stats.restarts += 1
             self._restarts += 1

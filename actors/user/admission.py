@@ -217,4 +217,6 @@ class Admitter(ChildKeeper):
             if ref.is_alive():
                 self._rt.observer.pool_reuse()
                 return ref
-        return ManagerActor.start(self.actor_ref, self._rt.clock, self._rt.dispatcher)
+        return ManagerActor.start(
+            self.actor_ref, self._rt.clock, self._rt.dispatcher, self._rt.pool
+        )
