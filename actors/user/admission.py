@@ -164,8 +164,8 @@ class Admitter(ChildKeeper):
 
     def _refuse(self, msg: Admit, result: AdmissionResult) -> None:
         reason = _REFUSAL_REASON[result]
-        msg.ticket.offer(Admission(result, reason=reason, retry_after=1.0))
-        self._rt.observer.admission(result)
+        if msg.ticket.offer(Admission(result, reason=reason, retry_after=1.0)):
+            self._rt.observer.admission(result)  # else the caller gave up: it counts that
         log.info(
             "refused user_id=%s websocket_id=%s reason=%s",
             self.user_id,
