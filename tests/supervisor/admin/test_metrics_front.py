@@ -11,7 +11,6 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.observer import AdmissionResult, CleanupReason
-from supervisor.admin.fanout import NodeObserver
 from supervisor.admin.metrics import (
     CLOSE_CODES,
     HANDSHAKE_STATUSES,
@@ -36,11 +35,6 @@ def samples(observer: MetricsObserver, name: str) -> dict[tuple[tuple[str, str],
         for sample in family.samples
         if sample.name == name
     }
-
-
-def test_the_observer_hears_the_front_as_well_as_the_tree(observer: MetricsObserver) -> None:
-    both: NodeObserver = observer
-    assert both is observer
 
 
 # --- every series from the start -------------------------------------------------------------
