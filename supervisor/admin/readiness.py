@@ -39,7 +39,7 @@ import collections
 import math
 import threading
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, get_args
 
 import attrs
 
@@ -65,14 +65,7 @@ TriggerId = Literal[
     "ledger_unavailable",
     "tree_stopped",
 ]
-TRIGGERS: tuple[TriggerId, ...] = (
-    "success_rate",
-    "cleanup_slow",
-    "thread_id_mismatch",
-    "draining",
-    "ledger_unavailable",
-    "tree_stopped",
-)
+TRIGGERS: tuple[TriggerId, ...] = get_args(TriggerId)
 """Every trigger's id, in the order :meth:`Readiness.triggers` lists them."""
 
 FailureOutcome = Literal[
@@ -84,15 +77,7 @@ FailureOutcome = Literal[
     "open_timeout",
     "internal_error",
 ]
-FAILURE_OUTCOMES: tuple[FailureOutcome, ...] = (
-    "timeout",
-    "node_cap",
-    "emergency",
-    "ledger_unavailable",
-    "handshakes_busy",
-    "open_timeout",
-    "internal_error",
-)
+FAILURE_OUTCOMES: tuple[FailureOutcome, ...] = get_args(FailureOutcome)
 """How an admission the service failed ended (``admission_failures_total{outcome}``)."""
 
 _SUCCESSES: frozenset[str] = frozenset({"admitted", "superseded", "evicted"})
