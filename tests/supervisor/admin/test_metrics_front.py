@@ -49,7 +49,6 @@ def samples(observer: MetricsObserver, name: str) -> dict[tuple[tuple[str, str],
         ("ws_supervisor_admission_failures_total", "outcome", FAILURE_OUTCOMES),
         ("ws_supervisor_ledger_errors_total", "operation", LEDGER_OPERATIONS),
         ("ws_supervisor_ledger_takebacks_total", "reason", ("supersede", "evict")),
-        ("ws_supervisor_cleanup_duration_seconds_count", "reason", get_args(CleanupReason)),
         ("ws_supervisor_ready", "trigger", TRIGGERS),
     ],
 )
