@@ -85,6 +85,13 @@ ensure_redis_server() {
     ensure_debian_command redis-server redis-server
 }
 
+# The page's browser tests (tests/integration/test_ui.py) drive a headless
+# Chromium over the DevTools protocol: Debian's chromium, run as
+# /usr/lib/chromium/chromium.
+ensure_chromium() {
+    ensure_debian_command chromium chromium
+}
+
 # The alert rules' checks and the dashboard's test run Debian's promtool and a
 # throwaway prometheus on a loopback port. On a systemd host the package's
 # postinst starts a system Prometheus on 0.0.0.0:9090: when this installed it,

@@ -230,6 +230,18 @@ def test_the_snapshot_is_plain_json_with_the_documented_fields(tree: Supervision
         assert key in manager
 
 
+def test_the_snapshot_says_the_wall_time_its_ages_and_idle_times_are_read_against(
+    tree: SupervisionTree, clock: ManualClock
+) -> None:
+    connect(tree, "alice")
+    clock.advance(7.5)
+    snap = tree.snapshot()
+    assert snap["root"]["now"] == round(clock.wall(), 3)
+    (manager,) = snap["users"][0]["managers"]
+    assert snap["root"]["now"] - manager["connected_at"] == pytest.approx(7.5)
+    assert snap["root"]["now"] - manager["last_activity"] == pytest.approx(7.5)
+
+
 def test_a_push_reaches_the_threads_connection_or_all_the_users_and_never_another_user(
     tree: SupervisionTree,
 ) -> None:
