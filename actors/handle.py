@@ -16,9 +16,9 @@ from actors._runtime.mailbox import tell_here
 from actors.clock import Clock
 from actors.context import UserExecutionContext
 from actors.messages import ConnectionClosed, Inbound, PeerGone, ReapConnection
-from actors.ports import ManagerStats
+from actors.ports import Handle, ManagerStats
 
-__all__ = ["ConnectionHandle"]
+__all__ = ["ConnectionHandle", "MisreportingHandle"]
 
 
 class ConnectionHandle:
@@ -107,3 +107,59 @@ class ConnectionHandle:
     def _to_supervisor(self, message: Inbound | object) -> None:
         # a dead supervisor's failure handling closes this connection
         tell_here(self._supervisor, message, self._supervisor_turn)
+
+    def misreporting(self, context: UserExecutionContext) -> MisreportingHandle:
+        """Fault injection: this connection's handle, its end reported under ``context``."""
+        manager = self._manager
+        if manager is None:
+            raise ValueError("a closed connection has no end left to report")
+        foreign = ConnectionHandle(
+            context,
+            self._supervisor,
+            manager,
+            self.stats,
+            self._clock,
+            supervisor_turn=self._supervisor_turn,
+        )
+        return MisreportingHandle(self, foreign)
+
+
+class MisreportingHandle:
+    """Fault injection (``[faults] close_under_foreign_id``): an end reported under other ids.
+
+    Frames, signs of life and timeouts go to the connection as through its
+    own handle; its close and its loss are reported under another context,
+    one its supervisor never admitted, as the seed's cleanup built a new
+    context instead of using the connection's. The supervisor counts a
+    thread_id mismatch for the close, and the connection's slot stays held
+    until a sweep finds it no longer live. Never used but by that fault.
+    """
+
+    def __init__(self, handle: Handle, foreign: Handle) -> None:
+        self._handle = handle
+        self._foreign = foreign
+        self.context = handle.context
+        self.stats = handle.stats
+
+    @property
+    def websocket_id(self) -> str:
+        return self._handle.websocket_id
+
+    @property
+    def is_open(self) -> bool:
+        return self._foreign.is_open
+
+    def deliver(self, text: str) -> None:
+        self._handle.deliver(text)
+
+    def heartbeat(self) -> None:
+        self._handle.heartbeat()
+
+    def timed_out(self) -> None:
+        self._handle.timed_out()
+
+    def closed(self, code: int | None = None) -> None:
+        self._foreign.closed(code)
+
+    def peer_gone(self) -> None:
+        self._foreign.peer_gone()

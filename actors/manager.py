@@ -23,11 +23,15 @@ from actors.messages import (
     ManagerIdle,
     Outbound,
 )
+from actors.policies.pool import PoolPolicy
 from actors.ports import Handler, ManagerStats, Port
 
 __all__ = ["ManagerActor"]
 
 log = logging.getLogger(__name__)
+
+_NO_POOL_LIMIT = PoolPolicy(size=0, idle_seconds=0.0)
+"""A manager started without a pool policy may be reused without a limit on its uses."""
 
 
 class ManagerActor(DispatchedActor):
@@ -45,11 +49,19 @@ class ManagerActor(DispatchedActor):
     """
 
     def __init__(
-        self, supervisor: pykka.ActorRef[Any], clock: Clock, dispatcher: Dispatcher
+        self,
+        supervisor: pykka.ActorRef[Any],
+        clock: Clock,
+        dispatcher: Dispatcher,
+        pool: PoolPolicy | None = None,
     ) -> None:
         super().__init__(dispatcher)
         self._supervisor = supervisor
         self._clock = clock
+        self._pool = pool if pool is not None else _NO_POOL_LIMIT
+        self.served = 0
+        """Connections attached to this manager so far."""
+        self._crashed = False  # the connection it last served saw its handler crash
         self.state = "disconnected"
         self.context: UserExecutionContext | None = None
         self._port: Port | None = None
@@ -78,6 +90,8 @@ class ManagerActor(DispatchedActor):
     ) -> None:
         """Take on a new connection, keeping nothing of the previous one."""
         self.state = "connecting"
+        self.served += 1
+        self._crashed = False
         self.context = context
         self._port = port
         self._stats = stats
@@ -86,12 +100,23 @@ class ManagerActor(DispatchedActor):
         self._flush()
 
     def is_reusable(self) -> bool:
-        """True when idle with nothing left of a previous connection."""
-        return (
-            self.state == "disconnected"
-            and self.context is None
-            and self._port is None
-            and not self._outbound
+        """May this manager serve another connection? :meth:`PoolPolicy.reusable` decides.
+
+        Not while anything of a connection is left in it (its state,
+        context, port, counters, handler or queued frames), not after a
+        connection whose handler crashed, and not once it has served the
+        pool's ``max_uses`` connections.
+        """
+        holds_state = (
+            self.state != "disconnected"
+            or self.context is not None
+            or self._port is not None
+            or self._stats is not None
+            or self._handler is not None
+            or bool(self._outbound)
+        )
+        return self._pool.reusable(
+            served=self.served, crashed=self._crashed, holds_state=holds_state
         )
 
     def send(self, text: str) -> None:
@@ -125,6 +150,8 @@ class ManagerActor(DispatchedActor):
 
     def _detach(self) -> None:
         self.state = "closing"
+        # a connection whose manager was restarted after a crash: this one is its replacement
+        self._crashed = self._stats is not None and self._stats.restarts > 0
         self.context = None
         self._port = None
         self._stats = None

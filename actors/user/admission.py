@@ -164,8 +164,8 @@ class Admitter(ChildKeeper):
 
     def _refuse(self, msg: Admit, result: AdmissionResult) -> None:
         reason = _REFUSAL_REASON[result]
-        msg.ticket.offer(Admission(result, reason=reason, retry_after=1.0))
-        self._rt.observer.admission(result)
+        if msg.ticket.offer(Admission(result, reason=reason, retry_after=1.0)):
+            self._rt.observer.admission(result)  # else the caller gave up: it counts that
         log.info(
             "refused user_id=%s websocket_id=%s reason=%s",
             self.user_id,
@@ -217,4 +217,6 @@ class Admitter(ChildKeeper):
             if ref.is_alive():
                 self._rt.observer.pool_reuse()
                 return ref
-        return ManagerActor.start(self.actor_ref, self._rt.clock, self._rt.dispatcher)
+        return ManagerActor.start(
+            self.actor_ref, self._rt.clock, self._rt.dispatcher, self._rt.pool
+        )

@@ -8,6 +8,10 @@ with ``Retry-After`` (quota full) or 503 (the node at emergency, or no answer
 in time) before any upgrade, so a refused client never holds a slot. The
 limits' decisions live in :mod:`supervisor.front.limits`; this module only
 carries them out.
+
+What the front sees that the tree does not (every handshake's answer, the
+front's own refusals, every admitted connection's close code) goes to its
+:class:`FrontObserver`, on the event loop.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import functools
 import http
 import logging
 import math
+from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -28,6 +33,7 @@ from websockets.typing import Origin
 from actors.clock import Clock, SystemClock
 from actors.context import UserExecutionContext
 from actors.errors import InvalidIdError
+from actors.handle import ConnectionHandle
 from actors.ports import Handle
 from actors.tree import SupervisionTree
 from supervisor.config.schema import Config
@@ -39,7 +45,7 @@ from supervisor.front.connection import AcyclicConnection
 from supervisor.front.keepalive import Keepalive
 from supervisor.front.limits import AddressLimiter, ConcurrencyGate, InboundRateLimit
 
-__all__ = ["WebSocketFront"]
+__all__ = ["FrontObserver", "NullFrontObserver", "WebSocketFront"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,35 @@ _REFUSALS = {
     "rejected_node": http.HTTPStatus.SERVICE_UNAVAILABLE,
     "rejected_unavailable": http.HTTPStatus.SERVICE_UNAVAILABLE,
 }
+
+
+class FrontObserver(Protocol):
+    """What the front reports as it works; every method runs on the event loop, and is fast."""
+
+    def handshake(self, status: int | None, dropped: bool) -> None:
+        """An opening handshake whose request was read ended: the HTTP status answered
+        (101 for an upgrade), or ``dropped`` (cancelled at ``open_timeout``, no answer)."""
+
+    def refused(self, result: str, reason: str) -> None:
+        """The front refused an admission: the tree's ``(result, reason)`` as it answered,
+        the front's own ``rejected_unavailable`` (no answer in time) or ``rejected_busy``
+        (``max_concurrent_handshakes``)."""
+
+    def closed(self, code: int | None) -> None:
+        """An admitted connection ended: the close code received (None: no close handshake)."""
+
+
+class NullFrontObserver:
+    """A front observer that ignores everything."""
+
+    def handshake(self, status: int | None, dropped: bool) -> None:
+        pass
+
+    def refused(self, result: str, reason: str) -> None:
+        pass
+
+    def closed(self, code: int | None) -> None:
+        pass
 
 
 class WebSocketFront:
@@ -59,11 +94,13 @@ class WebSocketFront:
         tree: SupervisionTree,
         auth: Authenticator,
         clock: Clock | None = None,
+        observer: FrontObserver | None = None,
     ) -> None:
         self.config = config
         self.tree = tree
         self.auth = auth
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self.observer: FrontObserver = observer if observer is not None else NullFrontObserver()
         limits = config.limits
         self.handshake_rate = AddressLimiter(
             limits.handshakes_per_second_per_address,
@@ -132,6 +169,8 @@ class WebSocketFront:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
+        assert isinstance(connection, AcyclicConnection)  # the server's create_connection
+        connection.call_when_answered(self.observer.handshake)
         address = _address(connection)
         if not self.handshake_rate.allow(address):
             wait = self.handshake_rate.retry_after(address)
@@ -150,6 +189,7 @@ class WebSocketFront:
         except InvalidHandshake:
             return _respond(connection, http.HTTPStatus.FORBIDDEN, "origin not allowed")
         if not self.handshakes.try_enter():
+            self.observer.refused("rejected_busy", "handshakes_in_progress")
             return _respond(
                 connection, http.HTTPStatus.SERVICE_UNAVAILABLE, "too many handshakes in progress"
             )
@@ -174,8 +214,11 @@ class WebSocketFront:
         )
         admission = await admit(self.tree, context, port, self.config.server.admission_timeout)
         if admission.handle is None:
+            self.observer.refused(admission.result, admission.reason)
             return _refuse(connection, admission.result, admission.reason, admission.retry_after)
         handle = admission.handle
+        if self.config.faults.close_under_foreign_id and isinstance(handle, ConnectionHandle):
+            handle = handle.misreporting(UserExecutionContext.from_websocket_request(user_id))
         self._admitted[connection] = (handle, port)
         # freed as the peer goes, before its handler (if it ever gets one) wakes up
         assert isinstance(connection, AcyclicConnection)  # the server's create_connection
@@ -210,6 +253,7 @@ class WebSocketFront:
             await serve_connection(connection, *admitted, alive, inbound)
         finally:
             self._admitted.pop(connection, None)
+            self.observer.closed(connection.close_code)
 
 
 def _close_dropped(connection: ServerConnection, handle: Handle) -> None:
