@@ -93,6 +93,16 @@ def asleep(ref: pykka.ActorRef[Any]) -> None:
     wait_until(lambda: state_of(ref) == "idle", what="the actor asleep")
 
 
+def busy_echo(dispatcher: Dispatcher) -> tuple[pykka.ActorRef[Any], threading.Event]:
+    """An :class:`Echo` whose worker's turn holds it until the event returned is set."""
+    ref = Echo.start(dispatcher)
+    asleep(ref)
+    gate = threading.Event()
+    ref.tell(gate)
+    wait_until(lambda: len(actor_of(ref).seen) == 1, what="the gate reached")
+    return ref, gate
+
+
 def test_a_message_to_a_sleeping_actor_is_handled_on_the_senders_thread_before_tell_returns(
     dispatchers: tuple[Dispatcher, Dispatcher],
 ) -> None:
@@ -106,11 +116,7 @@ def test_a_message_to_a_sleeping_actor_is_handled_on_the_senders_thread_before_t
 def test_a_message_to_a_busy_actor_waits_for_a_worker_behind_what_is_queued(
     dispatchers: tuple[Dispatcher, Dispatcher],
 ) -> None:
-    ref = Echo.start(dispatchers[0])
-    asleep(ref)
-    gate = threading.Event()
-    ref.tell(gate)  # the worker's turn holds the actor until the gate opens
-    wait_until(lambda: len(actor_of(ref).seen) == 1, what="the gate reached")
+    ref, gate = busy_echo(dispatchers[0])
     assert tell_here(ref, "second") is True
     assert [message for message, _ in actor_of(ref).seen] == [gate]  # not handled here
     gate.set()
@@ -178,11 +184,7 @@ def test_a_call_to_a_sleeping_actor_is_a_turn_of_its_own_on_the_callers_thread(
 def test_a_call_to_a_busy_actor_is_refused_and_nothing_runs(
     dispatchers: tuple[Dispatcher, Dispatcher],
 ) -> None:
-    ref = Echo.start(dispatchers[0])
-    asleep(ref)
-    gate = threading.Event()
-    ref.tell(gate)  # the worker's turn holds the actor until the gate opens
-    wait_until(lambda: len(actor_of(ref).seen) == 1, what="the gate reached")
+    ref, gate = busy_echo(dispatchers[0])
     assert call_here(ref, "a", "b") is False
     gate.set()
     wait_until(lambda: state_of(ref) == "idle", what="the actor asleep again")
