@@ -547,16 +547,18 @@ def start_server(
     ping_interval: float = 0.0,
     overrides: dict[str, str] | None = None,
     log_level: str = "WARNING",
+    wrapper: Sequence[str] = (),
 ) -> Server:
     """Start the bare or the supervised server; ``ping_interval`` (and timeout) if not ci's.
 
     The supervised one logs at ``log_level`` (its ``[logging] level``).
+    ``wrapper`` runs the server's interpreter under another program (valgrind).
     """
     port = free_port()
     log = logdir / f"{kind}-{port}.log"
     with log.open("w") as out:
         if kind == "bare":
-            argv = [sys.executable, str(Path(__file__).resolve()), "--serve-bare"]
+            argv = [*wrapper, sys.executable, str(Path(__file__).resolve()), "--serve-bare"]
             argv += ["--port", str(port), "--compression", compression]
             argv += ["--ping-interval", str(ping_interval)]
             proc = children.start(argv, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT))
@@ -579,7 +581,8 @@ def start_server(
             env["WS_SUPERVISOR_TIMEOUTS_PING_INTERVAL"] = str(ping_interval)
             env["WS_SUPERVISOR_TIMEOUTS_PING_TIMEOUT"] = str(ping_interval)
         env.update(overrides or {})
-        argv = [*supervisor_command(), "serve", "--profile", "ci"]
+        command = [sys.executable, "-m", "supervisor.cli"] if wrapper else supervisor_command()
+        argv = [*wrapper, *command, "serve", "--profile", "ci"]
         proc = children.start(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
         return Server(kind, proc, port, admin_port, log)
 
