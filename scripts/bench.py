@@ -63,7 +63,7 @@ import threading
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -632,8 +632,15 @@ def run_scenario(
     procs: int = 1,
     concurrency: int = 1,
     duration: float = 0.0,
+    on_go: Callable[[], object] | None = None,
+    on_done: Callable[[], object] | None = None,
 ) -> tuple[list[dict[str, Any]], Probe, Probe]:
-    """Run one scenario in ``procs`` client processes; (their results, probe before, after)."""
+    """Run one scenario in ``procs`` client processes; (their results, probe before, after).
+
+    ``on_go`` runs once every client is ready (connected, for throughput),
+    just before they start; ``on_done`` once they have all reported, before
+    they disconnect.
+    """
     script = str(Path(__file__).resolve())
     clients: list[ClientProc] = []
     for index in range(procs):
@@ -647,12 +654,16 @@ def run_scenario(
     try:
         for client in clients:
             client.expect("ready", 60)
+        if on_go is not None:
+            on_go()
         before = Probe.read(server.proc.pid)
         for client in clients:
             client.say("go")
         bound = duration + settings.rtt_samples * 0.1 + settings.idle_connections * 0.05 + 60
         results = [client.expect("result", bound) for client in clients]
         after = Probe.read(server.proc.pid)
+        if on_done is not None:
+            on_done()
     finally:
         for client in clients:
             client.finish()

@@ -6,7 +6,8 @@ number of instructions a server executes for the same work does not (about
 1 %). This runs each server under ``valgrind --tool=callgrind`` with
 instrumentation off, warms it up, switches instrumentation on
 (``callgrind_control -i on``) only while one scenario of ``scripts/bench``
-runs against it, and divides the instructions counted (user space, every
+runs against it (from the go, once its clients are connected, to their
+last result, before they disconnect), and divides the instructions counted (user space, every
 thread; the kernel's socket work is not counted, and it is the same for both
 servers) by the connections or messages served:
 
@@ -80,16 +81,16 @@ def measure(kind: str, scenario: str, settings: Settings, workdir: Path) -> dict
         run_scenario(children, server, settings, "churn", concurrency=10, duration=5.0)
         server.quiesce(120)
         pid = str(server.proc.pid)
-        control("-i", "on", pid)
-        results, _, _ = run_scenario(
+        results, _, _ = run_scenario(  # counted from the go to the last result
             children,
             server,
             settings,
             scenario,
             concurrency=SCENARIOS[scenario],
             duration=settings.churn_seconds,
+            on_go=lambda: control("-i", "on", pid),
+            on_done=lambda: control("-i", "off", pid),
         )
-        control("-i", "off", pid)
         for old in workdir.glob(f"{out.name}*"):
             old.unlink()
         control("-d", pid)
