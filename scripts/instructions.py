@@ -55,12 +55,16 @@ def control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, stdout=subprocess.DEVNULL)
 
 
-def instructions(dump: Path) -> int:
-    """The total instructions (Ir) of a callgrind dump."""
-    for line in dump.read_text().splitlines():
-        if line.startswith(("totals:", "summary:")):
-            return int(line.split()[1])
-    raise RuntimeError(f"no totals in {dump}")
+def instructions(dump: Path, timeout: float = 60.0) -> int:
+    """The total instructions (Ir) of a callgrind dump, once it is written out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if dump.exists():
+            totals = [line for line in dump.read_text().splitlines() if line.startswith("totals:")]
+            if totals:
+                return int(totals[-1].split()[1])
+        time.sleep(0.2)
+    raise RuntimeError(f"no totals in {dump} after {timeout:.0f}s")
 
 
 def measure(kind: str, scenario: str, settings: Settings, workdir: Path) -> dict[str, Any]:
@@ -91,14 +95,8 @@ def measure(kind: str, scenario: str, settings: Settings, workdir: Path) -> dict
             on_go=lambda: control("-i", "on", pid),
             on_done=lambda: control("-i", "off", pid),
         )
-        for old in workdir.glob(f"{out.name}*"):
-            old.unlink()
         control("-d", pid)
-        deadline = time.monotonic() + 60
-        while not (dumps := sorted(workdir.glob(f"{out.name}*"))) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1.0)  # let the dump be written out
-        counted = instructions(dumps[-1])
+        counted = instructions(out.with_name(f"{out.name}.1"))  # the first dump: the scenario
     finally:
         server.stop()
         children.stop_all()
