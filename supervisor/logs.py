@@ -90,11 +90,12 @@ class _Enqueue(logging.handlers.QueueHandler):
 class LogWriter:
     """Writes log records to ``stream`` on its own daemon thread, ``ws-supervisor-log``.
 
-    :meth:`put` runs on whichever thread logs and never blocks, nor wakes
-    the writer by itself (a lock-free queue, which the writer drains every
-    :data:`GATHER_SECONDS` while lines come): when ``limit`` records
-    already wait, the record is dropped and counted (the count is not
-    locked: threads dropping at once may undercount it).
+    :meth:`put` runs on whichever thread logs and never blocks: the first
+    line of a batch wakes the writer, which then lets lines gather for
+    :data:`GATHER_SECONDS` (puts meanwhile wake no one: a
+    ``queue.SimpleQueue`` with no waiter); when ``limit`` records already
+    wait, the record is dropped and counted (the count is not locked:
+    threads dropping at once may undercount it).
     :meth:`stop` runs on the thread that ends the process: it writes what
     waits, for up to its timeout, and ends the writer thread.
     """
