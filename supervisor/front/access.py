@@ -10,6 +10,9 @@ An open connection shows in ``/debug/state`` and ``ws-supervisor dump``;
 at DEBUG the tree adds a line at each admission and each reap. A
 connection open when the process is killed gets no line: a drain
 (SIGTERM) closes every connection with 1001 first, so each gets its line.
+Nor does an admission whose upgrade never completes (the client left
+before the 101): it frees its slot at once, and the tree's DEBUG lines
+show it.
 
 A refused handshake gets one line too, with its status and reason, except
 a refusal by the per-address handshake rate (429): the limit is there for
