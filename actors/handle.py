@@ -8,13 +8,15 @@ a message of :mod:`actors.messages`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pykka
 
-from actors._runtime.mailbox import tell_here
+from actors._runtime.mailbox import Mailbox, tell_here
 from actors.clock import Clock
 from actors.context import UserExecutionContext
+from actors.manager import ManagerActor
 from actors.messages import ConnectionClosed, Inbound, PeerGone, ReapConnection
 from actors.ports import Handle, ManagerStats
 
@@ -51,6 +53,7 @@ class ConnectionHandle:
         self._manager: pykka.ActorRef[Any] | None = manager
         self._clock = clock
         self._frame_turn = 1 if inline else 0  # a frame at a time; 0: always the worker
+        self._frame_call = _frame_call(manager) if inline else None
         self._supervisor_turn = supervisor_turn
 
     @property
@@ -63,6 +66,11 @@ class ConnectionHandle:
         manager = self._manager
         if manager is None:
             return
+        call = self._frame_call
+        if call is not None:  # an idle manager's turn here, with no message: the frame itself
+            inbox, websocket_id = manager.actor_inbox, self.context.websocket_id
+            if isinstance(inbox, Mailbox) and inbox.call_here(call, websocket_id, text):
+                return
         message = Inbound(self.context.websocket_id, text)
         if not tell_here(manager, message, self._frame_turn):
             self._to_supervisor(message)  # crashed: the supervisor forwards to the restart
@@ -103,6 +111,8 @@ class ConnectionHandle:
         """Point at a restarted manager (supervisor thread only)."""
         if self._manager is not None:
             self._manager = manager
+            if self._frame_turn:
+                self._frame_call = _frame_call(manager)
 
     def _to_supervisor(self, message: Inbound | object) -> None:
         # a dead supervisor's failure handling closes this connection
@@ -163,3 +173,8 @@ class MisreportingHandle:
 
     def peer_gone(self) -> None:
         self._foreign.peer_gone()
+
+
+def _frame_call(manager: pykka.ActorRef[Any]) -> Callable[[Any, str, str], None] | None:
+    """``ManagerActor.frame`` if ``manager`` is one (not a test's stand-in): a frame as a call."""
+    return ManagerActor.frame if issubclass(manager.actor_class, ManagerActor) else None

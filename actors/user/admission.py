@@ -166,7 +166,7 @@ class Admitter(ChildKeeper):
         reason = _REFUSAL_REASON[result]
         if msg.ticket.offer(Admission(result, reason=reason, retry_after=1.0)):
             self._rt.observer.admission(result)  # else the caller gave up: it counts that
-        log.info(
+        log.debug(  # the front's access log has the refusal's line at INFO
             "refused user_id=%s websocket_id=%s reason=%s",
             self.user_id,
             msg.context.websocket_id,
@@ -197,7 +197,7 @@ class Admitter(ChildKeeper):
             self._finish(child, "close", "ok", now)
             return
         self._rt.observer.admission(result)
-        log.info(
+        log.debug(  # the front's access log has the connection's line at INFO, at its end
             "admitted user_id=%s isolation_key=%s websocket_id=%s result=%s",
             self.user_id,
             ctx.isolation_key,

@@ -72,7 +72,7 @@ class ChildKeeper(RoutingActor):
             self._free_slot(child, now)
         self._children.mark_closing(child, now)
         child.close_reason = reason
-        log.info(
+        log.debug(  # the connection's access line (INFO, at its end) has the close code
             "reaping user_id=%s isolation_key=%s websocket_id=%s reason=%s code=%d",
             self.user_id,
             child.context.isolation_key,

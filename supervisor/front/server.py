@@ -34,10 +34,11 @@ from actors.clock import Clock, SystemClock
 from actors.context import UserExecutionContext
 from actors.errors import InvalidIdError
 from actors.handle import ConnectionHandle
-from actors.ports import Handle
+from actors.ports import Admission, Handle
 from actors.tree import SupervisionTree
 from supervisor.config.schema import Config
 from supervisor.errors import AuthError
+from supervisor.front import access
 from supervisor.front.auth import Authenticator
 from supervisor.front.bridge import WebSocketPort, admit, serve_connection
 from supervisor.front.closing import DeferredCloses
@@ -127,7 +128,7 @@ class WebSocketFront:
             ping_interval=None,  # the bridge's keepalive frees a dead peer's slot at once
             max_size=server.max_message_size,
             compression="deflate" if server.compression == "deflate" else None,
-            logger=logging.getLogger("supervisor.front.server.websockets"),
+            logger=_websockets_logger(),
             create_connection=AcyclicConnection,
         )
 
@@ -175,7 +176,8 @@ class WebSocketFront:
         if not self.handshake_rate.allow(address):
             wait = self.handshake_rate.retry_after(address)
             too_many = http.HTTPStatus.TOO_MANY_REQUESTS
-            response = _respond(connection, too_many, "too many handshakes from this address")
+            text = "too many handshakes from this address"
+            response = _respond(connection, too_many, text, flood=True)
             response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
             return response
         url = urlsplit(request.path)
@@ -215,7 +217,7 @@ class WebSocketFront:
         admission = await admit(self.tree, context, port, self.config.server.admission_timeout)
         if admission.handle is None:
             self.observer.refused(admission.result, admission.reason)
-            return _refuse(connection, admission.result, admission.reason, admission.retry_after)
+            return _refuse(connection, admission, context)
         handle = admission.handle
         if self.config.faults.close_under_foreign_id and isinstance(handle, ConnectionHandle):
             handle = handle.misreporting(UserExecutionContext.from_websocket_request(user_id))
@@ -254,6 +256,11 @@ class WebSocketFront:
         finally:
             self._admitted.pop(connection, None)
             self.observer.closed(connection.close_code)
+            handle, port = admitted
+            address, now = _address(connection), self.tree.clock.wall()
+            access.connection_ended(
+                connection, handle, address=address, shed_code=port.shed_code, now=now
+            )
 
 
 def _close_dropped(connection: ServerConnection, handle: Handle) -> None:
@@ -292,16 +299,37 @@ def is_upgrade(request: Request) -> bool:
     )
 
 
-def _respond(connection: ServerConnection, status: http.HTTPStatus, text: str) -> Response:
-    response = connection.respond(status, text + "\n")
-    return response
+def _respond(
+    connection: ServerConnection,
+    status: http.HTTPStatus,
+    text: str,
+    context: UserExecutionContext | None = None,
+    *,
+    flood: bool = False,
+) -> Response:
+    """The refusal of a handshake, with its one access line."""
+    access.handshake_refused(_address(connection), status, text, context, flood=flood)
+    return connection.respond(status, text + "\n")
 
 
 def _refuse(
-    connection: ServerConnection, result: str, reason: str, retry_after: float | None
+    connection: ServerConnection, admission: Admission, context: UserExecutionContext
 ) -> Response:
-    status = _REFUSALS.get(result, http.HTTPStatus.SERVICE_UNAVAILABLE)
-    response = _respond(connection, status, reason or result)
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    status = _REFUSALS.get(admission.result, http.HTTPStatus.SERVICE_UNAVAILABLE)
+    response = _respond(connection, status, admission.reason or admission.result, context)
+    if admission.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(admission.retry_after)))
     return response
+
+
+def _websockets_logger() -> logging.Logger:
+    """websockets' own logger, its per-connection INFO lines silenced unless the daemon logs DEBUG.
+
+    ``connection open``, ``connection closed``, ``connection rejected`` and
+    ``HTTP response sent``: the access log (:mod:`supervisor.front.access`)
+    has one line of ours per connection instead. websockets' warnings and
+    errors still come through.
+    """
+    logger = logging.getLogger("supervisor.front.server.websockets")
+    logger.setLevel(logging.NOTSET if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
+    return logger
