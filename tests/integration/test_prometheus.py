@@ -309,6 +309,18 @@ def dashboard_queries() -> list[tuple[str, str]]:
     return found
 
 
+def wait_for_a_scrape_after(prometheus: str, instance: str, moment: float) -> None:
+    """Until Prometheus holds a sample of `instance` taken after `moment` (a wall-clock time)."""
+    query = f'timestamp(up{{instance="{instance}"}})'
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        result = api(prometheus, "/api/v1/query", query=query)["result"]
+        if result and float(result[0]["value"][1]) > moment:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no scrape of {instance} after the load within 15 s")
+
+
 def has_data(result: list[dict[str, Any]]) -> bool:
     return any(math.isfinite(float(series["value"][1])) for series in result)
 
@@ -318,6 +330,9 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_lo
     stack: Stack,
 ) -> None:
     asyncio.run(load(stack.loaded.port))
+    loaded_until = time.time() + 0.5  # the server counts a close just after the client sees it
+    instance = stack.instance(stack.loaded)
+    wait_for_a_scrape_after(stack.prometheus, instance, loaded_until)
     jobs = api(stack.prometheus, "/api/v1/label/job/values")
     assert jobs == [JOB]  # the dashboard's $job variable: label_values(..., job)
     variables = {"job": JOB, "instance": stack.instance(stack.loaded)}
@@ -336,7 +351,6 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_lo
         time.sleep(0.5)
     assert missing == []
     # the load's own events are there, not only the zeros every series starts at
-    instance = stack.instance(stack.loaded)
 
     def value(query: str) -> float:
         (series,) = api(stack.prometheus, "/api/v1/query", query=query)["result"]
