@@ -32,6 +32,7 @@ __all__ = [
     "Compression",
     "Config",
     "FailurePolicy",
+    "FaultsConfig",
     "JwtAlgorithm",
     "LimitsConfig",
     "LogLevel",
@@ -258,6 +259,21 @@ class LoggingConfig:
 
 
 @attrs.frozen
+class FaultsConfig:
+    """Faults a test can switch on, to prove a detector end to end; all off by default.
+
+    ``close_under_foreign_id``: the front reports each connection's close
+    under a context built anew for its user (new thread and websocket
+    ids), as the seed's cleanup did, instead of the one it was admitted
+    with; the tree sees a close for a connection it never admitted and
+    counts a thread_id mismatch, and the connection's slot stays held until
+    a sweep finds it no longer live. Refused in the production profile.
+    """
+
+    close_under_foreign_id: bool = False
+
+
+@attrs.frozen
 class Config(Settings):
     """A whole node configuration; ``Config()`` is production.
 
@@ -273,6 +289,7 @@ class Config(Settings):
     redis: RedisConfig = attrs.field(factory=RedisConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+    faults: FaultsConfig = attrs.field(factory=FaultsConfig)
 
     def cross_section_problems(self) -> list[tuple[str, str]]:
         """(key path, problem) for values that contradict a value of another section."""
@@ -292,4 +309,7 @@ class Config(Settings):
                 "largest size, escaped, would close its connection with 4004"
             )
             problems.append(("limits.max_outbound_bytes", problem))
+        if self.faults.close_under_foreign_id and self.profile == "production":
+            problem = "is a test-only fault and is refused in the production profile"
+            problems.append(("faults.close_under_foreign_id", problem))
         return problems

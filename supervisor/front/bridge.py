@@ -33,13 +33,7 @@ from supervisor.front.keepalive import Keepalive, KeepaliveScheduler, buffer_ful
 from supervisor.front.limits import InboundRateLimit
 from supervisor.front.protocol import BINARY_ERROR, welcome_frame
 
-__all__ = [
-    "WebSocketPort",
-    "admit",
-    "off_loop",
-    "reply_future",
-    "serve_connection",
-]
+__all__ = ["WebSocketPort", "admit", "off_loop", "reply_future", "serve_connection"]
 
 
 log = logging.getLogger(__name__)
@@ -89,8 +83,8 @@ async def off_loop(function: Callable[[], T]) -> T:
     """Run a blocking call on a fresh daemon thread and await its result.
 
     A daemon thread, not the default executor: a forced exit never waits for it.
-    Returns once the thread has ended too (it only has to return by then), so
-    a caller that stops the daemon leaves no thread of it behind.
+    Returns once the thread has ended too, so a caller that stops the daemon
+    leaves no thread of it behind.
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
@@ -124,13 +118,13 @@ class WebSocketPort:
     """A websockets connection as a :class:`~actors.ports.Port`.
 
     ``send_text`` and ``close`` run on actor threads: they queue and wake the
-    loop once per batch (not once per frame). On the loop, a batch is written
-    straight into the connection's transport (websockets' own
+    loop once per batch (not once per frame); on the loop (a handler that runs
+    inline) a frame with nothing queued ahead of it is written at once. A
+    batch is written straight into the transport (websockets' own
     :func:`~websockets.asyncio.server.broadcast`, no task, no await) while
-    the transport's buffer is below its high-water mark; past it, a drain
-    task takes over and awaits websockets' flow control until the queue is
-    empty. Frames go out in order, then the close. Nothing is written before
-    :meth:`start` (the welcome frame goes first).
+    its buffer is below its high-water mark; past it, a drain task awaits
+    websockets' flow control until the queue is empty. Frames go out in
+    order, then the close; nothing before :meth:`start` (the welcome first).
 
     What waits is held to the ``budget``'s frames and bytes (``sys.getsizeof``,
     from :meth:`send_text` until the transport has it). Beyond either, the
@@ -147,7 +141,7 @@ class WebSocketPort:
         self._loop = loop
         self._connection = connection
         self.budget = budget if budget is not None else ConnectionBudget()
-        self._queued_bytes = 0  # of the frames taken by send_text and not yet written
+        self._queued_bytes = 0  # of the frames queued by send_text and not yet written
         self._lock = threading.Lock()
         self._pending: collections.deque[str] = collections.deque()
         self._close: tuple[int, str] | None = None
@@ -166,7 +160,29 @@ class WebSocketPort:
         return None if self._shed is None else self._shed[0]
 
     def send_text(self, text: str) -> None:
-        """Any thread: queue one frame; past the budget's frames or bytes shed with 4004."""
+        """Any thread: queue one frame; past the budget's frames or bytes shed with 4004.
+
+        On the loop, with nothing queued, draining, closing or shed, a frame
+        goes to the transport at once if its buffer is below the high-water
+        mark and the frame within ``max_outbound_bytes`` (else the queue's
+        path: the same budget). A worker's queued frame has set ``_scheduled``
+        before its turn ended, and the manager's turns are ordered: no overtaking.
+        """
+        if (
+            not self._scheduled
+            and self._started
+            and self._task is None
+            and self._shed is None
+            and running_loop() is self._loop
+        ):
+            connection = self._connection
+            if connection.protocol.state is not State.OPEN:
+                return  # closing: it could not be sent (as in _flush)
+            if not buffer_full(connection) and not self.budget.outbound_over(
+                1, sys.getsizeof(text)
+            ):
+                broadcast((connection,), text)
+                return
         overflow = False
         with self._lock:
             if self._shed is not None:
@@ -195,9 +211,8 @@ class WebSocketPort:
     def shed(self, code: int, reason: str) -> None:
         """Loop: close now, dropping the queued frames; abort if the close stalls.
 
-        The close gets :data:`~supervisor.front.closing.SHED_GRACE` seconds; a
-        peer that does not read (its TCP window full) cannot hold it up longer:
-        the TCP connection is then aborted, which ends any drain and frees the slot.
+        The close gets :data:`~supervisor.front.closing.SHED_GRACE` seconds, then
+        the TCP connection is aborted (a peer that does not read cannot hold it up).
         """
         with self._lock:
             if self._shed is not None:
@@ -218,10 +233,8 @@ class WebSocketPort:
         self._flush()
 
     async def wait_done(self) -> None:
-        """Loop: wait for a drain, a close or a shed under way to end (a shed within its grace).
-
-        A drain that ends with a close asked for starts the close: that is waited for too.
-        """
+        """Loop: wait for a drain, a close or a shed under way to end (a shed within its grace),
+        and for the close that a drain starts when it ends."""
         while True:
             running = [t for t in (self._task, self._shed_task) if t is not None and not t.done()]
             if not running:

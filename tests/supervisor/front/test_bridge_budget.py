@@ -46,6 +46,22 @@ async def test_frames_past_the_outbound_bytes_shed_a_stalled_reader_with_4004_be
         assert client.state is not State.OPEN or client.close_code is None
 
 
+async def test_a_frame_sent_on_the_loop_over_the_outbound_bytes_is_shed_not_written_at_once() -> (
+    None
+):
+    budget = ConnectionBudget(max_outbound_bytes=1 << 20, max_outbound_frames=1000)
+    async with port_server(budget) as (server, ports), connect(url(server)) as client:
+        port = await asyncio.wait_for(ports.get(), 5)
+        port.send_text("z" * 1000)  # on the loop, as an inline handler sends: within, at once
+        assert await asyncio.wait_for(client.recv(), 5) == "z" * 1000
+        port.send_text("z" * (2 << 20))  # one frame over the bytes: the queue's path sheds it
+        assert port.shed_code == ServerCloseCode.SLOW_CONSUMER
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(client.recv(), 5)  # nothing but the close came
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == ServerCloseCode.SLOW_CONSUMER
+
+
 async def test_queued_bytes_count_until_the_transport_takes_them_then_return_to_zero() -> None:
     steps = [("send_text", (FRAME,))] * 200
     async with stalled_reader(*steps) as (port, client):
