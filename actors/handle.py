@@ -18,7 +18,7 @@ from actors.clock import Clock
 from actors.context import UserExecutionContext
 from actors.manager import ManagerActor
 from actors.messages import ConnectionClosed, Inbound, PeerGone, ReapConnection
-from actors.ports import Handle, ManagerStats
+from actors.ports import Handle, ManagerStats, inbound_cost
 
 __all__ = ["ConnectionHandle", "MisreportingHandle"]
 
@@ -62,10 +62,16 @@ class ConnectionHandle:
         return self.context.websocket_id
 
     def deliver(self, text: str) -> None:
-        """Hand one inbound text frame to the connection's manager."""
+        """Hand one inbound text frame to the connection's manager.
+
+        Its :func:`~actors.ports.inbound_cost` is added to the stats'
+        ``inbound_bytes`` (the manager counts it done once handled), so the
+        shell can see the backlog. Called by one thread per connection.
+        """
         manager = self._manager
         if manager is None:
             return
+        self.stats.inbound_bytes += inbound_cost(text)
         call = self._frame_call
         if call is not None:  # an idle manager's turn here, with no message: the frame itself
             inbox, websocket_id = manager.actor_inbox, self.context.websocket_id

@@ -24,7 +24,7 @@ from actors.messages import (
     Outbound,
 )
 from actors.policies.pool import PoolPolicy
-from actors.ports import Handler, ManagerStats, Port
+from actors.ports import Handler, ManagerStats, Port, inbound_cost
 
 __all__ = ["ManagerActor"]
 
@@ -171,7 +171,10 @@ class ManagerActor(DispatchedActor):
         stats.last_activity = now
         if stats.last_seen is not None:
             stats.last_seen = now  # a frame is a sign of life too
-        handler(context, text, self.send)
+        try:
+            handler(context, text, self.send)
+        finally:  # handled, or lost with a crash: either way it no longer waits
+            stats.inbound_done += inbound_cost(text)
 
     def _is_current(self, websocket_id: str) -> bool:
         return self.context is not None and self.context.websocket_id == websocket_id

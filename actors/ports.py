@@ -11,6 +11,7 @@ the one answer to an admission back to whoever asked, exactly once.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -21,6 +22,7 @@ from actors.context import UserExecutionContext
 from actors.observer import AdmissionResult
 
 __all__ = [
+    "INBOUND_OVERHEAD",
     "Admission",
     "AdmissionTicket",
     "Handle",
@@ -28,6 +30,7 @@ __all__ = [
     "ManagerStats",
     "Port",
     "QueuePort",
+    "inbound_cost",
 ]
 
 
@@ -87,13 +90,24 @@ class Handle(Protocol):
     def timed_out(self) -> None: ...
 
 
+INBOUND_OVERHEAD = 256
+"""Bytes an inbound message costs in a manager's inbox beyond its text (measured: about 112)."""
+
+
+def inbound_cost(text: str) -> int:
+    """What an inbound frame holds while it waits for its handler: its str and its message."""
+    return sys.getsizeof(text) + INBOUND_OVERHEAD
+
+
 @attrs.define
 class ManagerStats:
     """Live counters of one connection.
 
-    Written by the manager (``last_seen`` also by the shell's
-    heartbeat), read by the supervisor and the state dump. Plain attribute
-    writes are atomic in CPython; readers may see a value one event old.
+    Written by the manager (``last_seen`` also by the shell's heartbeat,
+    ``inbound_bytes`` only by the handle's :meth:`~Handle.deliver`), read by
+    the supervisor, the shell and the state dump. Each counter has one
+    writer and plain attribute writes are atomic in CPython; readers may see
+    a value one event old.
     """
 
     connected_at: float
@@ -103,6 +117,15 @@ class ManagerStats:
     messages_out: int = 0
     outbound_queued: int = 0
     restarts: int = 0
+    inbound_bytes: int = 0
+    """The :func:`inbound_cost` of every frame delivered to the manager (the shell writes it)."""
+    inbound_done: int = 0
+    """Of those, the cost of the frames it has handled (the manager writes it)."""
+
+    @property
+    def inbound_waiting(self) -> int:
+        """Bytes of frames delivered and not yet handled: the manager's backlog."""
+        return self.inbound_bytes - self.inbound_done
 
 
 @attrs.frozen

@@ -132,9 +132,7 @@ class RootMonitorActor(RoutingActor):
         self._node_used += report.used - (previous.used if previous else 0)
         self._users_active += (report.used > 0) - (previous is not None and previous.used > 0)
         schedule = self._rt.schedule
-        if schedule.is_empty(
-            report.used, report.pool_idle, report.admits_seen, self._forwarded[user_id]
-        ):
+        if schedule.is_empty(report.used, report.admits_seen, self._forwarded[user_id]):
             since = self._empty_since.setdefault(user_id, self._rt.clock.monotonic())
             self._alarm.request(schedule.retire_at(since))
         else:

@@ -65,11 +65,24 @@ _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 def _admin_token(config: Config, env: Mapping[str, str]) -> str | None:
-    token = env.get(config.admin.token_env) if config.admin.token_env else None
-    if not token and config.admin.host not in _LOOPBACK:
+    """The admin bearer token; None only when none is asked for, on loopback.
+
+    The listener fails closed: a ``token_env`` naming a variable that is
+    unset or empty is an error (an operator who asked for a token never gets
+    a listener without one), and so is no token off loopback.
+    """
+    name = config.admin.token_env
+    if name:
+        token = env.get(name, "")
+        if not token.strip():
+            state = "is empty" if name in env else "is not set"
+            message = f"environment variable {name} {state}: the admin token it names is required"
+            raise ConfigError([ConfigIssue("admin.token_env", message)])
+        return token
+    if config.admin.host not in _LOOPBACK:
         issue = ConfigIssue("admin.token_env", "an admin listener off loopback needs a token")
         raise ConfigError([issue])
-    return token or None
+    return None
 
 
 @attrs.frozen

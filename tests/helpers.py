@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,6 +18,7 @@ from supervisor.config.schema import Config
 __all__ = [
     "ACTOR_THREAD_PREFIXES",
     "actor_threads",
+    "bearer_status",
     "connect",
     "make_config",
     "wait_for_value",
@@ -88,3 +91,14 @@ def handle_of(admission: Admission) -> Handle:
     """The handle of an admission that must have been admitted."""
     assert admission.handle is not None, f"not admitted: {admission}"
     return admission.handle
+
+
+def bearer_status(url: str, token: str | None = None) -> int:
+    """The HTTP status of a GET of ``url``, with ``Authorization: Bearer token`` if one is given."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        error.close()
+        return error.code

@@ -23,9 +23,14 @@ class CleanupSchedule:
         return last + self.background_interval
 
     @staticmethod
-    def is_empty(used: int, pool_idle: int, admits_seen: int, admits_sent: int) -> bool:
-        """True when a supervisor holds nothing and no admission is on its way to it."""
-        return used == 0 and pool_idle == 0 and admits_seen == admits_sent
+    def is_empty(used: int, admits_seen: int, admits_sent: int) -> bool:
+        """True when a supervisor holds no slot and no admission is on its way to it.
+
+        Its pooled managers do not keep it: a user with no connection is
+        forgotten ``empty_supervisor_ttl`` after its last one closed, and
+        retiring the supervisor stops its pool with it.
+        """
+        return used == 0 and admits_seen == admits_sent
 
     def retire(self, empty_since: float, now: float) -> bool:
         """True when a supervisor empty since ``empty_since`` should be stopped."""

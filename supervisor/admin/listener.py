@@ -33,6 +33,7 @@ from actors.errors import InvalidIdError, WsSupervisorError
 from supervisor.admin.backend import AdminBackend
 from supervisor.admin.page import PAGE_HEADERS, load_page
 from supervisor.errors import BackendUnavailable
+from supervisor.front.protocol import MAX_DEPTH, nesting_depth
 
 __all__ = ["AdminServer"]
 
@@ -137,6 +138,8 @@ def _parse_push(body: bytes) -> tuple[str, str | None, Any]:
         raise _HttpError(400, "body is not UTF-8") from None
     except ValueError as error:
         raise _HttpError(400, f"body is not valid JSON: {error}") from None
+    except RecursionError:  # nested past the interpreter's limit: too deep, never a 500
+        raise _HttpError(400, f"message nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(data, dict):
         raise _HttpError(400, "body must be a JSON object")
     unknown = sorted(set(data) - {"user_id", "thread_id", "message"})
@@ -151,6 +154,8 @@ def _parse_push(body: bytes) -> tuple[str, str | None, Any]:
         raise _HttpError(400, "thread_id must be a string")
     if "message" not in data:
         raise _HttpError(400, "missing field: message")
+    if nesting_depth(data["message"]) > MAX_DEPTH:  # no client may send it; nor may a push
+        raise _HttpError(400, f"message nested deeper than {MAX_DEPTH} levels")
     return data["user_id"], thread_id, data["message"]
 
 

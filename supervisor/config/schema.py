@@ -25,6 +25,7 @@ from actors.settings import (
 )
 
 __all__ = [
+    "ECHO_EXPANSION",
     "AdminConfig",
     "AuthConfig",
     "AuthMode",
@@ -217,6 +218,10 @@ class RedisConfig:
             )
 
 
+ECHO_EXPANSION = 3
+"""How much larger than a message its JSON echo can be: ``\\u`` escapes triple 2-byte UTF-8."""
+
+
 @attrs.frozen
 class LimitsConfig:
     """Limits that hold under abuse (see :mod:`supervisor.front.limits`).
@@ -224,9 +229,13 @@ class LimitsConfig:
     Handshakes: ``handshakes_per_second_per_address`` with bursts of
     ``handshake_burst_per_address`` from one client address (429 beyond),
     at most ``max_concurrent_handshakes`` in progress (503 beyond), each done
-    within ``open_timeout`` seconds. Per connection: ``messages_per_second``
-    inbound with bursts of ``message_burst`` (1008 beyond), and at most
-    ``max_outbound_queue`` frames waiting to be written (4004 beyond).
+    within ``open_timeout`` seconds, none sending more than
+    ``max_handshake_bytes`` before its upgrade (431 beyond). Per connection:
+    ``messages_per_second`` inbound messages and control frames with bursts
+    of ``message_burst`` (1008 beyond), at most ``max_inbound_bytes`` of
+    messages waiting for a busy handler (1008 beyond), and at most
+    ``max_outbound_queue`` frames and ``max_outbound_bytes`` bytes waiting to
+    be written (4004 beyond). docs/SECURITY.md adds them up per connection.
     """
 
     handshakes_per_second_per_address: float = attrs.field(default=20.0, validator=positive())
@@ -236,6 +245,9 @@ class LimitsConfig:
     messages_per_second: float = attrs.field(default=50.0, validator=positive())
     message_burst: int = attrs.field(default=100, validator=at_least(1))
     max_outbound_queue: int = attrs.field(default=1000, validator=at_least(1))
+    max_handshake_bytes: int = attrs.field(default=16384, validator=at_least(1024))
+    max_inbound_bytes: int = attrs.field(default=2_097_152, validator=at_least(1024))
+    max_outbound_bytes: int = attrs.field(default=4_194_304, validator=at_least(1024))
 
 
 @attrs.frozen
@@ -281,7 +293,7 @@ class Config(Settings):
 
     def cross_section_problems(self) -> list[tuple[str, str]]:
         """(key path, problem) for values that contradict a value of another section."""
-        problems = []
+        problems: list[tuple[str, str]] = []
         admission, opening = self.server.admission_timeout, self.limits.open_timeout
         if admission >= opening:
             problem = (
@@ -289,6 +301,14 @@ class Config(Settings):
                 "a slower admission would be cut off with no HTTP answer instead of a 503"
             )
             problems.append(("server.admission_timeout", problem))
+        least = ECHO_EXPANSION * self.server.max_message_size + 4096
+        if self.limits.max_outbound_bytes < least:
+            problem = (
+                f"must be at least {least} ({ECHO_EXPANSION} x server.max_message_size + 4096), "
+                f"got {self.limits.max_outbound_bytes}: the JSON echo of one message of the "
+                "largest size, escaped, would close its connection with 4004"
+            )
+            problems.append(("limits.max_outbound_bytes", problem))
         if self.faults.close_under_foreign_id and self.profile == "production":
             problem = "is a test-only fault and is refused in the production profile"
             problems.append(("faults.close_under_foreign_id", problem))

@@ -1,8 +1,10 @@
 """The access log: one line per connection, written when it ends; one per refused handshake.
 
-A connection costs one line of ours at INFO, whatever happens to it, and
-none of websockets' (the front silences its per-connection ``connection
-open`` and ``connection closed`` below DEBUG). The line is written at the
+A connection costs one line of ours at INFO, and none of websockets' (the
+front silences its per-connection ``connection open`` and ``connection
+closed`` below DEBUG); one the front ends itself gets one more, saying why
+(``shed ... reason=`` from the bridge, ``keepalive missed`` from the
+keepalive: docs/SECURITY.md). The line is written at the
 end, not at the upgrade, because only then does it tell the whole story:
 who (user, thread, websocket id), from where, how long, how many frames
 each way, and how it ended (the close code, and which side closed first).

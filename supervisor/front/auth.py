@@ -10,8 +10,9 @@ the token (the server sends it in the 401 body).
 
 Two modes:
 
-- ``jwt``: the token comes from ``Authorization: Bearer <token>``, else from
-  the ``token`` query parameter. It must be signed with exactly the
+- ``jwt``: the token comes from ``Authorization: Bearer <token>``, else (no
+  Authorization header at all) from the ``token`` query parameter; a header
+  of another scheme is refused, never rescued by the query. It must be signed with exactly the
   configured algorithm (``none``, and HS256 on an RS256 node, are refused),
   be within its ``exp``/``nbf`` (give or take ``leeway``), match
   ``audience``/``issuer`` when they are set, and carry a ``sub`` that is a
@@ -22,6 +23,7 @@ Two modes:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -45,6 +47,7 @@ __all__ = [
     "MIN_RSA_KEY_BITS",
     "MIN_SECRET_BYTES",
     "QUERY_MODE_PROFILES",
+    "TIME_CLAIMS",
     "Authenticator",
 ]
 
@@ -116,7 +119,7 @@ class Authenticator:
     def _decode(self, token: str) -> dict[str, Any]:
         auth = self.config
         try:
-            return jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 cast(_Key, self._key),  # not None in jwt mode: see __attrs_post_init__
                 algorithms=[auth.jwt_algorithm],
@@ -127,8 +130,10 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise AuthError(_reason(exc)) from None
-        except (ValueError, TypeError, RecursionError):
+        except (ValueError, TypeError, ArithmeticError, RecursionError):
             raise AuthError("malformed token") from None
+        _check_time_claims(claims)
+        return claims
 
 
 # --- start-up checks ----------------------------------------------------------
@@ -208,23 +213,54 @@ def _query_user_id(query: Mapping[str, str]) -> str:
 
 
 def _header(headers: Mapping[str, str]) -> str | None:
+    """The Authorization header, even an empty one; None when there is none."""
     try:
-        return headers.get("Authorization") or headers.get("authorization")
+        for name in ("Authorization", "authorization"):  # websockets' Headers: either finds it
+            if name in headers:
+                return headers[name]
     except LookupError:  # websockets' MultipleValuesError
         raise AuthError("more than one Authorization header") from None
+    return None
 
 
 def _token_of(headers: Mapping[str, str], query: Mapping[str, str]) -> str:
-    """The bearer token of the Authorization header, else the ``token`` query parameter."""
-    scheme, _, token = (_header(headers) or "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        token = query.get("token") or ""
-    token = token.strip()
+    """The bearer token of the Authorization header; without that header, the ``token`` query.
+
+    An Authorization header that is not ``Bearer <token>`` (another scheme,
+    or no token) is refused: it is never replaced by the query parameter.
+    """
+    header = _header(headers)
+    if header is None:
+        token = (query.get("token") or "").strip()
+    else:
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError("Authorization must be 'Bearer <token>'")
     if not token:
         raise AuthError("missing bearer token")
     if len(token) > MAX_TOKEN_LENGTH:
         raise AuthError(f"token longer than {MAX_TOKEN_LENGTH} characters")
     return token
+
+
+TIME_CLAIMS = ("exp", "nbf", "iat")
+"""Claims that are times: JSON numbers only (RFC 7519's NumericDate)."""
+
+
+def _check_time_claims(claims: Mapping[str, Any]) -> None:
+    """AuthError for a time claim that is not a finite JSON number.
+
+    PyJWT reads them with ``int()``, which takes ``"9999999999"``,
+    ``" 99_9999_9999 "`` and ``true`` too; RFC 7519 says a NumericDate is a
+    JSON number, and nothing else is one here.
+    """
+    for name in TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise AuthError(f"token {name!r} claim is not a number")
 
 
 def _reason(exc: jwt.PyJWTError) -> str:

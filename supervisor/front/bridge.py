@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
+import logging
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -23,23 +24,19 @@ from websockets.protocol import State
 
 from actors.codes import ServerCloseCode
 from actors.context import UserExecutionContext
-from actors.ports import Admission, Handle
+from actors.ports import Admission, Handle, inbound_cost
 from actors.tree import SupervisionTree
+from supervisor.front.budget import ConnectionBudget
+from supervisor.front.closing import close_within_grace, watch_stall
 from supervisor.front.connection import running_loop
 from supervisor.front.keepalive import Keepalive, KeepaliveScheduler, buffer_full
 from supervisor.front.limits import InboundRateLimit
+from supervisor.front.protocol import BINARY_ERROR, welcome_frame
 
-__all__ = [
-    "DEFAULT_MAX_OUTBOUND_QUEUE",
-    "SHED_GRACE",
-    "WebSocketPort",
-    "admit",
-    "off_loop",
-    "reply_future",
-    "serve_connection",
-    "welcome_frame",
-]
+__all__ = ["WebSocketPort", "admit", "off_loop", "reply_future", "serve_connection"]
 
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -86,8 +83,8 @@ async def off_loop(function: Callable[[], T]) -> T:
     """Run a blocking call on a fresh daemon thread and await its result.
 
     A daemon thread, not the default executor: a forced exit never waits for it.
-    Returns once the thread has ended too (it only has to return by then), so
-    a caller that stops the daemon leaves no thread of it behind.
+    Returns once the thread has ended too, so a caller that stops the daemon
+    leaves no thread of it behind.
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
@@ -117,43 +114,34 @@ async def off_loop(function: Callable[[], T]) -> T:
             await asyncio.sleep(0.001)
 
 
-DEFAULT_MAX_OUTBOUND_QUEUE = 1000
-"""Frames a :class:`WebSocketPort` holds for its writer by default (as ``[limits]``)."""
-
-SHED_GRACE = 1.0
-"""Seconds a shed connection's close may take before its TCP connection is aborted."""
-
-
 class WebSocketPort:
     """A websockets connection as a :class:`~actors.ports.Port`.
 
     ``send_text`` and ``close`` run on actor threads: they queue and wake the
-    loop once per batch (not once per frame). On the loop (a handler that
-    runs inline), a frame with nothing queued ahead of it is written at
-    once. On the loop, a batch is written
-    straight into the connection's transport (websockets' own
+    loop once per batch (not once per frame); on the loop (a handler that runs
+    inline) a frame with nothing queued ahead of it is written at once. A
+    batch is written straight into the transport (websockets' own
     :func:`~websockets.asyncio.server.broadcast`, no task, no await) while
-    the transport's buffer is below its high-water mark; past it, a drain
-    task takes over and awaits websockets' flow control until the queue is
-    empty. Frames go out in order, then the close. Nothing is written before
-    :meth:`start` (the welcome frame goes first).
+    its buffer is below its high-water mark; past it, a drain task awaits
+    websockets' flow control until the queue is empty. Frames go out in
+    order, then the close; nothing before :meth:`start` (the welcome first).
 
-    At most ``max_outbound_queue`` frames wait: beyond that the reader is
-    too slow (or stalled), the waiting frames are dropped and the
-    connection is shed with 4004 (:meth:`shed`).
+    What waits is held to the ``budget``'s frames and bytes (``sys.getsizeof``,
+    from :meth:`send_text` until the transport has it). Beyond either, the
+    reader is too slow (or stalled): what waits is dropped and the
+    connection shed with 4004 (:meth:`shed`).
     """
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         connection: ServerConnection,
-        max_outbound_queue: int = DEFAULT_MAX_OUTBOUND_QUEUE,
+        budget: ConnectionBudget | None = None,
     ) -> None:
-        if max_outbound_queue < 1:
-            raise ValueError(f"max_outbound_queue must be >= 1, got {max_outbound_queue!r}")
         self._loop = loop
         self._connection = connection
-        self.max_outbound_queue = max_outbound_queue
+        self.budget = budget if budget is not None else ConnectionBudget()
+        self._queued_bytes = 0  # of the frames queued by send_text and not yet written
         self._lock = threading.Lock()
         self._pending: collections.deque[str] = collections.deque()
         self._close: tuple[int, str] | None = None
@@ -162,6 +150,8 @@ class WebSocketPort:
         self._scheduled = False
         self._started = False
         self._closing = False  # the close is under way (or was not needed)
+        self._watched = False  # a close waiting behind a drain is watched for a stall
+        self.on_shed: Callable[[int], object] | None = None  # told the code, at the shed
         self._task: asyncio.Task[None] | None = None  # draining or closing, only while it does
 
     @property
@@ -170,12 +160,13 @@ class WebSocketPort:
         return None if self._shed is None else self._shed[0]
 
     def send_text(self, text: str) -> None:
-        """Any thread: queue one frame; past ``max_outbound_queue`` shed with 4004.
+        """Any thread: queue one frame; past the budget's frames or bytes shed with 4004.
 
-        On the loop, with nothing queued ahead of it and no drain, close or
-        shed under way, the frame is written at once: no queue, no lock.
-        (A frame a worker queued has set ``_scheduled`` before its turn
-        ended, and the manager's turns are ordered: it cannot be overtaken.)
+        On the loop, with nothing queued, draining, closing or shed, a frame
+        goes to the transport at once if its buffer is below the high-water
+        mark and the frame within ``max_outbound_bytes`` (else the queue's
+        path: the same budget). A worker's queued frame has set ``_scheduled``
+        before its turn ended, and the manager's turns are ordered: no overtaking.
         """
         if (
             not self._scheduled
@@ -187,7 +178,9 @@ class WebSocketPort:
             connection = self._connection
             if connection.protocol.state is not State.OPEN:
                 return  # closing: it could not be sent (as in _flush)
-            if not buffer_full(connection):
+            if not buffer_full(connection) and not self.budget.outbound_over(
+                1, sys.getsizeof(text)
+            ):
                 broadcast((connection,), text)
                 return
         overflow = False
@@ -195,10 +188,12 @@ class WebSocketPort:
             if self._shed is not None:
                 return
             self._pending.append(text)
-            if len(self._pending) > self.max_outbound_queue:
+            self._queued_bytes += sys.getsizeof(text)
+            if self.budget.outbound_over(len(self._pending), self._queued_bytes):
                 overflow = True
                 self._pending.clear()
-                self._shed = (int(ServerCloseCode.SLOW_CONSUMER), "slow consumer")
+                self._queued_bytes = 0
+                self._shed = self.budget.outbound_overflow()
             wake = not self._scheduled
             self._scheduled = True
         if overflow:
@@ -216,14 +211,14 @@ class WebSocketPort:
     def shed(self, code: int, reason: str) -> None:
         """Loop: close now, dropping the queued frames; abort if the close stalls.
 
-        The close gets :data:`SHED_GRACE` seconds; a peer that does not read
-        (its TCP window full) cannot hold it up longer: the TCP connection is
-        then aborted, which ends any drain and frees the slot.
+        The close gets :data:`~supervisor.front.closing.SHED_GRACE` seconds, then
+        the TCP connection is aborted (a peer that does not read cannot hold it up).
         """
         with self._lock:
             if self._shed is not None:
                 return
             self._pending.clear()
+            self._queued_bytes = 0
             self._shed = (code, reason[:120])
         self._start_shed()
 
@@ -238,10 +233,8 @@ class WebSocketPort:
         self._flush()
 
     async def wait_done(self) -> None:
-        """Loop: wait for a drain, a close or a shed under way to end (a shed within its grace).
-
-        A drain that ends with a close asked for starts the close: that is waited for too.
-        """
+        """Loop: wait for a drain, a close or a shed under way to end (a shed within its grace),
+        and for the close that a drain starts when it ends."""
         while True:
             running = [t for t in (self._task, self._shed_task) if t is not None and not t.done()]
             if not running:
@@ -250,15 +243,18 @@ class WebSocketPort:
 
     def _start_shed(self) -> None:  # on the loop
         if self._shed_task is None and self._shed is not None:
-            self._shed_task = asyncio.ensure_future(self._close_or_abort(*self._shed))
+            self._connection.transport.pause_reading()  # nothing more is parsed, nor answered
+            code, reason = self._shed
+            if self.on_shed is not None:
+                self.on_shed(code)  # its slot is freed now, not once the close is over
+            close = close_within_grace(self._connection, code, reason, shed=True)
+            self._shed_task = asyncio.ensure_future(close)
 
-    async def _close_or_abort(self, code: int, reason: str) -> None:
-        try:
-            await asyncio.wait_for(self._connection.close(code, reason), SHED_GRACE)
-        except ConnectionClosed:
-            pass
-        except TimeoutError:
-            self._connection.transport.abort()
+    def _unwritten(self) -> int | None:
+        """Loop: bytes still to write ahead of a close; None once no drain is under way."""
+        if self._task is None or self._closing:
+            return None
+        return self._queued_bytes + self._connection.transport.get_write_buffer_size()
 
     def _call_soon(self, callback: Callable[[], object]) -> None:
         _run_on_loop(self._loop, callback)
@@ -270,17 +266,32 @@ class WebSocketPort:
             self._scheduled = False
             return batch, self._close
 
+    def _written(self, size: int) -> None:
+        """Loop: ``size`` bytes of frames have reached the transport: they wait no more."""
+        if size:
+            with self._lock:
+                if self._shed is None:
+                    self._queued_bytes -= size
+
     def _flush(self) -> None:  # on the loop
+        if self._task is not None and self._close is not None and not self._watched:
+            self._watched = True  # a close waits behind a drain: not for a peer that stalls
+            watch_stall(self._connection, self._unwritten)
         if not self._started or self._task is not None or self._shed is not None:
             return  # not yet; or the task under way takes what is queued; or shed
         batch, close = self._take()
-        for index, text in enumerate(batch):
-            if self._shed is not None or self._connection.protocol.state is not State.OPEN:
-                return  # shed (the shed task closes); or closing: what is left cannot be sent
-            if buffer_full(self._connection):
-                self._task = asyncio.ensure_future(self._drain(batch[index:]))
-                return
-            broadcast((self._connection,), text)
+        written = 0
+        try:
+            for index, text in enumerate(batch):
+                if self._shed is not None or self._connection.protocol.state is not State.OPEN:
+                    return  # shed (the shed task closes); or closing: the rest cannot be sent
+                if buffer_full(self._connection):
+                    self._task = asyncio.ensure_future(self._drain(batch[index:]))
+                    return
+                broadcast((self._connection,), text)
+                written += sys.getsizeof(text)
+        finally:
+            self._written(written)
         if close is not None and not self._closing:
             self._closing = True
             if self._connection.state is not State.CLOSED:  # a peer gone: nothing to say
@@ -295,6 +306,7 @@ class WebSocketPort:
                     if self._shed is not None:
                         return  # the shed task closes the connection
                     await self._connection.send(text)
+                    self._written(sys.getsizeof(text))
                 batch, close = self._take()
         except ConnectionClosed:
             return
@@ -305,25 +317,9 @@ class WebSocketPort:
 
     async def _close_connection(self, code: int, reason: str) -> None:
         try:
-            await self._connection.close(code, reason)
-        except ConnectionClosed:  # pragma: no cover - close() itself does not raise it
-            pass
+            await close_within_grace(self._connection, code, reason, shed=False)
         finally:
             self._task = None
-
-
-def welcome_frame(context: UserExecutionContext) -> str:
-    """The first frame a client receives: who it is, under which ids."""
-    return json.dumps(
-        {
-            "type": "welcome",
-            "user_id": context.user_id,
-            "thread_id": context.thread_id,
-            "run_id": context.run_id,
-            "request_id": context.request_id,
-            "websocket_id": context.websocket_id,
-        }
-    )
 
 
 async def admit(
@@ -361,15 +357,6 @@ def _release(admission: Admission) -> None:
         admission.handle.closed()
 
 
-_BINARY_ERROR = json.dumps(
-    {
-        "type": "error",
-        "code": "binary_not_supported",
-        "message": "frames are JSON text; binary frames are not accepted",
-    }
-)
-
-
 async def serve_connection(
     connection: ServerConnection,
     handle: Handle,
@@ -382,8 +369,11 @@ async def serve_connection(
     ``ConnectionClosed`` never escapes (a traceback per dropped connection
     would slow a disconnect storm); the slot is freed however it ends. A
     client over its ``inbound`` rate is shed with 1008 (the frame over the
-    rate is not delivered).
+    rate is not delivered), and so is one whose frames would make its
+    manager's backlog exceed the port's budget (``max_inbound_bytes``).
     """
+    budget = port.budget
+    port.on_shed = handle.closed
     pinger = None if alive is None else KeepaliveScheduler.of(alive).add(connection, handle)
     started = False
     try:
@@ -395,13 +385,18 @@ async def serve_connection(
                 port.shed(int(ServerCloseCode.POLICY), "message rate exceeded")
                 break
             if isinstance(message, str):
+                if budget.inbound_over(handle.stats.inbound_waiting, inbound_cost(message)):
+                    port.shed(*budget.inbound_overflow())  # the handler is far behind the client
+                    break
                 handle.deliver(message)
             else:
-                port.send_text(_BINARY_ERROR)
+                port.send_text(BINARY_ERROR)
     except ConnectionClosed:
         pass
     finally:
         handle.closed(connection.close_code if port.shed_code is None else port.shed_code)
+        if port._shed is not None:
+            log.info("shed websocket_id=%s code=%d reason=%s", handle.websocket_id, *port._shed)
         if pinger is not None:
             pinger.stop()
         if started and connection.state is not State.CLOSED:  # else nothing is left to send

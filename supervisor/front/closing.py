@@ -1,4 +1,11 @@
-"""Closes of dropped peers, done in chunks after the reads the loop has waiting.
+"""Closes the front starts, bounded in time; and closes of dropped peers, done in chunks.
+
+A close waits for the peer to take it, and a peer that does not read would
+make it wait for good: websockets' ``close()`` first drains what is
+buffered with no time limit, and a drain task waits the same way.
+:func:`close_within_grace` and :func:`watch_stall` abort such a peer's TCP
+connection once it has taken nothing for :data:`SHED_GRACE` seconds, so its
+buffers go with it.
 
 A mass disconnect reaches the loop as thousands of EOFs. The front frees
 each dropped peer's slot as its EOF is read (``ConnectionHandle.peer_gone``);
@@ -19,12 +26,59 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Callable
 
-__all__ = ["CHUNK", "DeferredCloses"]
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+__all__ = ["CHUNK", "SHED_GRACE", "DeferredCloses", "close_within_grace", "watch_stall"]
 
 log = logging.getLogger(__name__)
+
+SHED_GRACE = 1.0
+"""Seconds a peer has to take a close (or anything written before it) before it is aborted."""
+
+
+async def close_within_grace(
+    connection: ServerConnection, code: int, reason: str, *, shed: bool
+) -> None:
+    """Loop: close ``connection``; after :data:`SHED_GRACE`, abort it if it is not taking it.
+
+    A ``shed`` connection is aborted at the grace whatever it does; any
+    other only while it still has unread bytes waiting (a peer that reads
+    but does not answer the close is left to websockets' close timeout).
+    """
+    close = asyncio.ensure_future(connection.close(code, reason))
+    try:
+        await asyncio.wait_for(asyncio.shield(close), SHED_GRACE)
+        return
+    except TimeoutError:
+        if shed or connection.transport.get_write_buffer_size() > 0:
+            connection.transport.abort()
+    with contextlib.suppress(ConnectionClosed):
+        await close
+
+
+def watch_stall(
+    connection: ServerConnection, pending: Callable[[], int | None], last: int | None = None
+) -> None:
+    """Loop: abort ``connection`` once ``pending()`` bytes have not gone down in a grace.
+
+    ``pending`` says what still waits to be written, or None once nothing
+    is owed any more (the watch ends). Checked every :data:`SHED_GRACE`: a
+    slow reader that takes something each time keeps its connection.
+    """
+    now = pending()
+    if now is None or connection.state is State.CLOSED:
+        return
+    if last is not None and now >= last:
+        connection.transport.abort()  # ends the drain task and its wait: connection_lost
+        return
+    asyncio.get_running_loop().call_later(SHED_GRACE, watch_stall, connection, pending, now)
+
 
 CHUNK = 64
 """Closes run per loop iteration: under 10 ms of work between two reads."""

@@ -4,7 +4,15 @@
   socket transport's ``_read_ready_cb`` (a bound method of the transport
   itself) and websockets' ``Protocol.parser`` (a suspended generator) and
   ``parser_exc``'s traceback, and overrides ``eof_received`` and
-  ``connection_lost``;
+  ``connection_lost``. It also carries out the connection's byte budget
+  (:class:`~supervisor.front.budget.ConnectionBudget`), which needs the
+  protocol's own hooks: ``data_received`` (the handshake's bytes, the write
+  buffer's ceiling), ``process_event`` (control frames count toward the
+  message rate), ``pause_writing``/``resume_writing`` (reading pauses while
+  writing is) and the assembler's ``resume`` (``recv_messages``);
+- :func:`ping_nowait` writes a keepalive ping without waiting for the
+  peer to drain (websockets' ``pending_pings``, ``protocol.send_ping``,
+  ``send_data``);
 - :func:`running_loop` is ``asyncio._get_running_loop``: the running loop
   or None, without the exception ``get_running_loop`` raises off a loop;
 - :meth:`AcyclicConnection.call_when_answered` reads websockets'
@@ -19,14 +27,29 @@ raises ImportError, and a test checks that each attribute is still there.
 from __future__ import annotations
 
 import asyncio
+import http
 import importlib.metadata
+import random
+import struct
+import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
-from websockets.protocol import CONNECTING
+from websockets.frames import Frame, Opcode
+from websockets.protocol import CONNECTING, OPEN, Event
 
-__all__ = ["WEBSOCKETS_SERIES", "AcyclicConnection", "check_websockets", "running_loop"]
+from actors.codes import ServerCloseCode
+from supervisor.front.budget import ConnectionBudget
+from supervisor.front.limits import InboundRateLimit
+
+__all__ = [
+    "WEBSOCKETS_SERIES",
+    "AcyclicConnection",
+    "check_websockets",
+    "ping_nowait",
+    "running_loop",
+]
 
 WEBSOCKETS_SERIES = 17
 """The websockets major release whose internals this module was written against."""
@@ -47,6 +70,31 @@ check_websockets(importlib.metadata.version("websockets"))
 def running_loop() -> asyncio.AbstractEventLoop | None:
     """The event loop running on this thread, or None (never raises)."""
     return asyncio._get_running_loop()
+
+
+def ping_nowait(connection: ServerConnection) -> asyncio.Future[float] | None:
+    """Loop: write a ping to ``connection`` now; the future its pong completes, or None if closed.
+
+    websockets' ``ping()`` waits for the peer to drain what is buffered
+    first, so one peer that does not read would hold up whoever pings it.
+    This writes the ping behind whatever is buffered and returns at once:
+    a peer that does not read never answers, and that is what the caller
+    checks. The future fails with ``ConnectionClosed`` if the connection
+    is lost first (websockets' ``connection_lost`` ends every pending ping).
+    """
+    if connection.protocol.state is not OPEN:
+        return None
+    data = struct.pack("!I", random.getrandbits(32))
+    while data in connection.pending_pings:
+        data = struct.pack("!I", random.getrandbits(32))
+    pong: asyncio.Future[float] = connection.loop.create_future()
+    connection.pending_pings[data] = (pong, connection.loop.time())
+    connection.protocol.send_ping(data)
+    try:
+        connection.send_data()
+    except Exception as error:  # the transport is gone: connection_lost follows and ends the ping
+        connection.set_connection_exc(error)
+    return pong
 
 
 def _spent() -> Generator[None]:
@@ -120,6 +168,113 @@ class AcyclicConnection(ServerConnection):
         if callback is not None:
             callback(status, dropped)
 
+    budget: ConnectionBudget | None = None
+    """The byte budget this connection is held to (set per front by :meth:`bounded`)."""
+    _rate: InboundRateLimit | None = None
+    _shed: Callable[[int, str], None] | None = None
+    _handshake_bytes = 0
+    _control_frames = 0  # ping and pong frames of the read being processed
+    _write_paused = False
+    _overflowed = False  # over a budget: nothing more is read or handled
+
+    @classmethod
+    def bounded(cls, budget: ConnectionBudget) -> type[AcyclicConnection]:
+        """This class, held to ``budget`` (the ``create_connection`` of one front)."""
+        return type("BoundedConnection", (cls,), {"budget": budget, "__module__": __name__})
+
+    def guard(self, rate: InboundRateLimit | None, shed: Callable[[int, str], None]) -> None:
+        """Loop, once admitted: count control frames in ``rate``; close through ``shed``.
+
+        ``rate`` is the connection's message rate: a ping or a pong costs
+        what a message does. ``shed(code, reason)`` closes the connection
+        at once (the port's shed: a close frame, and an abort if it stalls).
+        """
+        self._rate = rate
+        self._shed = shed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Loop: as websockets', with the assembler's resume held back while writing is paused."""
+        super().connection_made(transport)
+        resume, held = self.recv_messages.resume, weakref.ref(self)  # weakly: no cycle
+
+        def resume_if_writable() -> None:
+            connection = held()
+            if connection is not None and not (connection._write_paused or connection._overflowed):
+                resume()
+
+        self.recv_messages.resume = resume_if_writable
+
+    def data_received(self, data: bytes) -> None:
+        """Loop: websockets' parsing, within the handshake's bytes and the write buffer's ceiling.
+
+        Before the upgrade, a client that sends more than
+        ``max_handshake_bytes`` gets 431 (its head is not complete yet) or
+        is cut (it sends frames before the 101). After parsing, a write
+        buffer over the ceiling (pongs that a peer does not read) closes it.
+        """
+        if self._overflowed:
+            return  # closing: nothing more is parsed, answered or handed on
+        budget = self.budget
+        if budget is not None and self.protocol.state is CONNECTING:
+            self._handshake_bytes += len(data)
+            if budget.handshake_over(self._handshake_bytes):
+                self._refuse_handshake(budget)
+                return
+        self._control_frames = 0
+        super().data_received(data)
+        buffered = self.transport.get_write_buffer_size()
+        if budget is not None and not self._overflowed and budget.write_over(buffered):
+            self._over(*budget.write_overflow(self._control_frames))
+
+    def process_event(self, event: Event) -> None:
+        """Loop: one event parsed; a ping or a pong first pays the message rate."""
+        if self._overflowed:
+            return
+        if isinstance(event, Frame) and event.opcode in (Opcode.PING, Opcode.PONG):
+            self._control_frames += 1  # its pong (for a ping) is written already
+            rate = self._rate
+            if rate is not None and not rate.allow():
+                self._over(int(ServerCloseCode.POLICY), "control frame rate exceeded")
+                return
+        super().process_event(event)
+
+    def pause_writing(self) -> None:
+        """Loop: the peer reads slower than we write: stop reading it too.
+
+        No more frames are parsed (nor pings answered) until it has read
+        what waits, so a peer that does not read cannot make us buffer more.
+        """
+        super().pause_writing()
+        self._write_paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        """Loop: the peer has read: read it again (unless the assembler or a budget holds it)."""
+        super().resume_writing()
+        self._write_paused = False
+        if not self._overflowed and not self.recv_messages.paused:
+            self.transport.resume_reading()
+
+    def _over(self, code: int, reason: str) -> None:
+        """Over a budget: read nothing more; close with ``code`` (or cut, before the upgrade)."""
+        self._overflowed = True
+        self.transport.pause_reading()
+        if self._shed is not None and self.protocol.state is OPEN:
+            self._shed(code, reason)
+        else:
+            self.transport.abort()
+
+    def _refuse_handshake(self, budget: ConnectionBudget) -> None:
+        if self.request is not None:  # frames before the 101: no answer is owed
+            self._over(int(ServerCloseCode.POLICY), "data before the handshake's end")
+            return
+        self._overflowed = True  # what it still sends is read and dropped, never kept
+        status = http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+        text = f"Failed to open a WebSocket connection: more than {budget.max_handshake_bytes} "
+        response = self.protocol.reject(status, text + "bytes of request line and headers.\n")
+        self.protocol.send_response(response)  # then the end of our stream: the client leaves
+        self.send_data()  # (closing now would reset a client still sending: it would lose this)
+
     def call_when_lost(self, callback: Callable[[bool], None]) -> None:
         """Loop: call ``callback`` once the peer is gone; at once if it is gone already.
 
@@ -156,6 +311,7 @@ class AcyclicConnection(ServerConnection):
             if self.protocol.parser_exc is not None:
                 self.protocol.parser_exc.__traceback__ = None
             self.protocol.parser = _SPENT  # its suspended frame holds the protocol
+            self._rate = self._shed = None  # the port's shed holds the port, which holds us
             self._peer_gone()
 
     def _peer_gone(self) -> None:

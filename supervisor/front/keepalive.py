@@ -1,35 +1,42 @@
-"""The keepalive of every connection on a loop: one timer per grid slot, one task per round.
+"""The keepalive of every connection on a loop: one timer per grid slot, no task at all.
 
 A dead peer (no close frame, no pong) must free its slot within ping
-interval + ping timeout. A task or a timer per connection would do it, at
-the price of one more object for the loop to carry, wake and cancel per
+interval + ping timeout, whether or not it ever sent a frame and whether
+or not it reads. A task or a timer per connection would do it, at the
+price of one more object for the loop to carry, wake and cancel per
 connection. Here one :class:`KeepaliveScheduler` per loop (and settings)
 keeps every connection in buckets of a shared grid
 (:class:`~supervisor.front.keepalive_grid.KeepaliveGrid`): a bucket is one
-timer; its pings go out from one short task, one after the other; its
-pong deadlines are checked in the timer's callback. A pong is recorded as
-a heartbeat; a missed one frees the slot at once and aborts the TCP
-connection (websockets' own keepalive would then wait its close timeout
-for a peer that cannot answer). Everything here runs on the event loop.
+timer; in its callback the due pings are written at once
+(:func:`~supervisor.front.connection.ping_nowait`: never skipped, never
+waiting for a peer to drain, so a peer that does not read is pinged, fails
+to answer, and is declared dead like any other) and the pong deadlines are
+checked. A pong is recorded as a heartbeat (the first one at :meth:`add`,
+so the supervisor's keepalive rule applies from the start too); a missed
+one frees the slot at once, recorded as 4003, and aborts the TCP connection
+(websockets' own keepalive would then wait its close timeout for a peer
+that cannot answer). Everything here runs on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import weakref
 from typing import ClassVar
 
 import attrs
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
 from actors.codes import ServerCloseCode
 from actors.ports import Handle
+from supervisor.front.connection import ping_nowait
 from supervisor.front.keepalive_grid import KeepaliveGrid
 
 __all__ = ["Keepalive", "KeepaliveEntry", "KeepaliveScheduler", "buffer_full"]
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -90,11 +97,15 @@ class KeepaliveScheduler:
         # no reference to the loop: the registry keys it weakly, and a value must not keep it
         self._grid = KeepaliveGrid.for_settings(settings.interval, settings.timeout)
         self._buckets: dict[int, list[_Item]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def add(self, connection: ServerConnection, handle: Handle) -> KeepaliveEntry:
-        """Start pinging ``connection``; stop with the entry's :meth:`~KeepaliveEntry.stop`."""
+        """Start pinging ``connection``; stop with the entry's :meth:`~KeepaliveEntry.stop`.
+
+        Its start counts as a sign of life: from now on the supervisor's
+        keepalive rule applies to it as well, pong or no pong.
+        """
         entry = KeepaliveEntry(connection, handle)
+        handle.heartbeat()
         self._next_ping(entry)
         return entry
 
@@ -110,37 +121,23 @@ class KeepaliveScheduler:
         bucket.append(item)
 
     def _fire(self, slot: int) -> None:
-        due: list[KeepaliveEntry] = []
         for entry, generation, ping in self._buckets.pop(slot, ()):
             if entry.stopped or generation != entry.generation:
                 continue  # closed, or answered since
             if ping:
-                due.append(entry)
+                self._ping(entry)
             else:
                 self._missed(entry)
-        if due:
-            task = asyncio.get_running_loop().create_task(self._ping_all(due))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
 
-    async def _ping_all(self, due: list[KeepaliveEntry]) -> None:
-        for entry in due:
-            connection = entry.connection
-            if connection is None or connection.protocol.state is not State.OPEN:
-                continue  # closed or closing: its handler frees the slot
-            if buffer_full(connection):  # a ping would wait for a peer that does not read
-                self._next_ping(entry)  # the supervisor's keepalive rule still applies to it
-                continue
-            try:
-                pong = asyncio.ensure_future(await connection.ping())
-            except ConnectionClosed:
-                continue
-            if entry.stopped:
-                continue
-            entry.generation += 1
-            sent = asyncio.get_running_loop().time()
-            self._put(self._grid.check_slot(sent), (entry, entry.generation, False))
-            pong.add_done_callback(functools.partial(self._answered, entry, entry.generation))
+    def _ping(self, entry: KeepaliveEntry) -> None:
+        connection = entry.connection
+        pong = None if connection is None else ping_nowait(connection)
+        if pong is None:
+            return  # closed or closing: its handler frees the slot
+        entry.generation += 1
+        sent = asyncio.get_running_loop().time()
+        self._put(self._grid.check_slot(sent), (entry, entry.generation, False))
+        pong.add_done_callback(functools.partial(self._answered, entry, entry.generation))
 
     def _answered(
         self, entry: KeepaliveEntry, generation: int, pong: asyncio.Future[float]
@@ -158,5 +155,6 @@ class KeepaliveScheduler:
         handle, connection = entry.handle, entry.connection
         entry.stop()
         if handle is not None and connection is not None:
-            handle.closed(int(ServerCloseCode.INTERNAL_ERROR))
+            handle.closed(int(ServerCloseCode.IDLE_TIMEOUT))  # no longer live: keepalive missed
             connection.transport.abort()
+            log.info("keepalive missed websocket_id=%s code=4003: aborted", handle.websocket_id)

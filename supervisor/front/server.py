@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import InvalidHandshake
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.typing import Origin
@@ -41,6 +42,13 @@ from supervisor.errors import AuthError
 from supervisor.front import access
 from supervisor.front.auth import Authenticator
 from supervisor.front.bridge import WebSocketPort, admit, serve_connection
+from supervisor.front.budget import (
+    ASSEMBLER_HIGH,
+    ASSEMBLER_LOW,
+    DEFLATE_WINDOW_BITS,
+    WRITE_HIGH,
+    ConnectionBudget,
+)
 from supervisor.front.closing import DeferredCloses
 from supervisor.front.connection import AcyclicConnection
 from supervisor.front.keepalive import Keepalive
@@ -109,6 +117,7 @@ class WebSocketFront:
             clock=self.clock,
         )
         self.handshakes = ConcurrencyGate(limits.max_concurrent_handshakes)
+        self.budget = ConnectionBudget.from_config(config)
         self._admitted: dict[ServerConnection, tuple[Handle, WebSocketPort]] = {}
         self.server: Server | None = None
         self._closes: DeferredCloses | None = None
@@ -127,9 +136,13 @@ class WebSocketFront:
             open_timeout=self.config.limits.open_timeout,
             ping_interval=None,  # the bridge's keepalive frees a dead peer's slot at once
             max_size=server.max_message_size,
-            compression="deflate" if server.compression == "deflate" else None,
+            # the budget's bounds (supervisor/front/budget.py), spelled out
+            max_queue=(ASSEMBLER_HIGH, ASSEMBLER_LOW),
+            write_limit=WRITE_HIGH,
+            compression=None,
+            extensions=_deflate() if server.compression == "deflate" else None,
             logger=_websockets_logger(),
-            create_connection=AcyclicConnection,
+            create_connection=AcyclicConnection.bounded(self.budget),
         )
 
     @property
@@ -211,9 +224,7 @@ class WebSocketFront:
             return _respond(connection, http.HTTPStatus.UNAUTHORIZED, error.reason)
         except InvalidIdError as error:
             return _respond(connection, http.HTTPStatus.BAD_REQUEST, str(error))
-        port = WebSocketPort(
-            asyncio.get_running_loop(), connection, self.config.limits.max_outbound_queue
-        )
+        port = WebSocketPort(asyncio.get_running_loop(), connection, self.budget)
         admission = await admit(self.tree, context, port, self.config.server.admission_timeout)
         if admission.handle is None:
             self.observer.refused(admission.result, admission.reason)
@@ -252,6 +263,8 @@ class WebSocketFront:
             inbound = InboundRateLimit(
                 limits.messages_per_second, limits.message_burst, clock=self.clock
             )
+            assert isinstance(connection, AcyclicConnection)  # the server's create_connection
+            connection.guard(inbound, admitted[1].shed)  # pings and pongs pay the rate too
             await serve_connection(connection, *admitted, alive, inbound)
         finally:
             self._admitted.pop(connection, None)
@@ -261,6 +274,23 @@ class WebSocketFront:
             access.connection_ended(
                 connection, handle, address=address, shed_code=port.shed_code, now=now
             )
+
+
+def _deflate() -> list[ServerPerMessageDeflateFactory]:
+    """permessage-deflate with windows of 2^12 both ways, for clients that agree to it.
+
+    websockets' default inflates with the client's window, 2^15 when it
+    names none; a client that does not offer ``client_max_window_bits``
+    (browsers and websockets do) gets no compression instead.
+    """
+    return [
+        ServerPerMessageDeflateFactory(
+            server_max_window_bits=DEFLATE_WINDOW_BITS,
+            client_max_window_bits=DEFLATE_WINDOW_BITS,
+            compress_settings={"memLevel": 5},
+            require_client_max_window_bits=True,
+        )
+    ]
 
 
 def _close_dropped(connection: ServerConnection, handle: Handle) -> None:

@@ -11,7 +11,7 @@ from actors.clock import ManualClock
 from actors.context import UserExecutionContext
 from actors.handle import ConnectionHandle
 from actors.messages import ConnectionClosed, Inbound, PeerGone, ReapConnection
-from actors.ports import ManagerStats
+from actors.ports import ManagerStats, inbound_cost
 from actors.tree import SupervisionTree
 from supervisor.admin.backend import TreeAdminBackend
 from supervisor.admin.fanout import FanoutObserver
@@ -63,6 +63,19 @@ def test_a_delivered_frame_reaches_the_manager_as_an_inbound_of_its_connection(
     wiring.handle.deliver("hello")
     assert wiring.manager.next(Inbound) == Inbound(wiring.ws, "hello")
     assert wiring.handle.websocket_id == wiring.ws
+
+
+def test_a_delivered_frame_is_counted_as_waiting_until_its_manager_handles_it(
+    wiring: Wiring,
+) -> None:
+    text = "x" * 1000
+    wiring.handle.deliver(text)
+    wiring.handle.deliver("y")
+    assert wiring.stats.inbound_bytes == inbound_cost(text) + inbound_cost("y")
+    assert wiring.stats.inbound_waiting == wiring.stats.inbound_bytes  # a recorder handles none
+    wiring.handle.closed()
+    wiring.handle.deliver("late")  # reaches no manager: not counted
+    assert wiring.stats.inbound_bytes == inbound_cost(text) + inbound_cost("y")
 
 
 def test_a_close_is_reported_once_with_the_time_it_was_seen_and_its_code(

@@ -24,7 +24,7 @@ from actors.messages import (
     Outbound,
 )
 from actors.policies.pool import PoolPolicy
-from actors.ports import Handler, ManagerStats, QueuePort
+from actors.ports import Handler, ManagerStats, QueuePort, inbound_cost
 from actors.tree import echo_handler
 from tests.actors.probes import Inbox, ended
 
@@ -221,6 +221,33 @@ def test_a_crash_while_serving_reports_the_frames_still_waiting_for_its_connecti
     assert (failed.websocket_id, failed.actor_urn) == (conn.ws, manager.actor_urn)
     assert "handler crashed" in failed.error
     assert failed.pending == tuple(waiting)
+    ended(manager)
+
+
+def test_a_frame_counts_as_done_once_handled_and_the_one_a_crash_ends_does_too(
+    managers: Dispatcher, clock: ManualClock
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(context: UserExecutionContext, text: str, send: Callable[[str], None]) -> None:
+        entered.set()
+        release.wait(10)
+        if text == "boom":
+            raise RuntimeError("handler crashed")
+
+    supervisor = Inbox(managers)
+    manager = start_manager(supervisor, clock, managers)
+    conn = Connection(clock, slow)
+    manager.tell(conn.attach())
+    for text in ("first", "boom"):  # the shell counts what it delivers; here, by hand
+        conn.stats.inbound_bytes += inbound_cost(text)
+        manager.tell(Inbound(conn.ws, text))
+    assert entered.wait(5)
+    assert conn.stats.inbound_waiting == inbound_cost("first") + inbound_cost("boom")
+    release.set()
+    supervisor.take(ChildFailed)
+    assert conn.stats.inbound_waiting == 0  # "first" handled, "boom" ended by the crash
+    assert conn.stats.inbound_done == inbound_cost("first") + inbound_cost("boom")
     ended(manager)
 
 

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
 import time
+import tracemalloc
+from collections.abc import Callable
 
 import pytest
 
 from actors.context import UserExecutionContext
-from actors.ports import Admission, AdmissionTicket, ManagerStats, QueuePort
+from actors.ports import (
+    INBOUND_OVERHEAD,
+    Admission,
+    AdmissionTicket,
+    ManagerStats,
+    QueuePort,
+    inbound_cost,
+)
+from actors.tree import SupervisionTree
+from tests.helpers import connect, handle_of, make_config
 
 
 def admitted() -> Admission:
@@ -194,3 +207,39 @@ def test_a_connections_counters_start_at_zero_with_no_keepalive_seen() -> None:
     counters = (stats.messages_in, stats.messages_out, stats.outbound_queued, stats.restarts)
     assert counters == (0, 0, 0, 0)
     assert stats.last_seen is None
+
+
+def test_an_inbound_frame_costs_its_str_and_the_message_around_it() -> None:
+    ascii_text, wide_text = "a" * 1000, "\u0416" * 1000  # 1000 and 2000 bytes of characters
+    assert inbound_cost(ascii_text) == sys.getsizeof(ascii_text) + INBOUND_OVERHEAD
+    assert inbound_cost(wide_text) >= 2000 + INBOUND_OVERHEAD
+    stats = ManagerStats(connected_at=1.0, last_activity=2.0)
+    assert (stats.inbound_bytes, stats.inbound_done, stats.inbound_waiting) == (0, 0, 0)
+    stats.inbound_bytes, stats.inbound_done = 900, 300
+    assert stats.inbound_waiting == 600
+
+
+def test_the_inbox_overhead_covers_what_a_waiting_message_really_holds() -> None:
+    """Measured on a real inbox: a manager blocked in its handler, 2,000 frames behind it."""
+    gate = threading.Event()
+
+    def blocked(context: UserExecutionContext, text: str, send: Callable[[str], None]) -> None:
+        gate.wait(10)
+
+    with SupervisionTree(make_config(), handler_factory=lambda: blocked) as tree:
+        admission, _, _ = connect(tree, "alice")
+        handle = handle_of(admission)
+        handle.deliver("first")  # the manager waits in it
+        texts = [f"{n:06d}" for n in range(2000)]
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for text in texts:
+                handle.deliver(text)
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+            gate.set()
+        assert held <= 2000 * INBOUND_OVERHEAD, held / 2000
+        handle.closed()

@@ -105,24 +105,30 @@ def test_a_crashed_supervisor_is_replaced_by_a_fresh_one_and_its_managers_stoppe
     assert tree.snapshot()["root"]["node_used"] == 0
 
 
-def test_a_supervisor_with_a_pooled_manager_is_not_retired_until_the_pool_is_empty(
+def test_a_user_with_no_connection_is_forgotten_one_ttl_after_its_last_close_pool_and_all(
     clock: ManualClock,
 ) -> None:
-    config = make_config({"pool": {"size": 1, "idle_seconds": 10.0}})  # ttl 2 s in ci
+    config = make_config({"pool": {"size": 1, "idle_seconds": 600.0}})  # ttl 2 s in ci
+    ttl = config.cleanup.empty_supervisor_ttl
     with SupervisionTree(config, clock=clock, tick=False) as tree:
         admission, _, _ = connect(tree, "alice")
         handle_of(admission).closed()
         wait_until(lambda: tree.snapshot()["users"][0]["pool_idle"] == 1, what="pooled")
+        pooled = pykka.ActorRegistry.get_by_class(ManagerActor)
+        assert len(pooled) == 1
         tree.tick()
-        clock.advance(config.cleanup.empty_supervisor_ttl + 1.0)
+        clock.advance(ttl - 0.01)
         tree.tick()
-        assert "alice" in tree.supervisors()  # not empty: a manager waits in its pool
-        clock.advance(config.pool.idle_seconds)
-        tree.tick()  # the pooled manager expires: the supervisor is empty from now
-        wait_until(lambda: tree.snapshot()["users"][0]["pool_idle"] == 0, what="pool expired")
-        clock.advance(config.cleanup.empty_supervisor_ttl)
-        tree.tick()
+        assert "alice" in tree.supervisors()  # within its ttl: kept
+        clock.advance(0.01)
+        tree.tick()  # the ttl is over: a pooled manager does not keep the user
         wait_until(lambda: tree.supervisors() == {}, what="the empty supervisor retired")
+        wait_until(lambda: not pooled[0].is_alive(), what="its pooled manager stopped with it")
+        snap = tree.snapshot()
+        assert snap["users"] == [] and snap["root"]["users"] == 0
+        # the user comes back: a fresh supervisor serves it
+        _, port, _ = connect(tree, "alice")
+        assert tree.ledger.usage("alice") == 1 and not port.is_closed
 
 
 def test_stopping_the_root_stops_every_user_supervisor(tree: SupervisionTree) -> None:

@@ -82,6 +82,8 @@ BAD_TOKENS: dict[str, str] = {
     "empty segments": "..",
     "bad base64": "@@@.@@@.@@@",
     "header is not json": f"{base64.urlsafe_b64encode(b'{').decode()}.e30.x",
+    "exp a numeric string": token(exp=str(int(time.time()) + 3600)),
+    "iat with digit separators": token(iat="1_000"),
 }
 
 
@@ -118,12 +120,15 @@ async def test_the_401_body_says_why_but_never_echoes_the_token() -> None:
         assert b"secret-subject" not in body
 
 
-async def test_two_authorization_headers_or_a_bad_header_with_a_good_query_token_get_401() -> None:
+async def test_a_second_a_bad_or_a_foreign_authorization_header_is_401_whatever_the_query() -> None:
     async with jwt_daemon() as daemon:
         good, forged = token(sub="bob"), token(key="w" * 40, sub="alice")
         attempts: list[tuple[str, list[tuple[str, str]]]] = [
             ("", [("Authorization", f"Bearer {good}"), ("Authorization", f"Bearer {forged}")]),
             (f"?token={good}", [("Authorization", f"Bearer {forged}")]),
+            # another scheme, or no token, is refused: never replaced by the query token
+            (f"?token={good}", [("Authorization", "Basic Ym9iOnB3")]),
+            (f"?token={good}", [("Authorization", "Bearer ")]),
         ]
         for query, headers in attempts:
             with pytest.raises(InvalidStatus) as refused:

@@ -20,65 +20,24 @@ from websockets.asyncio.client import ClientConnection
 
 from supervisor.daemon import Daemon
 from tests.helpers import actor_threads
-from tests.hostile import all_slots_free, open_client, ping_ok, wait_for
+from tests.hostile import (
+    EOF_WAIT,
+    all_slots_free,
+    close_code,
+    frame,
+    handshake,
+    open_client,
+    open_raw,
+    ping_ok,
+    read_to_eof,
+    wait_for,
+)
 from tests.integration.harness import running_daemon, ws_url
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
 OPEN_TIMEOUT = 1.0
 OVERRIDES = {"limits": {"open_timeout": OPEN_TIMEOUT}, "server": {"admission_timeout": 0.5}}
-EOF_WAIT = 5.0
-"""Longest wait for the daemon to end a broken connection (keepalive: 1 s + 1 s in ci)."""
-
-
-def handshake(path: str = "/ws?user_id=mallory", *, key: str | None = None, extra: str = "") -> str:
-    key = key if key is not None else base64.b64encode(os.urandom(16)).decode()
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
-    )
-
-
-def frame(opcode: int, payload: bytes, *, first: int | None = None, mask: bool = True) -> bytes:
-    """One client frame (FIN set); ``first`` replaces the whole first byte."""
-    head = bytes([first if first is not None else 0x80 | opcode])
-    bit = 0x80 if mask else 0
-    n = len(payload)
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 1 << 16:
-        head += bytes([bit | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([bit | 127]) + struct.pack("!Q", n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-async def read_to_eof(reader: asyncio.StreamReader, timeout: float = EOF_WAIT) -> bytes:
-    """Everything the daemon sends until it closes; fail if it keeps the connection open."""
-    chunks = []
-    async with asyncio.timeout(timeout):
-        while chunk := await reader.read(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def close_code(data: bytes) -> int | None:
-    """The code of the server's close frame in ``data`` (server frames are unmasked)."""
-    while len(data) >= 2:
-        opcode, n = data[0] & 0x0F, data[1] & 0x7F
-        offset = 2
-        if n == 126:
-            n, offset = struct.unpack("!H", data[2:4])[0], 4
-        elif n == 127:
-            n, offset = struct.unpack("!Q", data[2:10])[0], 10
-        payload, data = data[offset : offset + n], data[offset + n :]
-        if opcode == 0x8:
-            return int(struct.unpack("!H", payload[:2])[0]) if len(payload) >= 2 else 1005
-    return None
 
 
 @pytest_asyncio.fixture
@@ -120,6 +79,9 @@ HANDSHAKES: dict[str, bytes] = {
     "unsupported version": handshake().replace("Version: 13", "Version: 8").encode(),
     "header over 8 KiB": handshake(extra=f"X-Big: {'a' * 9000}\r\n").encode(),
     "too many headers": handshake(extra="".join(f"X-{n}: v\r\n" for n in range(300))).encode(),
+    "head over 16 KiB": handshake(
+        extra="".join(f"X-{n}: {'a' * 900}\r\n" for n in range(20))
+    ).encode(),
     "POST with a body": b"POST /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd",
     "path over 8 KiB": handshake(path="/ws?user_id=" + "a" * 9000).encode(),
     "user id with a colon": handshake(path="/ws?user_id=alice:thread").encode(),
@@ -153,20 +115,9 @@ async def test_a_truncated_handshake_then_silence_is_cut_at_the_open_timeout(
     assert daemon.tree.ledger.total() == 1
 
 
-async def open_raw(daemon: Daemon) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A WebSocket connection upgraded by hand, its welcome frame read."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.front.port)
-    writer.write(handshake().encode())
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    first = await asyncio.wait_for(reader.readexactly(2), 5)
-    assert first[0] == 0x81  # the welcome: a final, unmasked text frame
-    n = first[1] & 0x7F
-    if n == 126:
-        n = struct.unpack("!H", await reader.readexactly(2))[0]
-    welcome = await asyncio.wait_for(reader.readexactly(n), 5)
-    assert b'"welcome"' in welcome
-    return reader, writer
+async def open_daemon_raw(daemon: Daemon) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket connection to ``daemon`` upgraded by hand, its welcome frame read."""
+    return await open_raw(daemon.front.port)
 
 
 FRAMES: dict[str, tuple[bytes, set[int | None]]] = {
@@ -194,6 +145,12 @@ FRAMES: dict[str, tuple[bytes, set[int | None]]] = {
     "close with a 1-byte payload": (frame(0x8, b"\x03"), {1002}),
     "close reason not UTF-8": (frame(0x8, struct.pack("!H", 1000) + b"\xff"), {1007, 1002}),
     "truncated frame then silence": (frame(0x1, b"x" * 100)[:20], {None}),
+    "4097 fragments of one message": (
+        frame(0x1, b"[", first=0x01)  # a text frame without FIN, then 4096 continuations
+        + frame(0x0, b" ", first=0x00) * 4095
+        + frame(0x0, b"]"),
+        {1009},
+    ),
 }
 
 
@@ -203,7 +160,7 @@ async def test_a_malformed_frame_closes_only_that_connection_and_frees_its_slot(
 ) -> None:
     daemon, bystander = daemon_and_bystander
     data, codes = FRAMES[name]
-    reader, writer = await open_raw(daemon)
+    reader, writer = await open_daemon_raw(daemon)
     try:
         assert daemon.tree.ledger.total() == 2
         writer.write(data)

@@ -97,20 +97,18 @@ async def test_messages_faster_than_the_rate_close_with_1008_and_free_the_slot()
         await all_slots_free(daemon)
 
 
-async def test_a_reader_that_never_reads_is_shed_with_4004_and_its_slot_freed() -> None:
+async def test_a_reader_that_never_reads_what_is_pushed_to_it_is_shed_with_4004() -> None:
     overrides = {
-        "limits": {"max_outbound_queue": 50},
+        "limits": {"max_outbound_queue": 50, "max_outbound_bytes": 4 << 20},
         "server": {"compression": "none"},
     }
     async with running_daemon(overrides) as daemon:
         ws = await open_ws(ws_url(daemon), max_queue=1, compression=None)
-        payload = os.urandom(16 * 1024).hex()  # 32 KiB that do not compress
+        payload = os.urandom(16 * 1024).hex()  # 32 KiB
         started = time.monotonic()
-        with contextlib.suppress(ConnectionClosed):
-            for _ in range(2000):  # ~64 MiB of echoes: far more than any socket buffer
-                await asyncio.wait_for(ws.send(json.dumps({"type": "echo", "data": payload})), 5)
-                if daemon.tree.ledger.total() == 0:
-                    break
+        for _ in range(2000):  # ~64 MiB of pushes: far more than any socket buffer
+            if not await daemon.admin.backend.push("alice", None, {"data": payload}):
+                break  # shed: the connection is no longer the user's
         await wait_for(lambda: daemon.tree.ledger.total() == 0, 5.0, "the slow reader's slot")
         assert time.monotonic() - started < 10.0
         # the client never read: the close either reached it (4004) or the TCP connection was cut
@@ -118,6 +116,27 @@ async def test_a_reader_that_never_reads_is_shed_with_4004_and_its_slot_freed() 
         assert code in (ServerCloseCode.SLOW_CONSUMER, 1006, None)
         other = await open_ws(ws_url(daemon, user="bob"))
         await other.close()
+        await all_slots_free(daemon)
+
+
+async def test_a_client_that_sends_but_never_reads_stops_being_read_and_is_reaped() -> None:
+    async with running_daemon({"server": {"compression": "none"}}) as daemon:
+        server = daemon.front.server
+        assert server is not None
+        ws = await open_ws(ws_url(daemon), max_queue=1, compression=None)
+        (server_side,) = server.connections
+        echo = json.dumps({"type": "echo", "data": os.urandom(16 * 1024).hex()})  # 32 KiB
+        sent, paused = 0, False
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            for _ in range(2000):  # ~64 MiB of echoes that are never read
+                await asyncio.wait_for(ws.send(echo), 2)  # blocks once the server stops reading
+                sent += 1
+                paused = paused or not server_side.transport.is_reading()
+        assert paused and sent < 2000, sent  # its replies backed up: it was no longer read
+        timeouts = daemon.config.timeouts  # reaped as dead: it cannot answer a ping
+        deadline = timeouts.ping_interval + timeouts.ping_timeout + 3.0
+        await wait_for(lambda: daemon.tree.ledger.total() == 0, deadline, "the non-reader's slot")
+        ws.transport.abort()
         await all_slots_free(daemon)
 
 

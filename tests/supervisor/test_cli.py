@@ -111,6 +111,20 @@ def test_check_config_checks_the_secret_the_file_names_as_serve_would() -> None:
     assert run_cli("check-config", production, env=JWT_ENV).returncode == 0
 
 
+def test_check_config_refuses_an_admin_token_env_whose_variable_is_unset_or_empty(
+    tmp_path: Path,
+) -> None:
+    dev = (ROOT / "config" / "dev.toml").read_text()
+    path = tmp_path / "dev.toml"
+    path.write_text(dev.replace('token_env = ""', 'token_env = "WSS_ADMIN_TOKEN"', 1))
+    for env in ({}, {"WSS_ADMIN_TOKEN": ""}):
+        result = run_cli("check-config", str(path), env=env)
+        assert result.returncode == 2
+        assert "admin.token_env: environment variable WSS_ADMIN_TOKEN is" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert run_cli("check-config", str(path), env={"WSS_ADMIN_TOKEN": "t0ken"}).returncode == 0
+
+
 def test_check_config_lays_the_environment_over_the_file_and_names_a_bad_override() -> None:
     production = str(ROOT / "config" / "production.toml")
     env = {**JWT_ENV, "WS_SUPERVISOR_QUOTA_MAX_MANAGERS_PER_USER": "lots"}

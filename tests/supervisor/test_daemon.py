@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 from supervisor.config.load import load_config, parse_config
 from supervisor.daemon import Daemon, environment_issues, restart_only_changes
 from supervisor.errors import ConfigError
-from tests.helpers import make_config
+from tests.helpers import bearer_status, make_config
 from tests.integration.harness import ROOT, loopback_config, open_ws, recv_json, ws_url
 
 pytestmark = pytest.mark.timeout(60)
@@ -96,6 +96,35 @@ def test_environment_issues_is_empty_when_every_secret_the_config_names_is_there
     assert environment_issues(off_loopback, env={**SECRET, "ADMIN_TOKEN": "t0ken"}) == []
     assert [i.path for i in environment_issues(off_loopback, env=SECRET)] == ["admin.token_env"]
     assert environment_issues(make_config(), env={}) == []  # ci: query auth, loopback
+
+
+@pytest.mark.parametrize(
+    ("env", "state"),
+    [({}, "is not set"), ({"ADMIN_TOKEN": ""}, "is empty"), ({"ADMIN_TOKEN": "  "}, "is empty")],
+)
+def test_an_admin_token_env_naming_an_unset_or_empty_variable_is_refused_even_on_loopback(
+    env: dict[str, str], state: str
+) -> None:
+    config = make_config({"admin": {"host": "127.0.0.1", "token_env": "ADMIN_TOKEN"}})
+    issues = environment_issues(config, env=env)
+    assert [(i.path, i.message) for i in issues] == [
+        (
+            "admin.token_env",
+            f"environment variable ADMIN_TOKEN {state}: the admin token it names is required",
+        )
+    ]
+    with pytest.raises(ConfigError) as caught:
+        Daemon(config, env=env)  # serve refuses what check-config reports: one reading
+    assert [i.path for i in caught.value.issues] == ["admin.token_env"]
+
+
+@pytest.mark.asyncio
+async def test_a_daemon_whose_admin_token_is_set_answers_only_with_it() -> None:
+    config = loopback_config({"admin": {"token_env": "ADMIN_TOKEN"}})
+    async with serving(Daemon(config, env={"ADMIN_TOKEN": "t0ken"})) as daemon:
+        url = f"http://127.0.0.1:{daemon.admin.port}/debug/state"
+        assert await asyncio.to_thread(bearer_status, url) == 401
+        assert await asyncio.to_thread(bearer_status, url, "t0ken") == 200
 
 
 def test_a_daemon_in_an_environment_with_issues_is_refused_listing_them_all() -> None:

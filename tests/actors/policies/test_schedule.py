@@ -11,11 +11,10 @@ def test_the_background_sweep_is_due_exactly_one_interval_after_the_last() -> No
     assert schedule.background_due(last=1000.0, now=1120.0)
 
 
-def test_a_supervisor_is_empty_with_no_slot_no_pooled_manager_and_no_admission_coming() -> None:
-    assert CleanupSchedule.is_empty(used=0, pool_idle=0, admits_seen=3, admits_sent=3)
-    assert not CleanupSchedule.is_empty(used=1, pool_idle=0, admits_seen=3, admits_sent=3)
-    assert not CleanupSchedule.is_empty(used=0, pool_idle=1, admits_seen=3, admits_sent=3)
-    assert not CleanupSchedule.is_empty(used=0, pool_idle=0, admits_seen=3, admits_sent=4)
+def test_a_supervisor_is_empty_with_no_slot_and_no_admission_coming() -> None:
+    assert CleanupSchedule.is_empty(used=0, admits_seen=3, admits_sent=3)
+    assert not CleanupSchedule.is_empty(used=1, admits_seen=3, admits_sent=3)
+    assert not CleanupSchedule.is_empty(used=0, admits_seen=3, admits_sent=4)
 
 
 def test_an_empty_supervisor_is_retired_once_its_ttl_has_passed() -> None:

@@ -27,7 +27,8 @@ from supervisor.admin.listener import AdminServer
 from supervisor.admin.metrics import MetricsObserver
 from supervisor.admin.page import PAGE_HEADERS, load_page
 from supervisor.admin.readiness import Readiness
-from tests.helpers import connect, make_config
+from supervisor.front.protocol import MAX_DEPTH
+from tests.helpers import bearer_status, connect, make_config
 
 pytestmark = pytest.mark.asyncio
 
@@ -233,6 +234,27 @@ async def test_push_reaches_only_the_named_thread() -> None:
         assert drain_frames(bobs) == []
 
 
+async def test_a_push_nested_to_the_frame_limit_is_delivered_and_a_deeper_one_is_400_unlogged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with admin_node() as node:
+        _, port, _ = await connect_off_loop(node.tree, "alice")
+        at_limit: Any = 1
+        for _ in range(MAX_DEPTH):
+            at_limit = [at_limit]
+        answer = await push(node, {"user_id": "alice", "message": at_limit})
+        assert (answer.status, answer.json()) == (200, {"delivered": 1})
+        assert json.loads(await off_loop(lambda: port.frames.get(timeout=2))) == at_limit
+        with caplog.at_level(logging.DEBUG, logger="supervisor"):
+            for depth in (MAX_DEPTH + 1, 2000, 30000):  # past the recursion limit too
+                body = b'{"user_id": "alice", "message": ' + b"[" * depth + b"]" * depth + b"}"
+                deep = await request(node, "POST", "/v1/push", body)
+                assert deep.status == 400, depth
+                assert deep.json() == {"error": f"message nested deeper than {MAX_DEPTH} levels"}
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert drain_frames(port) == []
+
+
 async def test_push_to_an_unknown_user_delivers_nothing() -> None:
     async with admin_node() as node:
         answer = await push(node, {"user_id": "nobody", "message": {"a": 1}})
@@ -255,6 +277,9 @@ async def test_push_to_an_unknown_user_delivers_nothing() -> None:
         (b'{"user_id": "alice:t1", "message": 1}', "invalid user_id: may hold only ASCII"),
         (b'{"user_id": "", "message": 1}', "invalid user_id: must not be empty"),
         (b'{"user_id": "a", "thread_id": "t:x", "message": 1}', "invalid thread_id: may hold"),
+        (b'{"user_id": "a", "message": ' + b"[" * 33 + b"]" * 33 + b"}", "message nested deeper"),
+        (b'{"user_id": "a", "message": ' + b"[" * 5000 + b"]" * 5000 + b"}", "message nested"),
+        (b'{"user_id": "a", "message": ' + b'{"k":' * 3000 + b"1" + b"}" * 3001, "message nested"),
     ],
 )
 async def test_a_bad_push_is_400_naming_the_problem(body: bytes, message: str) -> None:
@@ -469,19 +494,9 @@ async def test_without_a_token_configured_the_page_is_served_as_every_route() ->
 async def test_a_token_works_from_a_real_http_client() -> None:
     async with admin_node(token=TOKEN) as node:
         url = f"http://127.0.0.1:{node.server.port}/debug/state"
-
-        def get(token: str | None) -> int:
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            try:
-                with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as r:
-                    return int(r.status)
-            except urllib.error.HTTPError as error:
-                error.close()
-                return error.code
-
-        assert await off_loop(lambda: get(None)) == 401
-        assert await off_loop(lambda: get("nope")) == 401
-        assert await off_loop(lambda: get(TOKEN)) == 200
+        assert await off_loop(lambda: bearer_status(url)) == 401
+        assert await off_loop(lambda: bearer_status(url, "nope")) == 401
+        assert await off_loop(lambda: bearer_status(url, TOKEN)) == 200
 
 
 # --- closing --------------------------------------------------------------------------------------

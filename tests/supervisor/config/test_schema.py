@@ -109,6 +109,27 @@ def test_an_admission_timeout_not_below_the_open_timeout_is_a_cross_section_prob
     assert problem.startswith(f"must be below limits.open_timeout ({opening:g}), got {admission:g}")
 
 
+def test_an_outbound_budget_too_small_for_the_echo_of_the_largest_message_is_a_problem() -> None:
+    least = 3 * 1_048_576 + 4096
+    short = Config(limits=LimitsConfig(max_outbound_bytes=least - 1))
+    [(path, problem)] = short.cross_section_problems()
+    assert path == "limits.max_outbound_bytes"
+    assert problem.startswith(f"must be at least {least} (3 x server.max_message_size + 4096)")
+    assert Config(limits=LimitsConfig(max_outbound_bytes=least)).cross_section_problems() == []
+    small = Config(
+        server=ServerConfig(max_message_size=1000), limits=LimitsConfig(max_outbound_bytes=7096)
+    )
+    assert small.cross_section_problems() == []
+
+
+def test_every_cross_section_problem_is_reported_at_once() -> None:
+    config = Config(
+        server=ServerConfig(admission_timeout=20.0), limits=LimitsConfig(max_outbound_bytes=1024)
+    )
+    paths = [path for path, _ in config.cross_section_problems()]
+    assert paths == ["server.admission_timeout", "limits.max_outbound_bytes"]
+
+
 def test_a_test_only_fault_is_refused_in_the_production_profile_naming_its_key() -> None:
     config = Config(faults=FaultsConfig(close_under_foreign_id=True))
     assert config.cross_section_problems() == [

@@ -214,12 +214,49 @@ def test_a_valid_rs256_token_gives_its_sub(rsa_keys: RsaKeys) -> None:
 # --- jwt mode: refused tokens --------------------------------------------------------
 
 
+def test_a_handshake_without_a_token_is_refused() -> None:
+    assert reason_of(hs256(), {}) == "missing bearer token"
+
+
 @pytest.mark.parametrize(
-    "headers",
-    [{}, {"Authorization": "Bearer"}, {"Authorization": "Bearer   "}, {"Authorization": "Basic x"}],
+    "header",
+    ["", "Bearer", "Bearer   ", "Basic YWxpY2U6cHc=", "Token abc", "Digest x", "bearer", "Bearer"],
 )
-def test_a_handshake_without_a_token_is_refused(headers: dict[str, str]) -> None:
-    assert reason_of(hs256(), headers) == "missing bearer token"
+@pytest.mark.parametrize("case", ["Authorization", "authorization"])
+def test_an_authorization_header_that_is_not_bearer_is_refused_and_never_rescued_by_the_query(
+    header: str, case: str
+) -> None:
+    query = {"token": hs_token()}  # a valid token: it must not stand in for the header
+    reason = reason_of(hs256(), {case: header}, query)
+    assert reason == "Authorization must be 'Bearer <token>'"
+    websockets_headers = Headers([("AUTHORIZATION", header)])
+    assert reason_of(hs256(), websockets_headers, query) == reason
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [
+        *[("exp", v) for v in ("9999999999", " 9999999999 ", "99_9999_9999")],
+        *[(c, v) for c in ("nbf", "iat") for v in ("1000", " 1000 ", "1_000", True)],
+    ],
+)
+def test_a_time_claim_that_is_not_a_json_number_is_refused_though_pyjwt_takes_it(
+    claim: str, value: object
+) -> None:
+    token = hs_token(claims(**{claim: value}))
+    assert reason_of(hs256(), bearer(token)) == f"token {claim!r} claim is not a number"
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", ["abc", "", [1], {"t": 1}, False])
+def test_a_time_claim_of_any_other_type_is_refused_too(claim: str, value: object) -> None:
+    reason_of(hs256(), bearer(hs_token(claims(**{claim: value}))))  # refused, whatever the reason
+
+
+@pytest.mark.parametrize("value", [now() + 3600, float(now() + 3600), now() + 3600.5])
+def test_a_time_claim_that_is_an_integer_or_a_fraction_is_accepted(value: float) -> None:
+    token = hs_token(claims(exp=value, iat=now() - 1, nbf=float(now() - 1)))
+    assert hs256().authenticate(bearer(token), NO_QUERY) == "alice"
 
 
 def test_an_empty_token_query_parameter_is_a_missing_token() -> None:

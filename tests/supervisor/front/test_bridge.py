@@ -14,6 +14,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from supervisor.front.bridge import WebSocketPort, off_loop
+from supervisor.front.budget import ConnectionBudget
 from supervisor.front.connection import AcyclicConnection
 from tests.integration.harness import wait_for
 
@@ -23,13 +24,19 @@ Ports = asyncio.Queue[WebSocketPort]
 Stalled = tuple[WebSocketPort, ClientConnection]
 
 
+ROOMY = ConnectionBudget(max_outbound_bytes=64 * 1024 * 1024)
+"""A budget that lets a stalled reader's frames (12.8 MiB here) wait."""
+
+
 @contextlib.asynccontextmanager
-async def port_server() -> AsyncIterator[tuple[Server, Ports]]:
+async def port_server(
+    budget: ConnectionBudget | None = None,
+) -> AsyncIterator[tuple[Server, Ports]]:
     """A websockets server whose handler hands each connection's started port to the test."""
     ports: Ports = asyncio.Queue()
 
     async def handler(connection: ServerConnection) -> None:
-        port = WebSocketPort(asyncio.get_running_loop(), connection)
+        port = WebSocketPort(asyncio.get_running_loop(), connection, budget)
         port.start()
         await ports.put(port)
         await connection.wait_closed()
@@ -101,7 +108,7 @@ async def stalled_reader(*steps: tuple[str, tuple[object, ...]]) -> AsyncIterato
     ``steps`` must queue more than the kernel's buffers hold (megabytes).
     """
     async with (
-        port_server() as (server, ports),
+        port_server(ROOMY) as (server, ports),
         connect(url(server), max_queue=1, compression=None) as client,
     ):
         port = await asyncio.wait_for(ports.get(), 5)

@@ -1,15 +1,19 @@
-"""Deferred closes: run a chunk per loop iteration, after the reads ready in it."""
+"""Closes: deferred ones run a chunk per loop iteration; the front's own bounded in time."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.protocol import State
 
-from supervisor.front.closing import DeferredCloses
+from supervisor.front.closing import SHED_GRACE, DeferredCloses, close_within_grace, watch_stall
 
 pytestmark = pytest.mark.asyncio
 
@@ -80,3 +84,48 @@ async def test_a_close_that_raises_is_logged_and_the_others_still_run(
     assert ran == [0, 2, 3]
     assert [r.getMessage() for r in caplog.records] == ["deferred close failed"]
     assert caplog.records[0].exc_info is not None  # with its traceback, for the log reader
+
+
+# --- closes bounded in time ------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def one_connection() -> AsyncIterator[tuple[ServerConnection, ClientConnection]]:
+    """A real server connection and its client (which reads only if the test makes it)."""
+    served: asyncio.Queue[ServerConnection] = asyncio.Queue()
+
+    async def handler(connection: ServerConnection) -> None:
+        await served.put(connection)
+        await connection.wait_closed()
+
+    async with (
+        serve(handler, "127.0.0.1", 0, ping_interval=None) as server,
+        connect(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/") as client,
+    ):
+        yield await asyncio.wait_for(served.get(), 5), client
+
+
+async def test_a_stall_watch_aborts_a_connection_whose_unwritten_bytes_do_not_go_down() -> None:
+    async with one_connection() as (connection, _):
+        started = asyncio.get_running_loop().time()
+        watch_stall(connection, lambda: 1000)
+        await asyncio.wait_for(connection.wait_closed(), SHED_GRACE + 3)
+        elapsed = asyncio.get_running_loop().time() - started
+        assert SHED_GRACE * 0.9 <= elapsed <= SHED_GRACE + 2, elapsed
+
+
+async def test_a_stall_watch_spares_a_slow_reader_that_takes_something_every_grace() -> None:
+    left = iter([3000, 2000, 1000, None])  # it reads, slowly; then nothing is owed any more
+    async with one_connection() as (connection, client):
+        watch_stall(connection, lambda: next(left))
+        await asyncio.sleep(3.5 * SHED_GRACE)
+        assert connection.state is State.OPEN
+        await client.close()
+
+
+async def test_a_close_within_the_grace_is_a_full_closing_handshake_with_a_reader() -> None:
+    async with one_connection() as (connection, client):
+        reading = asyncio.ensure_future(client.wait_closed())
+        await asyncio.wait_for(close_within_grace(connection, 4000, "bye", shed=True), 5)
+        await asyncio.wait_for(reading, 5)
+        assert client.close_code == 4000 and connection.close_code == 4000

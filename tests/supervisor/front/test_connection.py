@@ -1,11 +1,13 @@
 """The front's one module of websockets and asyncio internals: the names it relies on exist,
-and the answer to each handshake is reported."""
+the byte budget it carries out holds on real connections, and the answer to each handshake is
+reported."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
 
 import pytest
@@ -13,10 +15,16 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 from websockets.http11 import Request, Response
-from websockets.protocol import Protocol
+from websockets.protocol import OPEN, Protocol
 from websockets.server import ServerProtocol
 
 from supervisor.front import connection
+from supervisor.front.bridge import WebSocketPort
+from supervisor.front.budget import WRITE_HIGH, ConnectionBudget
+from supervisor.front.connection import AcyclicConnection, ping_nowait
+from supervisor.front.limits import InboundRateLimit
+from tests.hostile import close_frame, frame, handshake, open_raw, read_to_eof
+from tests.integration.harness import wait_for
 
 
 def test_the_installed_websockets_is_of_the_series_the_front_was_written_for() -> None:
@@ -57,6 +65,193 @@ def test_running_loop_is_the_loop_on_it_and_none_off_it() -> None:
 
     assert asyncio.run(on_loop())
     assert connection.running_loop() is None
+
+
+# --- the byte budget, on real connections ---------------------------------------------------
+
+Served = tuple[AcyclicConnection, WebSocketPort]
+
+
+@contextlib.asynccontextmanager
+async def bounded_server(
+    budget: ConnectionBudget,
+    rate: tuple[float, int] | None = None,
+    admission_delay: float = 0.0,
+    sndbuf: int | None = None,
+) -> AsyncIterator[tuple[int, asyncio.Queue[Served]]]:
+    """A websockets server of bounded connections, each guarded by a port (and a rate).
+
+    With ``sndbuf`` the server's socket buffer is that small: the transport's
+    own buffer fills at once when the client does not read.
+    """
+    served: asyncio.Queue[Served] = asyncio.Queue()
+
+    async def process_request(connection: ServerConnection, request: Request) -> None:
+        await asyncio.sleep(admission_delay)  # as an admission takes its time
+
+    async def handler(connection: ServerConnection) -> None:
+        assert isinstance(connection, AcyclicConnection)
+        if sndbuf is not None:
+            sock = connection.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        port = WebSocketPort(asyncio.get_running_loop(), connection, budget)
+        limit = None if rate is None else InboundRateLimit(*rate)
+        connection.guard(limit, port.shed)
+        port.start()
+        await served.put((connection, port))
+        await connection.wait_closed()
+        await port.wait_done()
+
+    async with serve(
+        handler,
+        "127.0.0.1",
+        0,
+        ping_interval=None,
+        compression=None,
+        process_request=process_request,
+        write_limit=WRITE_HIGH,
+        create_connection=AcyclicConnection.bounded(budget),
+    ) as server:
+        yield server.sockets[0].getsockname()[1], served
+
+
+async def read_until(reader: asyncio.StreamReader, end: bytes, timeout: float = 30.0) -> bytes:
+    """Read until what was read holds ``end``."""
+    data = b""
+    async with asyncio.timeout(timeout):
+        while end not in data:
+            chunk = await reader.read(1 << 20)
+            assert chunk, f"EOF before {end!r}"
+            data += chunk
+    return data
+
+
+@pytest.mark.asyncio
+async def test_a_handshake_over_its_bytes_gets_431_and_never_reaches_the_handler() -> None:
+    budget = ConnectionBudget(max_handshake_bytes=2048)
+    async with bounded_server(budget) as (port, served):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(handshake(extra=f"X-Pad: {'a' * 2100}\r\n").encode())
+        answer = await read_to_eof(reader)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+        assert b"more than 2048 bytes of request line and headers" in answer
+        assert served.empty()
+        _, ws_writer = await open_raw(
+            port, welcome=False, extra=f"X-Pad: {'a' * 1500}\r\n"
+        )  # within
+        connection, _ = await asyncio.wait_for(served.get(), 5)
+        assert connection.protocol.state is OPEN
+        ws_writer.close()
+
+
+@pytest.mark.asyncio
+async def test_frames_sent_before_the_upgrade_past_the_handshake_bytes_cut_the_connection() -> None:
+    budget = ConnectionBudget(max_handshake_bytes=4096)
+    async with bounded_server(budget, admission_delay=0.5) as (port, served):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(handshake().encode())
+        await asyncio.sleep(0.1)  # the head is parsed: the admission is under way
+        writer.write(frame(0x9, b"p" * 125) * 40)  # 5 KiB of pings before the 101
+        answer = await read_to_eof(reader)
+        writer.close()
+        assert not answer.startswith(b"HTTP/1.1 101")
+        assert b"\x8a" not in answer  # no pong was written before a 101
+        assert served.empty()
+
+
+@pytest.mark.parametrize("opcode", [0x9, 0xA], ids=["pings", "unsolicited pongs"])
+@pytest.mark.asyncio
+async def test_control_frames_pay_the_message_rate_and_a_flood_is_closed_with_1008(
+    opcode: int,
+) -> None:
+    async with bounded_server(ConnectionBudget(), rate=(5.0, 20)) as (port, served):
+        reader, writer = await open_raw(port, welcome=False)
+        connection, _ = await asyncio.wait_for(served.get(), 5)
+        writer.write(frame(opcode, b"x") * 20)  # the burst: every ping answered
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        assert connection.protocol.state is OPEN
+        writer.write(frame(opcode, b"x") * 30)
+        answer = await read_to_eof(reader)
+        writer.close()
+        assert close_frame(answer) == (1008, "control frame rate exceeded")
+        pongs = answer.count(b"\x8a\x01x")
+        if opcode == 0x9:  # answered up to the one over the rate, within one read
+            assert 20 <= pongs <= 50, pongs
+        else:
+            assert pongs == 0
+
+
+Stalled = tuple[asyncio.StreamReader, asyncio.StreamWriter, AcyclicConnection]
+
+
+@contextlib.asynccontextmanager
+async def stalled(frames: int) -> AsyncIterator[Stalled]:
+    """A client that does not read, ``frames`` frames of 64 KiB (a head of 10 bytes each) sent
+    to it: its connection's buffer is over its high-water mark, and reading paused."""
+    budget = ConnectionBudget(max_outbound_bytes=64 << 20)
+    async with bounded_server(budget, sndbuf=4096) as (port, served):
+        reader, writer = await open_raw(port, welcome=False, rcvbuf=4096)
+        connection, ws_port = await asyncio.wait_for(served.get(), 5)
+        for _ in range(frames):  # megabytes: far more than the socket buffers take
+            ws_port.send_text("x" * 65536)
+        await wait_for(lambda: not connection.transport.is_reading(), what="reading paused")
+        yield reader, writer, connection
+
+
+@pytest.mark.asyncio
+async def test_a_peer_that_does_not_read_is_not_read_either_until_it_reads_again() -> None:
+    async with stalled(64) as (reader, writer, connection):
+        writer.write(frame(0x9, b"unread"))  # a ping it cannot see while it does not read
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        assert connection.transport.is_reading() is False
+        data = await read_until(reader, b"\x8a\x06unread")  # it reads all: the ping is answered
+        assert data.endswith(b"\x8a\x06unread")  # after every frame written before it
+        assert connection.transport.is_reading()
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "reason"),
+    [
+        (frame(0x9, b"x"), 1008, "control frame flood"),
+        (frame(0x1, b"{}"), 4004, "slow consumer"),
+    ],
+    ids=["a ping", "a data frame"],
+)
+@pytest.mark.asyncio
+async def test_a_write_buffer_found_over_its_ceiling_after_a_read_sheds_the_connection(
+    payload: bytes, code: int, reason: str
+) -> None:
+    budget = ConnectionBudget(max_outbound_bytes=8192)
+    async with bounded_server(budget, sndbuf=4096) as (port, served):
+        _, writer = await open_raw(port, welcome=False, rcvbuf=4096)
+        connection, ws_port = await asyncio.wait_for(served.get(), 5)
+        connection.transport.write(b"\0" * (budget.write_ceiling * 2))  # past it, behind its back
+        connection.data_received(payload)  # a read the transport had in hand
+        await wait_for(lambda: ws_port.shed_code is not None, what="the shed")
+        assert ws_port.shed_code == code
+        await asyncio.wait_for(connection.wait_closed(), 5)  # aborted within the grace
+        writer.close()
+        assert reason in repr(ws_port._shed)
+
+
+@pytest.mark.asyncio
+async def test_ping_nowait_writes_behind_a_full_buffer_and_its_future_is_the_pong() -> None:
+    async with stalled(32) as (reader, writer, connection):
+        pong = ping_nowait(connection)  # returns at once: no drain awaited
+        assert pong is not None and not pong.done()
+        [payload] = list(connection.pending_pings)
+        total = 32 * (65536 + 10) + 6  # every frame (a 10-byte head each), and the ping
+        data = await asyncio.wait_for(reader.readexactly(total), 10)  # the client reads them all
+        assert b"\x89\x04" + payload in data  # the ping went out among them
+        writer.write(frame(0xA, payload))  # its pong is read: the server reads again
+        assert await asyncio.wait_for(pong, 5) >= 0.0
+        writer.transport.abort()
+        await asyncio.wait_for(connection.wait_closed(), 5)
+        assert ping_nowait(connection) is None
 
 
 # --- the handshake's answer, reported -----------------------------------------------------------

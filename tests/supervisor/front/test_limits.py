@@ -10,7 +10,7 @@ import pytest
 from actors.clock import ManualClock
 from supervisor.config.load import load_profile
 from supervisor.config.schema import Config, LimitsConfig, ServerConfig, parse_origins
-from supervisor.front.bridge import DEFAULT_MAX_OUTBOUND_QUEUE
+from supervisor.front.budget import ConnectionBudget
 from supervisor.front.limits import (
     AddressLimiter,
     ConcurrencyGate,
@@ -129,9 +129,12 @@ def test_the_limit_defaults_are_the_production_values() -> None:
         messages_per_second=50.0,
         message_burst=100,
         max_outbound_queue=1000,
+        max_handshake_bytes=16384,
+        max_inbound_bytes=2 * 1024 * 1024,
+        max_outbound_bytes=4 * 1024 * 1024,
     )
     assert load_profile("production", env={}).limits == limits
-    assert limits.max_outbound_queue == DEFAULT_MAX_OUTBOUND_QUEUE
+    assert ConnectionBudget.from_config(Config()) == ConnectionBudget()  # a port's default
     assert Config().server.allowed_origins is None
 
 
@@ -149,6 +152,9 @@ def test_the_ci_profile_times_out_handshakes_fast() -> None:
         ("messages_per_second", -1.0),
         ("message_burst", 0),
         ("max_outbound_queue", 0),
+        ("max_handshake_bytes", 1023),
+        ("max_inbound_bytes", 1023),
+        ("max_outbound_bytes", 1023),
     ],
 )
 def test_a_limit_out_of_range_is_refused(field: str, value: float) -> None:
