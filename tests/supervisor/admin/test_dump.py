@@ -171,13 +171,13 @@ class _Backend:
         self._state = state
         self._cluster = cluster
 
-    def metrics_text(self) -> bytes:
+    async def metrics_text(self) -> bytes:
         return b""
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         return True, {"status": "ok"}
 
-    def readiness(self) -> tuple[bool, list[str]]:
+    async def readiness(self) -> tuple[bool, list[str]]:
         return True, []
 
     async def state(self) -> dict[str, Any]:
