@@ -255,19 +255,7 @@ class Daemon:
         except ConfigError as error:
             log.error("reload rejected, keeping the running config: %s", error)
             return False
-        live = attrs.evolve(
-            self.config,
-            quota=attrs.evolve(new.quota, backend=self.config.quota.backend),
-            thresholds=new.thresholds,
-            restart=new.restart,
-            cleanup=new.cleanup,
-            pool=new.pool,
-            timeouts=attrs.evolve(
-                new.timeouts,
-                ping_interval=self.config.timeouts.ping_interval,
-                ping_timeout=self.config.timeouts.ping_timeout,
-            ),
-        )
+        live = self.config.reloaded(new)
         waiting = restart_only_changes(live, new)
         if waiting:
             log.warning("reload: %s apply at the next restart", ", ".join(waiting))
