@@ -6,7 +6,13 @@
   ``parser_exc``'s traceback, and overrides ``eof_received`` and
   ``connection_lost``;
 - :func:`running_loop` is ``asyncio._get_running_loop``: the running loop
-  or None, without the exception ``get_running_loop`` raises off a loop.
+  or None, without the exception ``get_running_loop`` raises off a loop;
+- :func:`adopt` resumes a TCP connection that another process accepted
+  (``ws-supervisor serve --workers N``: the master reads the request head
+  and hands over the socket and the bytes read) as a connection of a
+  websockets server, through the factory that ``serve()`` gave asyncio
+  (``asyncio.Server._protocol_factory``) and the loop's own
+  ``_make_socket_transport``, exactly as asyncio builds an accepted one.
 
 Those names were read in websockets :data:`WEBSOCKETS_SERIES` and CPython
 3.11 to 3.13; importing this module with another websockets major release
@@ -17,12 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import socket
 from collections.abc import Callable, Generator
 
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.protocol import CONNECTING
 
-__all__ = ["WEBSOCKETS_SERIES", "AcyclicConnection", "check_websockets", "running_loop"]
+__all__ = [
+    "WEBSOCKETS_SERIES",
+    "AcyclicConnection",
+    "adopt",
+    "check_websockets",
+    "running_loop",
+]
 
 WEBSOCKETS_SERIES = 17
 """The websockets major release whose internals this module was written against."""
@@ -86,6 +99,26 @@ class AcyclicConnection(ServerConnection):
     """
 
     _lost_callback: Callable[[bool], None] | None = None
+    _prefix = b""
+
+    handed_user: str | None = None
+    """The user id the master established, for a connection handed over by :func:`adopt`.
+
+    None for a connection this process accepted itself; "" for one handed
+    over before any user was established (a request that is no upgrade).
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Loop: websockets' own, then the bytes the master read, if handed over.
+
+        asyncio adds the socket's reader only after this, so the bytes read
+        by the master are always parsed first.
+        """
+        super().connection_made(transport)
+        prefix = self._prefix
+        if prefix:
+            self._prefix = b""
+            self.data_received(prefix)
 
     def call_when_lost(self, callback: Callable[[bool], None]) -> None:
         """Loop: call ``callback`` once the peer is gone; at once if it is gone already.
@@ -129,3 +162,25 @@ class AcyclicConnection(ServerConnection):
         callback, self._lost_callback = self._lost_callback, None  # it holds this connection
         if callback is not None:
             callback(self.protocol.close_rcvd is None)
+
+
+def adopt(server: Server, sock: socket.socket, prefix: bytes, handed_user: str) -> None:
+    """Loop: resume ``sock``, whose first bytes ``prefix`` were read elsewhere, on ``server``.
+
+    From here on it is an ordinary connection of ``server`` (a websockets
+    server whose ``create_connection`` is :class:`AcyclicConnection`): the
+    same protocol factory as an accepted one (so the same handshake hook,
+    origins, compression and limits), its ``handed_user`` set, and a
+    transport built as asyncio builds an accepted connection's, without the
+    task asyncio's accept path runs for it. A server that is no longer
+    serving answers the handshake 503 itself.
+    """
+    listening = server.server
+    connection = listening._protocol_factory()  # type: ignore[attr-defined]
+    assert isinstance(connection, AcyclicConnection)  # the server's create_connection
+    connection._prefix = prefix
+    connection.handed_user = handed_user
+    sock.setblocking(False)
+    loop = listening.get_loop()
+    owner = listening if listening.is_serving() else None  # a closed server takes no more
+    loop._make_socket_transport(sock, connection, server=owner)  # type: ignore[attr-defined]

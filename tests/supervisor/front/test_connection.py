@@ -50,3 +50,19 @@ def test_running_loop_is_the_loop_on_it_and_none_off_it() -> None:
 
     assert asyncio.run(on_loop())
     assert connection.running_loop() is None
+
+
+def test_an_asyncio_server_still_keeps_its_factory_and_a_loop_still_makes_socket_transports() -> (
+    None
+):
+    async def probe() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        try:
+            factory = getattr(server, "_protocol_factory", None)
+            return factory is asyncio.Protocol, callable(loop._make_socket_transport)  # type: ignore[attr-defined]
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(probe()) == (True, True)
