@@ -3,7 +3,8 @@
 Runs in the command-line process, on its only thread: :func:`fetch_state`
 blocks on one HTTP request to the admin listener (``GET /debug/state``), and
 :func:`render_state` is a pure function of the snapshot that
-:meth:`actors.tree.SupervisionTree.snapshot` returns.
+:meth:`actors.tree.SupervisionTree.snapshot` returns (under ``serve
+--workers N``, with a line for each worker first).
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def render_state(state: dict[str, Any], color: bool, now: float | None = None) -
         f"alerts {len(alerts)}",
     ]
     lines = ["  ".join(head)]
+    lines.extend(_worker_line(worker) for worker in state.get("workers", []))
     names = [str(user.get("user_id", "?")) for user in users]
     usages = [f"{user.get('used', '?')}/{user.get('limit', '?')}" for user in users]
     name_width = max(map(len, names), default=0)
@@ -202,6 +204,24 @@ def _manager_columns(manager: dict[str, Any], now: float, dim: Callable[[str], s
     if manager.get("holds_slot") is False:
         columns.append(dim("no slot"))
     return columns
+
+
+def _worker_line(worker: dict[str, Any]) -> str:
+    """One worker of ``serve --workers``: whether it serves, its process and its figures."""
+    cells = [
+        f"worker {worker.get('index', '?')}",
+        "serving" if worker.get("serving") else "down",
+        f"pid {worker.get('pid') or '-'}",
+        f"node {worker.get('node_id') or '-'}",
+    ]
+    if "error" in worker:
+        cells.append(f"error: {worker['error']}")
+    else:
+        cells.append(f"used {worker.get('node_used', '?')}/{worker.get('node_limit', '?')}")
+        cells.append(f"users {worker.get('users', '?')}")
+        cells.append(f"threads {worker.get('threads', '?')}")
+    cells.append(f"restarts {worker.get('restarts', 0)}")
+    return "  ".join(cells)
 
 
 def _alert_line(alert: dict[str, Any]) -> str:
