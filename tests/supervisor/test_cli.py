@@ -250,3 +250,14 @@ def test_a_worker_started_by_hand_without_a_master_exits_2_saying_so() -> None:
     result = run_cli("worker", "--channel-fd", "0")
     assert result.returncode == 2
     assert "ws-supervisor worker: no setup from the master" in result.stderr
+
+
+def test_the_systemd_unit_runs_commands_the_cli_accepts() -> None:
+    from supervisor.cli import _parser  # noqa: PLC0415
+
+    unit = (ROOT / "config" / "ws-supervisor.service").read_text().splitlines()
+    commands = [line.split("=", 1)[1].split()[1:] for line in unit if line.startswith("ExecStart")]
+    assert len(commands) == 2  # ExecStartPre (check-config) and ExecStart (serve)
+    parsed = [_parser().parse_args(argv) for argv in commands]
+    assert [args.command for args in parsed] == ["check-config", "serve"]
+    assert parsed[1].workers == len(os.sched_getaffinity(0))  # --workers auto
