@@ -49,6 +49,7 @@ _ACCEPTS = 128  # accepted per wake-up, as asyncio's own servers
 _PAUSE = 0.1  # seconds without accepting when the process is out of descriptors
 _UNAVAILABLE = Refusal(503, "worker unavailable, try again", 1.0)
 _BUSY = Refusal(503, "too many handshakes in progress")
+_FAILED = Refusal(500, "internal error")
 
 
 def listening_sockets(host: str, port: int, defer: float) -> list[socket.socket]:
@@ -213,7 +214,12 @@ class Acceptor:
             return True
         self._end(reading)
         self.gate.leave()
-        verdict = self.policy.decide(head, reading.address)
+        try:
+            verdict = self.policy.decide(head, reading.address)
+        except Exception:  # a bug of ours: this connection fails, no other
+            log.exception("deciding on a request head failed")
+            self._answer(reading.sock, _FAILED, "refused")
+            return True
         if isinstance(verdict, Refusal):
             self._answer(reading.sock, verdict, "refused")
         elif self.hand_off(verdict.worker, verdict.user_id, reading.received, reading.sock):

@@ -1,56 +1,82 @@
 """The master's link to one worker: a Unix ``SOCK_SEQPACKET`` socket pair, both ways.
 
-One message is one record (SEQPACKET keeps their bounds, so a descriptor
-is never read with another message's bytes):
+One message is one record of the socket (SEQPACKET keeps their bounds, so
+descriptors are never read with another message's bytes):
 
-- a hand-off, master to worker: the user id, the bytes the master read of
-  the connection, and the connection's socket itself (``SCM_RIGHTS``,
-  :func:`socket.send_fds`); the master closes its copy once it is sent;
+- hand-offs, master to worker: for each connection, the user id and the
+  bytes the master read of it, and beside them the connections' sockets
+  themselves (``SCM_RIGHTS``), in the same order; the master closes its
+  copies once they are sent. The hand-offs of one turn of the master's
+  loop go together, up to :data:`BATCH` of them, in one message: waking a
+  process on another core costs more than the rest of a hand-off on a
+  virtual machine, so a busy master wakes each worker once per turn;
 - a control message, either way, a JSON object: the worker's setup
   (master to worker, first), ``ready`` (worker to master).
 
-:class:`Channel` never blocks: a hand-off that finds the socket's buffer
-full waits in a bounded queue, sent as soon as the socket is writable; past
-the bound, or once the peer is gone, the connection is refused (the
-master answers it 503). Every method runs on the event loop of its
-process, except :meth:`Channel.receive_control`, which blocks and is for a
-worker's start, before its loop runs.
+:class:`Channel` never blocks: a hand-off waits, at most ``limit`` of them,
+until the end of the loop's turn or until the socket has room; past the
+bound, or once the peer is gone, the connection is refused (the master
+answers it 503). Every method runs on the event loop of its process,
+except :meth:`Channel.receive_control`, which blocks and is for a worker's
+start, before its loop runs.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import json
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from supervisor.workers.head import MAX_HEAD
 
-__all__ = ["Channel", "decode_control", "decode_handoff", "encode_control", "encode_handoff"]
+__all__ = [
+    "BATCH",
+    "Channel",
+    "decode_control",
+    "decode_handoffs",
+    "encode_control",
+    "encode_handoffs",
+]
 
-_HANDOFF = b"H"
+BATCH = 64
+"""Hand-offs sent in one message at most (the kernel takes up to 253 descriptors)."""
+
+_HANDOFFS = b"H"
 _CONTROL = b"C"
-_USER = struct.Struct("!H")
+_RECORD = struct.Struct("!HI")  # the user id's length, then the bytes read's
+_BATCH_BYTES = 64 * 1024  # a message grows past this only by its last hand-off
+_RECEIVED = _BATCH_BYTES + MAX_HEAD + 4096  # the largest message of hand-offs
 _LARGEST = 1 << 20  # a control message (a setup's config) is a few KiB
 _BUFFER = 4 << 20  # bytes of hand-offs in flight: thousands of them
-_BATCH = 256  # messages read per wake-up
+_MESSAGES = 64  # messages read per wake-up
+
+Handed = tuple[str, bytes]
 
 
-def encode_handoff(user_id: str, prefix: bytes) -> bytes:
-    """A hand-off's bytes (its socket travels beside them)."""
-    user = user_id.encode("utf-8", "surrogateescape")
-    return _HANDOFF + _USER.pack(len(user)) + user + prefix
+def encode_handoffs(handed: list[Handed]) -> bytes:
+    """The bytes of a message of hand-offs (their sockets travel beside them)."""
+    parts = [_HANDOFFS]
+    for user_id, prefix in handed:
+        user = user_id.encode("utf-8", "surrogateescape")
+        parts += [_RECORD.pack(len(user), len(prefix)), user, prefix]
+    return b"".join(parts)
 
 
-def decode_handoff(message: bytes) -> tuple[str, bytes]:
-    """``(user_id, prefix)`` of a hand-off's bytes."""
-    (length,) = _USER.unpack_from(message, 1)
-    start = 1 + _USER.size
-    user = message[start : start + length].decode("utf-8", "surrogateescape")
-    return user, message[start + length :]
+def decode_handoffs(message: bytes | memoryview) -> Iterator[Handed]:
+    """``(user_id, prefix)`` of each hand-off of a message, in order."""
+    offset = 1
+    while offset < len(message):
+        users, read = _RECORD.unpack_from(message, offset)
+        offset += _RECORD.size
+        user = bytes(message[offset : offset + users]).decode("utf-8", "surrogateescape")
+        offset += users
+        yield user, bytes(message[offset : offset + read])
+        offset += read
 
 
 def encode_control(payload: dict[str, Any]) -> bytes:
@@ -58,9 +84,9 @@ def encode_control(payload: dict[str, Any]) -> bytes:
     return _CONTROL + json.dumps(payload, separators=(",", ":")).encode()
 
 
-def decode_control(message: bytes) -> dict[str, Any]:
+def decode_control(message: bytes | memoryview) -> dict[str, Any]:
     """The JSON object of a control message's bytes."""
-    payload = json.loads(message[1:])
+    payload = json.loads(bytes(message[1:]))
     if not isinstance(payload, dict):
         raise ValueError("a control message is a JSON object")
     return payload
@@ -69,9 +95,9 @@ def decode_control(message: bytes) -> dict[str, Any]:
 class Channel:
     """One end of a master-worker socket pair.
 
-    ``limit`` bounds the hand-offs that wait for room in the socket's
-    buffer. ``refuse`` is called (on the loop) with a connection that
-    could not be handed over after all: the worker went while it waited.
+    ``limit`` bounds the hand-offs that wait to be sent. ``refuse`` is
+    called (on the loop) with a connection that could not be handed over
+    after all: the worker went while it waited.
     """
 
     def __init__(
@@ -87,9 +113,14 @@ class Channel:
         self.refuse = refuse
         self.alive = True
         self.sent = 0
-        self._waiting: collections.deque[tuple[bytes, socket.socket]] = collections.deque()
+        self.messages = 0
+        self._waiting: collections.deque[tuple[Handed, socket.socket]] = collections.deque()
+        self._flushing = False  # a flush is due: at the turn's end, or when there is room
+        self._writing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reading = False
+        room = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        self._batch_bytes = min(_BATCH_BYTES, room // 4)  # a message must fit the socket
 
     @staticmethod
     def pair() -> tuple[socket.socket, socket.socket]:
@@ -104,45 +135,61 @@ class Channel:
     def hand_off(self, user_id: str, prefix: bytes, conn: socket.socket) -> bool:
         """Loop: send ``conn`` (read ``prefix`` so far) for ``user_id``; False if refused.
 
-        True: the worker has it or will (a wait in the queue); the caller
-        lets go of ``conn``. False: the peer is gone or the queue is full,
-        and ``conn`` is still the caller's to answer.
+        True: the worker will have it (it goes at the end of this turn of the
+        loop, or once the socket has room); the caller lets go of ``conn``.
+        False: the peer is gone or ``limit`` wait already, and ``conn`` is
+        still the caller's to answer.
         """
         if not self.alive or len(self._waiting) >= self.limit:
             return False
-        message = encode_handoff(user_id, prefix)
-        if self._waiting or not self._send(message, conn):
-            if not self.alive:
-                return False
-            self._waiting.append((message, conn))
-            if len(self._waiting) == 1:
-                self._writer().add_writer(self.sock.fileno(), self._flush)
+        self._waiting.append(((user_id, prefix), conn))
+        if not self._flushing:
+            self._flushing = True
+            self._writer().call_soon(self._flush)
         return True
 
     def send_control(self, payload: dict[str, Any]) -> None:
         """Send a control message; raises OSError if it cannot go now (full or gone)."""
         self.sock.send(encode_control(payload))
 
-    def _send(self, message: bytes, conn: socket.socket) -> bool:
-        """True once sent (``conn`` then closed here); False to wait (or the peer died)."""
+    def _flush(self) -> None:
+        """Send what waits, :data:`BATCH` at a time; wait for room when the socket is full."""
+        while self._waiting and self.alive:
+            batch: list[tuple[Handed, socket.socket]] = []
+            size = 0
+            for handed, conn in self._waiting:
+                if len(batch) == BATCH or (batch and size + len(handed[1]) > self._batch_bytes):
+                    break
+                batch.append((handed, conn))
+                size += len(handed[1])
+            if not self._send(batch):
+                return
+            for _ in batch:
+                self._waiting.popleft()
+        self._flushing = False
+        if self._writing:
+            self._writing = False
+            self._writer().remove_writer(self.sock.fileno())
+
+    def _send(self, batch: list[tuple[Handed, socket.socket]]) -> bool:
+        """True once sent (the sockets then closed here); False to wait (or the peer died)."""
+        message = encode_handoffs([handed for handed, _ in batch])
+        fds = array.array("i", [conn.fileno() for _, conn in batch])
         try:
-            socket.send_fds(self.sock, [message], [conn.fileno()])
+            self.sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         except (BlockingIOError, InterruptedError):
+            if not self._writing:
+                self._writing = True
+                self._writer().add_writer(self.sock.fileno(), self._flush)
             return False
         except OSError:
             self._die()
             return False
-        conn.close()  # the message in flight holds the connection now
-        self.sent += 1
+        for _, conn in batch:
+            conn.close()  # the message in flight holds the connection now
+        self.sent += len(batch)
+        self.messages += 1
         return True
-
-    def _flush(self) -> None:
-        while self._waiting:
-            message, conn = self._waiting[0]
-            if not self._send(message, conn):
-                return  # still full (or dead: _die took the rest)
-            self._waiting.popleft()
-        self._writer().remove_writer(self.sock.fileno())
 
     def _writer(self) -> asyncio.AbstractEventLoop:
         """The loop this channel runs on: the one running when first needed."""
@@ -156,7 +203,8 @@ class Channel:
             return
         self.alive = False
         waiting, self._waiting = self._waiting, collections.deque()
-        if waiting:
+        if self._writing:
+            self._writing = False
             self._writer().remove_writer(self.sock.fileno())
         for _, conn in waiting:
             self.refuse(conn)
@@ -171,6 +219,9 @@ class Channel:
     ) -> None:
         """Loop: call ``on_handoff`` or ``on_control`` per message; ``on_gone`` once at the end."""
         loop = self._writer()
+        buffer = bytearray(_RECEIVED)
+        view = memoryview(buffer)
+        ancillary = socket.CMSG_SPACE(BATCH * array.array("i").itemsize)
 
         def gone() -> None:
             if self._reading:
@@ -180,29 +231,32 @@ class Channel:
                 on_gone()
 
         def readable() -> None:
-            for _ in range(_BATCH):
+            for _ in range(_MESSAGES):
                 try:
-                    message, fds, flags, _ = socket.recv_fds(self.sock, MAX_HEAD + 1024, 1)
+                    size, ancdata, flags, _ = self.sock.recvmsg_into([buffer], ancillary)
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError:
                     gone()
                     return
-                if not message and not fds:  # the peer closed its end
+                conns = _sockets_of(ancdata)
+                if size == 0 and not conns:  # the peer closed its end
                     gone()
                     return
-                conns = [socket.socket(fileno=fd) for fd in fds]
+                message = view[:size]
                 if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
-                    for conn in conns:
-                        conn.close()
-                elif message[:1] == _HANDOFF and len(conns) == 1:
-                    user_id, prefix = decode_handoff(message)
-                    on_handoff(user_id, prefix, conns[0])
+                    _close_all(conns)
+                elif message[:1] == _HANDOFFS:
+                    handed = list(decode_handoffs(message))
+                    if len(handed) != len(conns):
+                        _close_all(conns)
+                        continue
+                    for (user_id, prefix), conn in zip(handed, conns, strict=True):
+                        on_handoff(user_id, prefix, conn)
                 elif message[:1] == _CONTROL and not conns:
                     on_control(decode_control(message))
                 else:
-                    for conn in conns:
-                        conn.close()
+                    _close_all(conns)
 
         self._reading = True
         loop.add_reader(self.sock.fileno(), readable)
@@ -227,3 +281,17 @@ class Channel:
             self._loop.remove_reader(self.sock.fileno())
         self._die()
         self.sock.close()
+
+
+def _sockets_of(ancdata: list[tuple[int, int, bytes]]) -> list[socket.socket]:
+    """The sockets passed in a message's ancillary data, in order."""
+    fds = array.array("i")
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return [socket.socket(fileno=fd) for fd in fds]
+
+
+def _close_all(conns: list[socket.socket]) -> None:
+    for conn in conns:
+        conn.close()

@@ -199,3 +199,26 @@ async def test_closing_drops_the_heads_in_progress_and_frees_the_port() -> None:
         writer.close()
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_a_decision_that_fails_is_500_for_that_connection_and_the_next_is_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with accepting() as (acceptor, handed):
+
+        def broken(head: object, address: str) -> object:
+            raise ZeroDivisionError("a bug")
+
+        decide = acceptor.policy.decide
+        acceptor.policy.decide = broken  # type: ignore[method-assign, assignment]
+        answer = await exchange(
+            acceptor.port, f"GET /ws?user_id=e HTTP/1.1\r\n{UPGRADE}\r\n".encode()
+        )
+        assert answer.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+        assert "deciding on a request head failed" in caplog.text
+        acceptor.policy.decide = decide  # type: ignore[method-assign]
+        _, writer = await asyncio.open_connection("127.0.0.1", acceptor.port)
+        writer.write(f"GET /ws?user_id=f HTTP/1.1\r\n{UPGRADE}\r\n".encode())
+        await wait_for_calls(handed, 1)
+        assert acceptor.gate.active == 0
+        writer.close()

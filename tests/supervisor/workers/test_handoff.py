@@ -10,11 +10,12 @@ from collections.abc import Iterator
 import pytest
 
 from supervisor.workers.handoff import (
+    BATCH,
     Channel,
     decode_control,
-    decode_handoff,
+    decode_handoffs,
     encode_control,
-    encode_handoff,
+    encode_handoffs,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -37,9 +38,9 @@ def connected() -> tuple[socket.socket, socket.socket]:
     return server, client
 
 
-def test_a_hand_off_s_bytes_say_the_user_and_what_was_read() -> None:
-    message = encode_handoff("alice@example.com", b"GET / HTTP/1.1\r\n\r\n\x81")
-    assert decode_handoff(message) == ("alice@example.com", b"GET / HTTP/1.1\r\n\r\n\x81")
+def test_hand_offs_bytes_say_each_user_and_what_was_read_in_order() -> None:
+    handed = [("alice@example.com", b"GET / HTTP/1.1\r\n\r\n\x81"), ("", b""), ("b\u00e9", b"x")]
+    assert list(decode_handoffs(encode_handoffs(handed))) == handed
     assert decode_control(encode_control({"ready": 12})) == {"ready": 12}
 
 
@@ -78,13 +79,15 @@ def test_a_connection_handed_over_is_the_same_connection_on_the_other_side(
 
 def test_hand_offs_beyond_the_socket_s_room_wait_then_go_and_past_the_limit_are_refused() -> None:
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # room for a few only
-    master, worker = Channel(mine, limit=20), Channel(theirs)
+    mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)  # room for a few only
+    master, worker = Channel(mine, limit=30), Channel(theirs)
     sockets = [connected() for _ in range(60)]
 
     async def run() -> tuple[list[bool], int, int]:
-        accepted = [master.hand_off(f"u{n}", b"x" * 1000, s) for n, (s, _) in enumerate(sockets)]
+        accepted = [master.hand_off(f"u{n}", b"x" * 3000, s) for n, (s, _) in enumerate(sockets)]
         queued = len(master._waiting)
+        await asyncio.sleep(0.05)  # the turn ends: the socket fills, the rest waits
+        assert master._waiting and master._writing
         received: list[str] = []
 
         def take(user: str, _: bytes, sock: socket.socket) -> None:
@@ -97,9 +100,9 @@ def test_hand_offs_beyond_the_socket_s_room_wait_then_go_and_past_the_limit_are_
         return accepted, queued, len(master._waiting)
 
     accepted, queued, left = asyncio.run(run())
-    assert queued == 20 and left == 0
-    assert accepted.count(True) < 60 and accepted[-1] is False
-    assert accepted == sorted(accepted, reverse=True)  # refused only once the queue was full
+    assert accepted == [True] * 30 + [False] * 30  # refused only once the queue was full
+    assert (queued, left) == (30, 0)
+    assert master.messages > 1 and not master._writing
     for server, client in sockets:
         if server.fileno() != -1:
             server.close()
@@ -161,8 +164,34 @@ def test_no_setup_in_time_is_an_error(pair: tuple[Channel, Channel]) -> None:
 def test_a_hand_off_first_is_no_setup(pair: tuple[Channel, Channel]) -> None:
     master, worker = pair
     read, write = os.pipe()
-    socket.send_fds(master.sock, [encode_handoff("u", b"")], [read])
+    socket.send_fds(master.sock, [encode_handoffs([("u", b"")])], [read])
     os.close(read)
     os.close(write)
     with pytest.raises(ValueError, match="the first message was not the setup"):
         worker.receive_control(timeout=5)
+
+
+def test_the_hand_offs_of_one_turn_go_together_and_arrive_in_order(
+    pair: tuple[Channel, Channel],
+) -> None:
+    master, worker = pair
+    sockets = [connected() for _ in range(BATCH + 6)]
+
+    async def run() -> list[tuple[str, bytes, socket.socket]]:
+        got: list[tuple[str, bytes, socket.socket]] = []
+        worker.receive(lambda *handed: got.append(handed), print, print)
+        for n, (server, _) in enumerate(sockets):
+            assert master.hand_off(f"u{n}", f"head {n}".encode(), server)
+        while len(got) < len(sockets):
+            await asyncio.sleep(0.01)
+        return got
+
+    got = asyncio.run(run())
+    assert [(user, prefix) for user, prefix, _ in got] == [
+        (f"u{n}", f"head {n}".encode()) for n in range(len(sockets))
+    ]
+    assert master.messages == 2  # one turn: a full batch, then the rest
+    for (_, _, received), (_, client) in zip(got, sockets, strict=True):
+        assert received.getpeername() == client.getsockname()
+        received.close()
+        client.close()

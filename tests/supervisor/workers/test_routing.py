@@ -139,3 +139,13 @@ def _parse_response(raw: bytes) -> Response:
         response: Response = done.value
         return response
     raise AssertionError("incomplete response")
+
+
+def test_two_versions_make_no_upgrade_and_two_authorizations_are_refused() -> None:
+    twice = f"{UPGRADE}Sec-WebSocket-Version: 13\r\n"
+    assert policy(workers=1).decide(head("/ws?user_id=a", twice), "10.2.0.1") == HandOff(0, "")
+    jwt_policy = policy({"auth": {"mode": "jwt"}})
+    both = f"{UPGRADE}Authorization: Bearer a\r\nAuthorization: Bearer b\r\n"
+    assert jwt_policy.decide(head("/ws", both), "10.2.0.2") == Refusal(
+        401, "more than one Authorization header"
+    )
