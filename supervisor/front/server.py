@@ -262,7 +262,7 @@ def is_upgrade(request: Request) -> bool:
         "upgrade" in (token.strip() for token in connection.split(","))
         and upgrade == "websocket"
         and len(headers.get_all("Sec-WebSocket-Key")) == 1
-        and headers.get("Sec-WebSocket-Version") == "13"
+        and headers.get_all("Sec-WebSocket-Version") == ["13"]
     )
 
 
