@@ -276,4 +276,5 @@ class SupervisionTree:
         root_state["threads"] = threading.active_count()
         root_state["slots_held"] = self.ledger.total()
         root_state["ledger"] = self.settings.quota.backend
+        root_state["now"] = round(self.clock.wall(), 3)  # what the epoch times are read against
         return {"root": root_state, "users": users}

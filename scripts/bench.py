@@ -33,8 +33,13 @@ handled on the event loop (``runs_inline``); ``--app
 supervisor.front.apps:WorkerEchoApp`` runs the same echo on the manager workers,
 as any app that may block.
 
+The supervised server logs at the level the profiles ship (INFO), as users
+run it; ``--log-level`` sets another. Beside CPU time, the bench reads the
+server's context switches (every thread's, from ``/proc/PID/task``) and the
+lines its log gained per churned connection.
+
 Usage: scripts/bench [--rounds 3] [--quick] [--redis] [--workers N] [--compression none]
-       [--json FILE] [--plot FILE.png] [--app package.module:Name]
+       [--json FILE] [--plot FILE.png] [--app package.module:Name] [--log-level INFO]
 
 Internal modes (started by the tool itself): ``--serve-bare`` and ``--client SCENARIO``.
 """
@@ -64,7 +69,7 @@ import threading
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -88,6 +93,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 EXIT_NO_MATPLOTLIB = 2
+SHIPPED_LOG_LEVEL = "INFO"
+"""The ``[logging] level`` every profile ships (``config/*.toml``): the bench's default."""
 
 # --- small shared helpers ------------------------------------------------------------
 
@@ -109,6 +116,28 @@ def process_tree(pid: int) -> list[int]:
             for task in Path(f"/proc/{current}/task").iterdir():
                 waiting += [int(child) for child in (task / "children").read_text().split()]
     return found
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary and involuntary context switches of every thread of ``pid`` so far.
+
+    A thread woken per event (a log line, a frame) shows here long before it
+    shows in CPU time, which a shared host moves by tens of percent.
+    """
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+def count_lines(path: Path) -> int:
+    """Lines written to ``path`` so far (0 if it cannot be read)."""
+    with contextlib.suppress(OSError):
+        return path.read_bytes().count(b"\n")
+    return 0
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -535,17 +564,21 @@ def start_server(
     *,
     ping_interval: float = 0.0,
     overrides: dict[str, str] | None = None,
+    log_level: str = "WARNING",
+    wrapper: Sequence[str] = (),
     workers: int = 1,
 ) -> Server:
     """Start the bare or the supervised server; ``ping_interval`` (and timeout) if not ci's.
 
+    The supervised one logs at ``log_level`` (its ``[logging] level``).
+    ``wrapper`` runs the server's interpreter under another program (valgrind).
     ``workers`` > 1: the supervised server is ``serve --workers N``.
     """
     port = free_port()
     log = logdir / f"{kind}-{port}.log"
     with log.open("w") as out:
         if kind == "bare":
-            argv = [sys.executable, str(Path(__file__).resolve()), "--serve-bare"]
+            argv = [*wrapper, sys.executable, str(Path(__file__).resolve()), "--serve-bare"]
             argv += ["--port", str(port), "--compression", compression]
             argv += ["--ping-interval", str(ping_interval)]
             proc = children.start(argv, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT))
@@ -561,14 +594,15 @@ def start_server(
                 "WS_SUPERVISOR_QUOTA_MAX_MANAGERS_PER_USER": "1000",
                 "WS_SUPERVISOR_QUOTA_NODE_MAX_MANAGERS": "20000",
                 "WS_SUPERVISOR_THRESHOLDS_EMERGENCY_ACTION": "none",
-                "WS_SUPERVISOR_LOGGING_LEVEL": "WARNING",
+                "WS_SUPERVISOR_LOGGING_LEVEL": log_level,
             }
         )
         if ping_interval:
             env["WS_SUPERVISOR_TIMEOUTS_PING_INTERVAL"] = str(ping_interval)
             env["WS_SUPERVISOR_TIMEOUTS_PING_TIMEOUT"] = str(ping_interval)
         env.update(overrides or {})
-        argv = [*supervisor_command(), "serve", "--profile", "ci"]
+        command = [sys.executable, "-m", "supervisor.cli"] if wrapper else supervisor_command()
+        argv = [*wrapper, *command, "serve", "--profile", "ci"]
         argv += ["--workers", str(workers)] if workers > 1 else []
         proc = children.start(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
         return Server(kind, proc, port, admin_port, log)
@@ -587,6 +621,7 @@ class Settings:
     client_procs: int
     compression: str
     app: str = ""
+    log_level: str = SHIPPED_LOG_LEVEL
     workers: int = 1
 
 
@@ -597,17 +632,19 @@ class Probe:
     cpu: float
     rss_kib: int
     threads: int
+    switches: int = 0
 
     @classmethod
     def read(cls, pid: int) -> Probe:
-        cpu, rss, threads = 0.0, 0, 0
+        cpu, rss, threads, switches = 0.0, 0, 0, 0
         for each in process_tree(pid):
             with contextlib.suppress(OSError, ValueError):  # a process that just ended
                 status = proc_status(each)
                 cpu += cpu_seconds(each)
                 rss += status.get("VmRSS", 0)
                 threads += status.get("Threads", 0)
-        return cls(cpu, rss, threads)
+                switches += context_switches(each)
+        return cls(cpu, rss, threads, switches)
 
 
 def run_scenario(
@@ -619,8 +656,15 @@ def run_scenario(
     procs: int = 1,
     concurrency: int = 1,
     duration: float = 0.0,
+    on_go: Callable[[], object] | None = None,
+    on_done: Callable[[], object] | None = None,
 ) -> tuple[list[dict[str, Any]], Probe, Probe]:
-    """Run one scenario in ``procs`` client processes; (their results, probe before, after)."""
+    """Run one scenario in ``procs`` client processes; (their results, probe before, after).
+
+    ``on_go`` runs once every client is ready (connected, for throughput),
+    just before they start; ``on_done`` once they have all reported, before
+    they disconnect.
+    """
     script = str(Path(__file__).resolve())
     clients: list[ClientProc] = []
     for index in range(procs):
@@ -634,12 +678,16 @@ def run_scenario(
     try:
         for client in clients:
             client.expect("ready", 60)
+        if on_go is not None:
+            on_go()
         before = Probe.read(server.proc.pid)
         for client in clients:
             client.say("go")
         bound = duration + settings.rtt_samples * 0.1 + settings.idle_connections * 0.05 + 60
         results = [client.expect("result", bound) for client in clients]
         after = Probe.read(server.proc.pid)
+        if on_done is not None:
+            on_done()
     finally:
         for client in clients:
             client.finish()
@@ -670,6 +718,7 @@ def churn_metrics(
         "connect_p50_ms": percentile(latencies, 50) * 1000,
         "connect_p99_ms": percentile(latencies, 99) * 1000,
         "cpu_ms_per_conn": (after.cpu - before.cpu) / max(1, len(latencies)) * 1000,
+        "switches_per_conn": (after.switches - before.switches) / max(1, len(latencies)),
         "churn_errors": _errors(results),
         "churn_conns": len(latencies),
     }
@@ -683,7 +732,13 @@ def bench_one(
     overrides = {"WS_SUPERVISOR_SERVER_APP": settings.app} if settings.app else None
     workers = settings.workers if kind == WORKERS_KIND else 1
     server = start_server(
-        kind, children, settings.compression, logdir, overrides=overrides, workers=workers
+        kind,
+        children,
+        settings.compression,
+        logdir,
+        overrides=overrides,
+        log_level=settings.log_level,
+        workers=workers,
     )
     metrics: dict[str, float] = {}
     samples: dict[str, list[float]] = {}
@@ -703,10 +758,12 @@ def bench_one(
         metrics["idle_conns_opened"] = opened
         server.quiesce()
 
+        lines = count_lines(server.log)
         churn, latencies = churn_metrics(children, server, settings)
         metrics.update(churn)
         samples["connect_ms"] = [value * 1000 for value in latencies]
-        server.quiesce()
+        server.quiesce()  # the log writer has written the churn's lines by now
+        metrics["log_lines_per_conn"] = (count_lines(server.log) - lines) / max(1, len(latencies))
 
         results, before, after = run_scenario(
             children,
@@ -721,6 +778,7 @@ def bench_one(
         elapsed = max(float(result["elapsed"]) for result in results)
         metrics["msgs_per_s"] = messages / elapsed
         metrics["cpu_us_per_msg"] = (after.cpu - before.cpu) / max(1, messages) * 1e6
+        metrics["switches_per_msg"] = (after.switches - before.switches) / max(1, messages)
         metrics["throughput_errors"] = _errors(results)
         server.quiesce()
 
@@ -997,8 +1055,11 @@ METRICS: list[tuple[str, str, str]] = [
     ("connect_p50_ms", "churn: connect->welcome p50 (ms)", "lower"),
     ("connect_p99_ms", "churn: connect->welcome p99 (ms)", "lower"),
     ("cpu_ms_per_conn", "churn: server CPU per connection (ms)", "lower"),
+    ("switches_per_conn", "churn: server context switches per connection", "lower"),
+    ("log_lines_per_conn", "churn: server log lines per connection", "lower"),
     ("msgs_per_s", "throughput: echo round trips/s", "higher"),
     ("cpu_us_per_msg", "throughput: server CPU per message (us)", "lower"),
+    ("switches_per_msg", "throughput: server context switches per message", "lower"),
     ("rtt_p50_us", "idle: echo round trip p50 (us)", "lower"),
     ("rtt_p99_us", "idle: echo round trip p99 (us)", "lower"),
     ("rss_kib_per_conn", "memory: server RSS per idle connection (KiB)", "lower"),
@@ -1114,6 +1175,7 @@ def print_tables(
         f"compression={settings.compression}, {os.cpu_count()} CPUs, "
         f"{settings.client_procs} client process(es), took {took:.0f}s"
         + (f"; app {settings.app}" if settings.app else "")
+        + f"; supervised log level {settings.log_level}"
     )
     print(table(summary))
     print(
@@ -1147,6 +1209,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         client_procs=args.client_procs or max(1, min(4, (os.cpu_count() or 2) // 2)),
         compression=args.compression,
         app=args.app,
+        log_level=args.log_level,
         workers=args.workers,
     )
     children = Children()
@@ -1212,6 +1275,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             "client_procs": settings.client_procs,
             "compression": settings.compression,
             "app": settings.app or "supervisor.front.apps:EchoApp",
+            "log_level": settings.log_level,
             "command": shlex.join(sys.argv),
             "seconds": round(time.monotonic() - started, 1),
             "redis": args.redis,
@@ -1239,6 +1303,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="",
         help="the supervised server's app (default its EchoApp, which runs inline; "
         "supervisor.front.apps:WorkerEchoApp is the same echo on the manager workers)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=SHIPPED_LOG_LEVEL,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help=f"the supervised server's [logging] level (default {SHIPPED_LOG_LEVEL}, "
+        "the level every profile ships)",
     )
     parser.add_argument("--client-procs", type=int, default=0, help="load generator processes")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")

@@ -67,6 +67,8 @@ from bench import Children, ClientProc, Probe, Server, StdinLines, process_tree,
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
+from supervisor.admin.dump import every_user
+
 PER_USER = 20
 SAMPLED = 25  # every SAMPLED-th user tries a 21st connection
 
@@ -150,7 +152,7 @@ def quota_sample(server: Server, timeout: float = 120.0) -> dict[str, int] | Non
     """Every user's slots now, from ``/debug/state``: how many users, the most and least, all."""
     try:
         status, body = http_get(server.admin("/debug/state"), timeout=timeout)
-        users = json.loads(body)["users"] if status == 200 else None
+        users = every_user(json.loads(body)) if status == 200 else None
     except (OSError, ValueError, KeyError):
         return None
     if users is None:

@@ -147,17 +147,21 @@ class Daemon:
                 client, self.node_id, config.redis, config.quota.node_max_managers, self.metrics
             )
             self.cluster = ClusterLink(self.shared_ledger, client, self._take_back)
+        observers = FanoutObserver(self.metrics, self.readiness)  # the tree's and the front's
         self.tree = SupervisionTree(
             config,
-            observer=FanoutObserver(self.metrics, self.readiness),
+            observer=observers,
             handler_factory=environment.app,
             node_id=self.node_id,
             ledger=self.shared_ledger,
         )
-        self.front = WebSocketFront(config, self.tree, environment.authenticator)
+        self.front = WebSocketFront(
+            config, self.tree, environment.authenticator, observer=observers
+        )
         backend = TreeAdminBackend(
             self.tree, self.metrics, self.readiness, shared_ledger=self.shared_ledger
         )
+        self.metrics.watch_readiness(lambda: {trigger.id for trigger in backend.triggers()})
         self.admin = AdminServer(
             config.admin.host,
             config.admin.port,
@@ -191,6 +195,8 @@ class Daemon:
         seat = self.seat
         await self.front.start(None if seat is None else seat.listening())
         await self.admin.start()
+        if self.config.faults.close_under_foreign_id:
+            log.warning("test-only fault on: faults.close_under_foreign_id (thread_id mismatches)")
         if seat is not None:
             seat.serve(self.front.adopt, self.request_stop)  # the master gone: drain
             seat.ready()

@@ -5,11 +5,14 @@ an :class:`~supervisor.admin.backend.AdminBackend`.
 
 Routes: ``GET /metrics`` (Prometheus text), ``GET /healthz``, ``GET /readyz``,
 ``GET /debug/state``, ``GET /debug/cluster`` (every user's slots on every
-node, with the Redis backend) and ``POST /v1/push`` (JSON). One request per connection
+node, with the Redis backend), ``POST /v1/push`` (JSON) and the live page of
+the tree, ``GET /ui`` with its files (:mod:`supervisor.admin.page`). One request per connection
 (``Connection: close``); request line and headers at most 8 KiB (431), body at
 most 64 KiB (413), the whole request within the read timeout (408, then cut).
 Every error is ``{"error": "..."}``; no traceback ever reaches the client.
-With a token configured, every route needs ``Authorization: Bearer <token>``.
+With a token configured, every route needs ``Authorization: Bearer <token>``,
+but the page's static files, which hold no data (its script sends the token
+itself when it reads the state).
 Under ``serve --workers N`` each worker's listener serves a Unix socket
 (``path``) that only the master reads, and the master's serves the port.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import http
 import json
@@ -29,6 +33,7 @@ import attrs
 
 from actors.errors import InvalidIdError, WsSupervisorError
 from supervisor.admin.backend import AdminBackend
+from supervisor.admin.page import PAGE_HEADERS, load_page
 from supervisor.errors import BackendUnavailable
 
 __all__ = ["AdminServer"]
@@ -184,6 +189,9 @@ class AdminServer:
             "/debug/cluster": ("GET", self._cluster),
             "/v1/push": ("POST", self._push),
         }
+        self._page = load_page()
+        for route in self._page:
+            self._routes[route] = ("GET", functools.partial(self._page_file, route))
 
     async def start(self) -> None:
         """Bind and listen (port 0: an ephemeral port, see :attr:`port`; or the Unix ``path``)."""
@@ -285,8 +293,8 @@ class AdminServer:
         return _error(408, f"request not received within {self.read_timeout:g}s")
 
     def _authorize(self, request: _Request) -> None:
-        if self._token is None:
-            return
+        if self._token is None or (request.method == "GET" and request.path in self._page):
+            return  # the page's files hold no data; the routes its script reads need the token
         challenge = (("WWW-Authenticate", 'Bearer realm="ws-supervisor"'),)
         header = request.headers.get("authorization")
         if header is None:
@@ -338,6 +346,10 @@ class AdminServer:
 
     async def _cluster(self, _: bytes) -> _Response:
         return _json(200, await self.backend.cluster())
+
+    async def _page_file(self, path: str, _: bytes) -> _Response:
+        asset = self._page[path]
+        return _Response(200, asset.body, asset.content_type, PAGE_HEADERS)
 
     async def _push(self, body: bytes) -> _Response:
         user_id, thread_id, message = _parse_push(body)

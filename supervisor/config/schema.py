@@ -31,6 +31,7 @@ __all__ = [
     "Compression",
     "Config",
     "FailurePolicy",
+    "FaultsConfig",
     "JwtAlgorithm",
     "LimitsConfig",
     "LogLevel",
@@ -246,6 +247,21 @@ class LoggingConfig:
 
 
 @attrs.frozen
+class FaultsConfig:
+    """Faults a test can switch on, to prove a detector end to end; all off by default.
+
+    ``close_under_foreign_id``: the front reports each connection's close
+    under a context built anew for its user (new thread and websocket
+    ids), as the seed's cleanup did, instead of the one it was admitted
+    with; the tree sees a close for a connection it never admitted and
+    counts a thread_id mismatch, and the connection's slot stays held until
+    a sweep finds it no longer live. Refused in the production profile.
+    """
+
+    close_under_foreign_id: bool = False
+
+
+@attrs.frozen
 class Config(Settings):
     """A whole node configuration; ``Config()`` is production.
 
@@ -261,6 +277,7 @@ class Config(Settings):
     redis: RedisConfig = attrs.field(factory=RedisConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+    faults: FaultsConfig = attrs.field(factory=FaultsConfig)
 
     def reloaded(self, new: Config) -> Config:
         """This config with what a reload applies live taken from ``new`` (SIGHUP).
@@ -284,11 +301,15 @@ class Config(Settings):
 
     def cross_section_problems(self) -> list[tuple[str, str]]:
         """(key path, problem) for values that contradict a value of another section."""
+        problems = []
         admission, opening = self.server.admission_timeout, self.limits.open_timeout
         if admission >= opening:
             problem = (
                 f"must be below limits.open_timeout ({opening:g}), got {admission:g}: "
                 "a slower admission would be cut off with no HTTP answer instead of a 503"
             )
-            return [("server.admission_timeout", problem)]
-        return []
+            problems.append(("server.admission_timeout", problem))
+        if self.faults.close_under_foreign_id and self.profile == "production":
+            problem = "is a test-only fault and is refused in the production profile"
+            problems.append(("faults.close_under_foreign_id", problem))
+        return problems

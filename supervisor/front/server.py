@@ -13,6 +13,10 @@ Under ``serve --workers N`` the master accepts, answers the address rate,
 the path, the Origin and authentication, and hands each connection over
 with the user id it established (:meth:`WebSocketFront.adopt`); the front
 of a worker then skips those two checks for it and goes on as above.
+
+What the front sees that the tree does not (every handshake's answer, the
+front's own refusals, every admitted connection's close code) goes to its
+:class:`FrontObserver`, on the event loop.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import http
 import logging
 import math
 import socket
+from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -34,10 +39,12 @@ from websockets.typing import Origin
 from actors.clock import Clock, SystemClock
 from actors.context import UserExecutionContext
 from actors.errors import InvalidIdError
-from actors.ports import Handle
+from actors.handle import ConnectionHandle
+from actors.ports import Admission, Handle
 from actors.tree import SupervisionTree
 from supervisor.config.schema import Config
 from supervisor.errors import AuthError
+from supervisor.front import access
 from supervisor.front.auth import Authenticator
 from supervisor.front.bridge import WebSocketPort, admit, serve_connection
 from supervisor.front.closing import DeferredCloses
@@ -45,7 +52,7 @@ from supervisor.front.connection import AcyclicConnection, adopt
 from supervisor.front.keepalive import Keepalive
 from supervisor.front.limits import AddressLimiter, ConcurrencyGate, InboundRateLimit
 
-__all__ = ["WebSocketFront"]
+__all__ = ["FrontObserver", "NullFrontObserver", "WebSocketFront"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,35 @@ _REFUSALS = {
     "rejected_node": http.HTTPStatus.SERVICE_UNAVAILABLE,
     "rejected_unavailable": http.HTTPStatus.SERVICE_UNAVAILABLE,
 }
+
+
+class FrontObserver(Protocol):
+    """What the front reports as it works; every method runs on the event loop, and is fast."""
+
+    def handshake(self, status: int | None, dropped: bool) -> None:
+        """An opening handshake whose request was read ended: the HTTP status answered
+        (101 for an upgrade), or ``dropped`` (cancelled at ``open_timeout``, no answer)."""
+
+    def refused(self, result: str, reason: str) -> None:
+        """The front refused an admission: the tree's ``(result, reason)`` as it answered,
+        the front's own ``rejected_unavailable`` (no answer in time) or ``rejected_busy``
+        (``max_concurrent_handshakes``)."""
+
+    def closed(self, code: int | None) -> None:
+        """An admitted connection ended: the close code received (None: no close handshake)."""
+
+
+class NullFrontObserver:
+    """A front observer that ignores everything."""
+
+    def handshake(self, status: int | None, dropped: bool) -> None:
+        pass
+
+    def refused(self, result: str, reason: str) -> None:
+        pass
+
+    def closed(self, code: int | None) -> None:
+        pass
 
 
 class WebSocketFront:
@@ -65,11 +101,13 @@ class WebSocketFront:
         tree: SupervisionTree,
         auth: Authenticator,
         clock: Clock | None = None,
+        observer: FrontObserver | None = None,
     ) -> None:
         self.config = config
         self.tree = tree
         self.auth = auth
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self.observer: FrontObserver = observer if observer is not None else NullFrontObserver()
         limits = config.limits
         self.handshake_rate = AddressLimiter(
             limits.handshakes_per_second_per_address,
@@ -97,7 +135,7 @@ class WebSocketFront:
             ping_interval=None,  # the bridge's keepalive frees a dead peer's slot at once
             max_size=server.max_message_size,
             compression="deflate" if server.compression == "deflate" else None,
-            logger=logging.getLogger("supervisor.front.server.websockets"),
+            logger=_websockets_logger(),
             create_connection=AcyclicConnection,
         )
 
@@ -150,12 +188,14 @@ class WebSocketFront:
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
         assert isinstance(connection, AcyclicConnection)  # the server's create_connection
+        connection.call_when_answered(self.observer.handshake)
         handed = connection.handed_user  # the master checked the address rate and the user
         address = _address(connection)
         if handed is None and not self.handshake_rate.allow(address):
             wait = self.handshake_rate.retry_after(address)
             too_many = http.HTTPStatus.TOO_MANY_REQUESTS
-            response = _respond(connection, too_many, "too many handshakes from this address")
+            text = "too many handshakes from this address"
+            response = _respond(connection, too_many, text, flood=True)
             response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
             return response
         url = urlsplit(request.path)
@@ -169,6 +209,7 @@ class WebSocketFront:
         except InvalidHandshake:
             return _respond(connection, http.HTTPStatus.FORBIDDEN, "origin not allowed")
         if not self.handshakes.try_enter():
+            self.observer.refused("rejected_busy", "handshakes_in_progress")
             return _respond(
                 connection, http.HTTPStatus.SERVICE_UNAVAILABLE, "too many handshakes in progress"
             )
@@ -193,8 +234,11 @@ class WebSocketFront:
         )
         admission = await admit(self.tree, context, port, self.config.server.admission_timeout)
         if admission.handle is None:
-            return _refuse(connection, admission.result, admission.reason, admission.retry_after)
+            self.observer.refused(admission.result, admission.reason)
+            return _refuse(connection, admission, context)
         handle = admission.handle
+        if self.config.faults.close_under_foreign_id and isinstance(handle, ConnectionHandle):
+            handle = handle.misreporting(UserExecutionContext.from_websocket_request(user_id))
         self._admitted[connection] = (handle, port)
         # freed as the peer goes, before its handler (if it ever gets one) wakes up
         connection.call_when_lost(lambda abrupt: self._lost(connection, abrupt))
@@ -228,6 +272,12 @@ class WebSocketFront:
             await serve_connection(connection, *admitted, alive, inbound)
         finally:
             self._admitted.pop(connection, None)
+            self.observer.closed(connection.close_code)
+            handle, port = admitted
+            address, now = _address(connection), self.tree.clock.wall()
+            access.connection_ended(
+                connection, handle, address=address, shed_code=port.shed_code, now=now
+            )
 
 
 def _close_dropped(connection: ServerConnection, handle: Handle) -> None:
@@ -266,16 +316,37 @@ def is_upgrade(request: Request) -> bool:
     )
 
 
-def _respond(connection: ServerConnection, status: http.HTTPStatus, text: str) -> Response:
-    response = connection.respond(status, text + "\n")
-    return response
+def _respond(
+    connection: ServerConnection,
+    status: http.HTTPStatus,
+    text: str,
+    context: UserExecutionContext | None = None,
+    *,
+    flood: bool = False,
+) -> Response:
+    """The refusal of a handshake, with its one access line."""
+    access.handshake_refused(_address(connection), status, text, context, flood=flood)
+    return connection.respond(status, text + "\n")
 
 
 def _refuse(
-    connection: ServerConnection, result: str, reason: str, retry_after: float | None
+    connection: ServerConnection, admission: Admission, context: UserExecutionContext
 ) -> Response:
-    status = _REFUSALS.get(result, http.HTTPStatus.SERVICE_UNAVAILABLE)
-    response = _respond(connection, status, reason or result)
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    status = _REFUSALS.get(admission.result, http.HTTPStatus.SERVICE_UNAVAILABLE)
+    response = _respond(connection, status, admission.reason or admission.result, context)
+    if admission.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(admission.retry_after)))
     return response
+
+
+def _websockets_logger() -> logging.Logger:
+    """websockets' own logger, its per-connection INFO lines silenced unless the daemon logs DEBUG.
+
+    ``connection open``, ``connection closed``, ``connection rejected`` and
+    ``HTTP response sent``: the access log (:mod:`supervisor.front.access`)
+    has one line of ours per connection instead. websockets' warnings and
+    errors still come through.
+    """
+    logger = logging.getLogger("supervisor.front.server.websockets")
+    logger.setLevel(logging.NOTSET if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
+    return logger

@@ -3,18 +3,19 @@
 Metrics: each worker's exposition is parsed with prometheus-client's own
 parser and every sample is combined with the same sample of the other
 workers (same name, same labels): summed, except the families whose name
-ends in ``_created`` (the earliest), ``_timestamp_seconds`` (the latest)
-and :data:`LOWEST` (the lowest: the daemon's ledger is up only if every
-worker's is). Counters and histograms outlive a worker that dies: its
-last values read are carried (:meth:`Metrics.carry`) into every later
-sum, so that a restarted worker counting again from 0 never makes a
-daemon's total go back, which Prometheus would read as a reset. Gauges
-(connections, users) are the live workers' only.
+ends in ``_created`` (the earliest), ``_timestamp_seconds`` (the latest),
+:data:`LOWEST` (the lowest: the daemon's ledger is up, and a readiness
+trigger clear, only if on every worker) and :data:`HIGHEST` (the highest:
+the worst node level; an info gauge stays 1). Counters and histograms
+outlive a worker that dies: its last values read are carried
+(:meth:`Metrics.carry`) into every later sum, so that a restarted worker
+counting again from 0 never makes a daemon's total go back, which
+Prometheus would read as a reset. Gauges (connections, users) are the live
+workers' only.
 
-State: the users of every worker (disjoint: a user lives on one worker),
-each tagged with its ``worker``; node totals in ``root``; and ``workers``,
-one entry per worker (its pid, node id, restarts, and its own root's
-figures, or why it did not answer).
+State: node totals in ``root``, and ``workers``, one entry per worker (its
+pid, node id, restarts, its own root and users, or why it did not answer);
+the users of the workers are disjoint (a user lives on one worker).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from prometheus_client import CollectorRegistry, generate_latest, parser
 from prometheus_client.core import Metric
 
 __all__ = [
+    "HIGHEST",
     "LOWEST",
     "Family",
     "Metrics",
@@ -36,8 +38,26 @@ __all__ = [
     "parse_exposition",
 ]
 
-LOWEST = frozenset({"ws_supervisor_ledger_available"})
-"""Gauges whose daemon value is the lowest of the workers'."""
+LOWEST = frozenset(
+    {
+        "ws_supervisor_ledger_available",
+        "ws_supervisor_ready",
+        "process_max_fds",
+        "process_start_time_seconds",
+    }
+)
+"""Gauges whose daemon value is the lowest of the workers'.
+
+The ledger is up, and a readiness trigger clear (1), only if it is so on
+every worker; the open-file limit is the tightest worker's (with
+:data:`HIGHEST`'s open files, ``process_open_fds / process_max_fds`` is
+the worker closest to its limit, which is what the alert must see).
+"""
+
+HIGHEST = frozenset(
+    {"ws_supervisor_node_level", "ws_supervisor_build_info", "python_info", "process_open_fds"}
+)
+"""Gauges whose daemon value is the highest of the workers': the worst level, an info's 1."""
 
 _CUMULATIVE = frozenset({"counter", "histogram", "summary"})
 _ALERTS_KEPT = 50
@@ -70,7 +90,7 @@ def parse_exposition(text: str) -> Exposition:
 def _combine(family: str, old: float, new: float) -> float:
     if family.endswith("_created") or family in LOWEST:
         return min(old, new)
-    if family.endswith("_timestamp_seconds"):
+    if family.endswith("_timestamp_seconds") or family in HIGHEST:
         return max(old, new)
     return old + new
 
@@ -139,13 +159,19 @@ class SeatAnswer:
 
 
 def merge_states(daemon_id: str, seats: Sequence[SeatAnswer]) -> dict[str, Any]:
-    """``/debug/state`` of the daemon: node totals, every user, and ``workers``."""
-    users: list[dict[str, Any]] = []
+    """``/debug/state`` of the daemon: node totals in ``root``, and ``workers``.
+
+    Each worker is ``{"worker_id", "pid", "node_id", "restarts", "serving",
+    "root", "users"}`` (its own tree's root and users, each user tagged with
+    its ``worker``), or ``{"worker_id", ..., "error"}`` when it did not
+    answer: the shape the live page (``/ui``) and ``ws-supervisor dump``
+    read. A user lives on one worker, so no user is listed twice.
+    """
     workers: list[dict[str, Any]] = []
     roots: list[dict[str, Any]] = []
     for seat in seats:
         entry: dict[str, Any] = {
-            "index": seat.index,
+            "worker_id": seat.index,
             "pid": seat.pid,
             "node_id": seat.node_id,
             "restarts": seat.restarts,
@@ -156,14 +182,13 @@ def merge_states(daemon_id: str, seats: Sequence[SeatAnswer]) -> dict[str, Any]:
         else:
             root = seat.answer.get("root", {})
             roots.append(root)
-            entry.update({key: root.get(key) for key in _WORKER_KEYS})
-            users.extend({**user, "worker": seat.index} for user in seat.answer.get("users", []))
+            users = [{**user, "worker": seat.index} for user in seat.answer.get("users", [])]
+            users.sort(key=lambda user: str(user.get("user_id", "")))
+            entry.update({"root": root, "users": users})
         workers.append(entry)
-    users.sort(key=lambda user: str(user.get("user_id", "")))
-    return {"root": _node_root(daemon_id, roots), "users": users, "workers": workers}
+    return {"root": _node_root(daemon_id, roots), "workers": workers}
 
 
-_WORKER_KEYS = ("node_level", "node_used", "node_limit", "users", "slots_held", "threads")
 _SUMMED = ("node_used", "node_limit", "users", "slots_held", "threads", "supervisor_restarts")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.admin.dump import every_user
 from tests.cluster.nodes import CI_CONFIG, CLUSTER_ENV, Clients, live_slots, until
 from tests.cluster.redis_server import RedisServer
 from tests.integration.harness import CLI, DaemonProcess
@@ -40,13 +41,13 @@ async def test_a_killed_worker_s_slots_leave_redis_at_once_and_no_other_worker_s
     try:
         proc.wait_ready(60)
         state = proc.get("/debug/state")[1]
-        pids = {w["index"]: w["pid"] for w in state["workers"]}
+        pids = {w["worker_id"]: w["pid"] for w in state["workers"]}
         async with Clients() as clients:
             users = [f"user{n}" for n in range(8)]
             for user in users:
                 for _ in range(3):
                     await clients.open(proc.url(user))
-            where = {u["user_id"]: u["worker"] for u in proc.get("/debug/state")[1]["users"]}
+            where = {u["user_id"]: u["worker"] for u in every_user(proc.get("/debug/state")[1])}
             assert set(where.values()) == {0, 1}
             for user in users:
                 assert nodes_of(redis_server, user) == {f"pair-w{where[user]}"}

@@ -26,6 +26,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from supervisor import __version__
+from supervisor.admin.page import PAGE_FILES
 from supervisor.config.load import PROFILES
 from tests.integration.harness import ROOT, DaemonProcess
 
@@ -97,6 +98,13 @@ def test_the_wheel_carries_every_profile_as_the_checkout_has_it(install: Install
             assert shipped == (ROOT / "config" / f"{name}.toml").read_bytes(), name
 
 
+def test_the_wheel_carries_the_live_page_as_the_checkout_has_it(install: Install) -> None:
+    with zipfile.ZipFile(install.wheel) as wheel:
+        for name, _ in PAGE_FILES.values():
+            shipped = wheel.read(f"supervisor/admin/ui/{name}")
+            assert shipped == (ROOT / "supervisor" / "admin" / "ui" / name).read_bytes(), name
+
+
 def test_the_installed_package_is_imported_from_the_new_environment(install: Install) -> None:
     where = run(
         [install.bin("python"), "-c", "import supervisor, actors; print(supervisor.__file__)"],
@@ -148,6 +156,9 @@ async def test_every_bundled_profile_serves_a_real_client_from_the_installed_whe
         async with connect(daemon.url("alice"), additional_headers=headers, open_timeout=10) as ws:
             welcome = json.loads(await ws.recv())
         assert welcome["type"] == "welcome" and welcome["user_id"] == "alice", welcome
+        for path, (name, _) in PAGE_FILES.items():  # the page, from the wheel, with no token
+            shipped = (ROOT / "supervisor" / "admin" / "ui" / name).read_text(encoding="utf-8")
+            assert daemon.get(path) == (200, shipped), path
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0, daemon.output()
         assert "Traceback" not in daemon.output()

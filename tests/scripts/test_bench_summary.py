@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
@@ -45,3 +46,14 @@ def test_the_table_shows_both_ratios(bench: ModuleType) -> None:
     summary = bench.summarize({"bare": rounds(1.0, 1.4, 1.1), "supervised": rounds(1.5, 1.5, 1.3)})
     line = next(row for row in bench.table(summary).splitlines() if "CPU per connection" in row)
     assert "1.36x" in line and "1.18x" in line
+
+
+def test_the_bench_runs_the_supervised_server_at_the_log_level_every_profile_ships(
+    bench: ModuleType,
+) -> None:
+    profiles = sorted((SCRIPTS.parent / "config").glob("*.toml"))
+    assert profiles
+    for profile in profiles:
+        level = tomllib.loads(profile.read_text())["logging"]["level"]
+        assert level == bench.SHIPPED_LOG_LEVEL, profile.name
+    assert bench.parse_args([]).log_level == bench.SHIPPED_LOG_LEVEL

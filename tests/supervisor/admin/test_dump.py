@@ -137,21 +137,19 @@ def test_a_user_that_did_not_answer_shows_its_error() -> None:
 
 
 def test_a_daemon_of_several_workers_has_a_line_for_each_before_its_users() -> None:
-    state = _state([_user("alice", "ok", [])])
+    state = _state([])
     state["workers"] = [
         {
-            "index": 0,
+            "worker_id": 0,
             "pid": 41,
             "node_id": "n1-w0",
             "restarts": 0,
             "serving": True,
-            "node_used": 3,
-            "node_limit": 50,
-            "users": 1,
-            "threads": 6,
+            "root": {"node_used": 3, "node_limit": 50, "threads": 6},
+            "users": [{**_user("alice", "ok", []), "worker": 0}],
         },
         {
-            "index": 1,
+            "worker_id": 1,
             "pid": None,
             "node_id": "n1-w1-2",
             "restarts": 2,

@@ -25,6 +25,7 @@ from supervisor.admin.backend import TreeAdminBackend
 from supervisor.admin.fanout import FanoutObserver
 from supervisor.admin.listener import AdminServer
 from supervisor.admin.metrics import MetricsObserver
+from supervisor.admin.page import PAGE_HEADERS, load_page
 from supervisor.admin.readiness import Readiness
 from tests.helpers import connect, make_config
 
@@ -417,6 +418,52 @@ async def test_with_a_token_every_route_needs_it() -> None:
             assert basic.json() == {"error": "Authorization must be 'Bearer <token>'"}
             right = await request(node, method, path, body, token=TOKEN)
             assert right.status == (404 if path == "/nope" else 200), (path, right)
+
+
+async def test_the_page_is_served_without_the_token_and_holds_no_data() -> None:
+    page = load_page()
+    async with admin_node(token=TOKEN) as node:
+        await off_loop(lambda: connect(node.tree, "alice"))
+        for path, asset in page.items():
+            answer = await request(node, "GET", path)
+            assert (answer.status, answer.body) == (200, asset.body), path
+            assert answer.headers["content-type"] == asset.content_type
+            assert answer.headers["cache-control"] == "no-store"
+            for name, value in PAGE_HEADERS:
+                assert answer.headers[name.lower()] == value, (path, name)
+            assert b"alice" not in answer.body
+        assert (await request(node, "GET", "/debug/state")).status == 401
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/ui/../debug/state"),
+        ("GET", "/ui/./ui.js"),
+        ("GET", "/ui//"),
+        ("GET", "/UI"),
+        ("GET", "/ui/index.html"),
+        ("GET", "/ui/ui.js/"),
+        ("POST", "/ui"),
+    ],
+)
+async def test_only_a_get_of_the_pages_exact_paths_goes_without_the_token(
+    method: str, path: str
+) -> None:
+    async with admin_node(token=TOKEN) as node:
+        assert (
+            await request(node, method, path, b"{}" if method == "POST" else None)
+        ).status == 401
+        with_token = await request(
+            node, method, path, b"{}" if method == "POST" else None, token=TOKEN
+        )
+        assert with_token.status == (405 if method == "POST" else 404)
+
+
+async def test_without_a_token_configured_the_page_is_served_as_every_route() -> None:
+    async with admin_node() as node:
+        answer = await request(node, "GET", "/ui/ui.js")
+        assert answer.status == 200 and answer.body == load_page()["/ui/ui.js"].body
 
 
 async def test_a_token_works_from_a_real_http_client() -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
+from supervisor.admin.dump import every_user
 from supervisor.admin.metrics import MetricsObserver
 from supervisor.workers.aggregate import (
     Metrics,
@@ -52,18 +53,41 @@ def test_the_ledger_is_up_only_if_every_worker_s_is_and_times_take_the_extreme()
     early, late = worker(1), worker(1)
     early_created = early["ws_supervisor_admissions_created"].samples
     late_created = late["ws_supervisor_admissions_created"].samples
-    merged = Metrics().merge([early, late, parse_exposition(down.exposition().decode())])
+    downs = parse_exposition(down.exposition().decode())
+    merged = Metrics().merge([early, late, downs])
     assert merged["ws_supervisor_ledger_available"].samples == {
         ("ws_supervisor_ledger_available", ()): 0.0
     }
     key = next(iter(early_created))
+    down_created = downs["ws_supervisor_admissions_created"].samples  # every series from the start
     assert merged["ws_supervisor_admissions_created"].samples[key] == min(
-        early_created[key], late_created[key]
+        early_created[key], late_created[key], down_created[key]
     )
     last = "ws_supervisor_last_release_timestamp_seconds"
     assert merged[last].samples[(last, ())] == max(
         early[last].samples[(last, ())], late[last].samples[(last, ())]
     )
+
+
+def test_the_worst_level_a_trigger_on_any_worker_and_the_tightest_open_files_win() -> None:
+    calm, troubled = MetricsObserver(), MetricsObserver()
+    calm.watch_readiness(set)
+    troubled.watch_readiness(lambda: {"cleanup_slow"})
+    troubled.level_changed("node", "ok", "critical")
+    merged = Metrics().merge([parse_exposition(o.exposition().decode()) for o in (calm, troubled)])
+
+    def one(name: str, **labels: str) -> float:
+        return merged[name].samples[(name, tuple(sorted(labels.items())))]
+
+    assert one("ws_supervisor_node_level") == 2.0  # critical: the worst, not a sum
+    assert one("ws_supervisor_ready", trigger="cleanup_slow") == 0.0  # holds on one worker
+    assert one("ws_supervisor_ready", trigger="success_rate") == 1.0
+    build = next(iter(merged["ws_supervisor_build_info"].samples.values()))
+    assert build == 1.0  # an info gauge stays 1
+    if "process_open_fds" in merged:  # prometheus-client's process collector (Linux)
+        fds = merged["process_open_fds"].samples[("process_open_fds", ())]
+        limit = merged["process_max_fds"].samples[("process_max_fds", ())]
+        assert 0 < fds <= limit
 
 
 def test_a_dead_worker_s_counters_are_carried_so_no_total_ever_goes_back() -> None:
@@ -118,7 +142,7 @@ def test_the_daemon_s_state_is_every_worker_s_users_and_node_totals() -> None:
         SeatAnswer(2, None, "d-w2", 0, False, None, "restarting"),
     ]
     state = merge_states("d", seats)
-    assert [(u["user_id"], u["worker"]) for u in state["users"]] == [
+    assert [(u["user_id"], u["worker"]) for u in every_user(state)] == [
         ("alice", 0),
         ("bob", 1),
         ("carol", 0),
@@ -133,21 +157,18 @@ def test_the_daemon_s_state_is_every_worker_s_users_and_node_totals() -> None:
     assert (root["node_level"], root["users"], root["threads"]) == ("warning", 3, 14)
     assert root["levels"] == {"ok": 3}
     assert [a["at"] for a in root["alerts"]] == [2.0, 3.0]
+    assert set(state) == {"root", "workers"}  # no user listed twice
     assert state["workers"][1] == {
-        "index": 1,
+        "worker_id": 1,
         "pid": 101,
         "node_id": "d-w1-1",
         "restarts": 1,
         "serving": True,
-        "node_level": "warning",
-        "node_used": 3,
-        "node_limit": 5000,
-        "users": 1,
-        "slots_held": 3,
-        "threads": 7,
+        "root": seats[1].answer["root"],  # type: ignore[index]
+        "users": [{"user_id": "bob", "used": 1, "worker": 1}],
     }
     assert state["workers"][2] == {
-        "index": 2,
+        "worker_id": 2,
         "pid": None,
         "node_id": "d-w2",
         "restarts": 0,

@@ -20,6 +20,7 @@ from actors.errors import InvalidIdError
 from actors.ports import QueuePort
 from actors.tree import SupervisionTree
 from supervisor.admin.backend import TreeAdminBackend
+from supervisor.admin.dump import every_user
 from supervisor.admin.fanout import FanoutObserver
 from supervisor.admin.listener import AdminServer
 from supervisor.admin.metrics import MetricsObserver
@@ -154,13 +155,13 @@ async def test_the_state_shows_every_worker_and_every_user_where_it_lives(tmp_pa
         await admitted(running[1], "bob")
         await admitted(running[1], "bob")
         state = await backend.state()
-    assert [(u["user_id"], u["worker"], u["used"]) for u in state["users"]] == [
+    assert [(u["user_id"], u["worker"], u["used"]) for u in every_user(state)] == [
         ("alice", 0, 1),
         ("bob", 1, 2),
     ]
     assert state["root"]["node_id"] == "d"
     assert state["root"]["slots_held"] == 3
-    assert [(w["index"], w["node_id"], w["slots_held"]) for w in state["workers"]] == [
+    assert [(w["worker_id"], w["node_id"], w["root"]["slots_held"]) for w in state["workers"]] == [
         (0, "d-w0", 1),
         (1, "d-w1", 2),
     ]

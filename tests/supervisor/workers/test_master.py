@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from supervisor.admin.dump import every_user
 from supervisor.errors import WorkerFailed
 from supervisor.front.auth import Authenticator
 from supervisor.workers.master import Master, worker_count
@@ -93,11 +94,11 @@ async def test_each_user_s_quota_is_exact_whichever_worker_it_lives_on() -> None
             held += [await opened(master, user) for _ in range(20)]
             assert await status_of(master, user) == 429  # the 21st
         state = await master.backend.state()
-        assert {u["user_id"]: u["used"] for u in state["users"]} == dict.fromkeys(users, 20)
-        assert len({u["worker"] for u in state["users"]}) >= 2  # they live apart
-        for user in state["users"]:
-            assert user["worker"] == master.policy.owner(user["user_id"])
-        assert [w["node_limit"] for w in state["workers"]] == [3334] * 3  # ceil(10000 / 3)
+        assert {u["user_id"]: u["used"] for u in every_user(state)} == dict.fromkeys(users, 20)
+        assert len({u["worker"] for u in every_user(state)}) >= 2  # they live apart
+        for each in every_user(state):
+            assert each["worker"] == master.policy.owner(each["user_id"])
+        assert [w["root"]["node_limit"] for w in state["workers"]] == [3334] * 3  # ceil(10000 / 3)
         for ws in held:
             await ws.close()
 
