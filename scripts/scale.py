@@ -232,6 +232,25 @@ def start_clients(
     return clients
 
 
+def sample_while(
+    server: Server,
+    args: argparse.Namespace,
+    samples: list[dict[str, int] | None],
+    done: threading.Event,
+) -> threading.Thread:
+    """The quota, read as the connections open: at --sample-after s, then each --sample-every s."""
+
+    def sample() -> None:
+        time.sleep(args.sample_after)
+        while not done.is_set():
+            samples.append(quota_sample(server))
+            done.wait(args.sample_every)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    return thread
+
+
 def measure(kind: str, args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
     """One server: open the connections, read it, kill the clients, time the release."""
     children = Children()
@@ -258,14 +277,14 @@ def measure(kind: str, args: argparse.Namespace, logdir: Path) -> dict[str, Any]
         clients = start_clients(kind, args, server, connections, children)
         started = time.monotonic()
         samples: list[dict[str, int] | None] = []
-        if kind == "supervised":  # the quota, read while the connections open
-
-            def sample() -> None:
-                time.sleep(args.sample_after)
-                samples.append(quota_sample(server))
-
-            threading.Thread(target=sample, daemon=True).start()
+        opening_done = threading.Event()
+        sampler = (
+            sample_while(server, args, samples, opening_done) if kind == "supervised" else None
+        )
         results = [client.expect("result", 1800) for client in clients]
+        opening_done.set()
+        if sampler is not None:
+            sampler.join()
         open_seconds = time.monotonic() - started
         opened = sum(int(r["opened"]) for r in results)
         time.sleep(2.0)  # let the last admissions and a few keepalives settle
@@ -423,7 +442,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--sample-after",
         type=float,
         default=5.0,
-        help="seconds after the clients start when the quota is read while they open",
+        help="seconds after the clients start when the quota is first read while they open",
+    )
+    parser.add_argument(
+        "--sample-every",
+        type=float,
+        default=30.0,
+        help="then read again every so many seconds until every connection is open",
     )
     parser.add_argument(
         "--servers", choices=("both", "supervised"), default="both", help="which to measure"
