@@ -18,7 +18,12 @@ For each connection, in turn:
 What it did with each connection is counted in :attr:`Acceptor.results`:
 ``handed``, ``refused`` (an HTTP error answered here), ``unavailable``
 (503: too many heads at once, or the user's worker down or behind) and
-``dropped`` (no whole head in time, or the client went).
+``dropped`` (no whole head in time, or the client went); every answer
+written here by its HTTP status in :attr:`Acceptor.answered` (the daemon's
+``ws_supervisor_handshakes_total``, with the workers'), and each gets the
+access line a single daemon's front writes for a refused handshake
+(:func:`supervisor.front.access.handshake_refused`; at DEBUG only for the
+address rate's 429).
 """
 
 from __future__ import annotations
@@ -31,8 +36,12 @@ import logging
 import socket
 from collections.abc import Callable
 
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from supervisor.admin.metrics import HANDSHAKE_STATUSES
 from supervisor.config.schema import Config
 from supervisor.errors import HeadError
+from supervisor.front import access
 from supervisor.front.limits import ConcurrencyGate
 from supervisor.workers.head import head_length, parse_head
 from supervisor.workers.routing import HandoffPolicy, Refusal
@@ -109,6 +118,8 @@ class Acceptor:
         self.open_timeout = config.limits.open_timeout
         self.gate = ConcurrencyGate(config.limits.max_concurrent_handshakes)
         self.results: collections.Counter[str] = collections.Counter()
+        self.answered: collections.Counter[int] = collections.Counter()
+        self.busy = 0  # 503: more heads at once than max_concurrent_handshakes
         self.listeners: list[socket.socket] = []
         self._reading: dict[int, _Reading] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,6 +148,28 @@ class Acceptor:
             self._end(reading)
             reading.sock.close()
 
+    def answered_metrics(self) -> list[Metric]:
+        """The handshakes answered here, as a worker's front counts its own (summed with theirs)."""
+        handshakes = CounterMetricFamily(
+            "ws_supervisor_handshakes",
+            "Opening handshakes whose request was read, by the HTTP status answered.",
+            labels=["status"],
+        )
+        by_label: dict[str, int] = {}
+        for status, count in self.answered.items():
+            label = str(status) if str(status) in HANDSHAKE_STATUSES else "other"
+            by_label[label] = by_label.get(label, 0) + count
+        for label, count in by_label.items():
+            handshakes.add_metric([label], count)
+        failures = CounterMetricFamily(
+            "ws_supervisor_admission_failures",
+            "Admissions the service failed, by outcome (a user over their own quota is none).",
+            labels=["outcome"],
+        )
+        failures.add_metric(["handshakes_busy"], self.busy)
+        failures.add_metric(["internal_error"], self.answered[500])
+        return [handshakes, failures]
+
     # --- accepting ----------------------------------------------------------------------
 
     def _accept(self, listener: socket.socket) -> None:
@@ -154,7 +187,8 @@ class Acceptor:
             reading = _Reading(sock, str(peer[0]))
             if not self.gate.try_enter():
                 self._read_once(reading)
-                self._answer(reading.sock, _BUSY, "unavailable")
+                self.busy += 1
+                self._answer(reading, _BUSY, "unavailable")
                 continue
             self._start_reading(reading)
 
@@ -210,7 +244,7 @@ class Acceptor:
         except HeadError as error:
             self._end(reading)
             self.gate.leave()
-            self._answer(reading.sock, Refusal(error.status, error.reason), "refused")
+            self._answer(reading, Refusal(error.status, error.reason), "refused")
             return True
         self._end(reading)
         self.gate.leave()
@@ -218,14 +252,14 @@ class Acceptor:
             verdict = self.policy.decide(head, reading.address)
         except Exception:  # a bug of ours: this connection fails, no other
             log.exception("deciding on a request head failed")
-            self._answer(reading.sock, _FAILED, "refused")
+            self._answer(reading, _FAILED, "refused")
             return True
         if isinstance(verdict, Refusal):
-            self._answer(reading.sock, verdict, "refused")
+            self._answer(reading, verdict, "refused")
         elif self.hand_off(verdict.worker, verdict.user_id, reading.received, reading.sock):
             self.results["handed"] += 1
         else:
-            self._answer(reading.sock, _UNAVAILABLE, "unavailable")
+            self.refuse_unavailable(reading.sock, reading.address)
         return True
 
     def _timed_out(self, reading: _Reading) -> None:
@@ -244,12 +278,21 @@ class Acceptor:
             reading.timer.cancel()
             reading.timer = None
 
-    def refuse_unavailable(self, sock: socket.socket) -> None:
+    def refuse_unavailable(self, sock: socket.socket, address: str = "") -> None:
         """Answer 503 on a connection that could not be handed over after all."""
-        self._answer(sock, _UNAVAILABLE, "unavailable")
+        if not address:
+            with contextlib.suppress(OSError):
+                address = str(sock.getpeername()[0])
+        self._write(sock, address, _UNAVAILABLE, "unavailable")
 
-    def _answer(self, sock: socket.socket, refusal: Refusal, result: str) -> None:
+    def _answer(self, reading: _Reading, refusal: Refusal, result: str) -> None:
+        self._write(reading.sock, reading.address, refusal, result)
+
+    def _write(self, sock: socket.socket, address: str, refusal: Refusal, result: str) -> None:
         self.results[result] += 1
+        self.answered[refusal.status] += 1
+        flood = refusal.status == 429  # the master's one 429 is the address rate's
+        access.handshake_refused(address, refusal.status, refusal.reason, flood=flood)
         with contextlib.suppress(OSError):
             sock.send(refusal.encode())
         sock.close()

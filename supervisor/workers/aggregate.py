@@ -133,15 +133,23 @@ class Metrics:
         return _merge([*live, self.carried])
 
     def exposition(self, live: Sequence[Exposition], extra: Iterable[Metric] = ()) -> bytes:
-        """The Prometheus text of :meth:`merge`, then the ``extra`` families (the master's)."""
+        """The Prometheus text of :meth:`merge` and the ``extra`` families (the master's).
+
+        A family of the master's that the workers have too (the handshakes
+        it answered itself) is combined with theirs, sample by sample.
+        """
+        own: Exposition = {}
+        for metric in extra:
+            samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in metric.samples}
+            own[metric.name] = Family(metric.type, metric.documentation, samples)
         families = []
-        for name, family in self.merge(live).items():
+        for name, family in _merge([*live, self.carried, own]).items():
             metric = Metric(name, family.documentation, family.type)
             for (sample, labels), value in family.samples.items():
                 metric.add_sample(sample, dict(labels), value)
             families.append(metric)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector([*families, *extra]))
+        registry.register(_Collector(families))
         return generate_latest(registry)
 
 

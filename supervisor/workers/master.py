@@ -320,7 +320,7 @@ class Master:
         )
         for result in ("handed", "refused", "unavailable", "dropped"):
             handoffs.add_metric([result], self.acceptor.results[result])
-        return [up, restarts, handoffs]
+        return [up, restarts, handoffs, *self.acceptor.answered_metrics()]
 
     # --- signals ---------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -113,6 +114,34 @@ async def test_a_refused_head_gets_its_answer_and_the_connection_is_closed() -> 
         assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
         assert handed.calls == []
         assert acceptor.results == {"refused": 2}
+
+
+async def test_every_answer_of_the_master_is_counted_by_status_and_gets_one_access_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with accepting({"limits": {"max_concurrent_handshakes": 1}}) as (acceptor, handed):
+        caplog.set_level(logging.INFO, logger="supervisor.access")
+        await exchange(acceptor.port, f"GET /other HTTP/1.1\r\n{UPGRADE}\r\n".encode())
+        await exchange(acceptor.port, f"GET /ws HTTP/1.1\r\n{UPGRADE}\r\n".encode())
+        _, slow = await asyncio.open_connection("127.0.0.1", acceptor.port)
+        slow.write(b"GET /ws HTTP/1.1\r\n")  # one head in progress: the next is 503
+        await asyncio.sleep(0.2)
+        await exchange(acceptor.port, f"GET /ws?user_id=x HTTP/1.1\r\n{UPGRADE}\r\n".encode())
+        slow.close()
+        assert acceptor.answered == {404: 1, 401: 1, 503: 1}
+        assert acceptor.busy == 1
+        lines = [r.getMessage() for r in caplog.records if r.name == "supervisor.access"]
+        assert [line.split(" status=")[1].split()[0] for line in lines] == ["404", "401", "503"]
+        assert all(line.startswith("refused address=127.0.0.1 ") for line in lines)
+        families = {m.name: m for m in acceptor.answered_metrics()}
+        samples = {
+            (s.name, tuple(s.labels.values())): s.value
+            for m in families.values()
+            for s in m.samples
+        }
+        assert samples[("ws_supervisor_handshakes_total", ("404",))] == 1
+        assert samples[("ws_supervisor_admission_failures_total", ("handshakes_busy",))] == 1
+        assert handed.calls == []
 
 
 async def test_a_websockets_client_reads_the_master_s_refusal() -> None:

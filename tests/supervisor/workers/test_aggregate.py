@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from supervisor.admin.dump import every_user
 from supervisor.admin.metrics import MetricsObserver
@@ -133,6 +133,21 @@ def snapshot(users: list[str], used: int, level: str = "ok", threads: int = 7) -
         },
         "users": [{"user_id": user, "used": 1} for user in users],
     }
+
+
+def test_a_family_of_the_master_s_that_the_workers_have_too_is_summed_with_theirs() -> None:
+    first, second = MetricsObserver(), MetricsObserver()
+    first.handshake(101, False)
+    second.handshake(404, False)
+    master = CounterMetricFamily("ws_supervisor_handshakes", "by status", labels=["status"])
+    master.add_metric(["404"], 2)
+    live = [parse_exposition(o.exposition().decode()) for o in (first, second)]
+    text = Metrics().exposition(live, [master])
+    assert {
+        'ws_supervisor_handshakes_total{status="101"} 1.0',
+        'ws_supervisor_handshakes_total{status="404"} 3.0',
+    } <= lines(text)
+    assert text.decode().count("# TYPE ws_supervisor_handshakes_total counter") == 1
 
 
 def test_the_daemon_s_state_is_every_worker_s_users_and_node_totals() -> None:
