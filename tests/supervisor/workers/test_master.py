@@ -88,14 +88,21 @@ def test_workers_are_a_count_or_auto() -> None:
 @pytest.mark.asyncio
 async def test_each_user_s_quota_is_exact_whichever_worker_it_lives_on() -> None:
     async with running_master(3, {"quota": {"max_managers_per_user": 20}}) as master:
-        users = [f"user{n}" for n in range(6)]
+        by_worker: dict[int, list[str]] = {0: [], 1: [], 2: []}  # two users on each worker
+        for user in (f"user{n}" for n in range(10_000)):  # the route: a hash with a random key
+            mine = by_worker[master.policy.owner(user)]
+            if len(mine) < 2:
+                mine.append(user)
+            if all(len(each) == 2 for each in by_worker.values()):
+                break
+        users = [user for each in by_worker.values() for user in each]
         held = []
         for user in users:
             held += [await opened(master, user) for _ in range(20)]
             assert await status_of(master, user) == 429  # the 21st
         state = await master.backend.state()
         assert {u["user_id"]: u["used"] for u in every_user(state)} == dict.fromkeys(users, 20)
-        assert len({u["worker"] for u in every_user(state)}) >= 2  # they live apart
+        assert sorted(u["worker"] for u in every_user(state)) == [0, 0, 1, 1, 2, 2]
         for each in every_user(state):
             assert each["worker"] == master.policy.owner(each["user_id"])
         assert [w["root"]["node_limit"] for w in state["workers"]] == [3334] * 3  # ceil(10000 / 3)
