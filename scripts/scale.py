@@ -149,20 +149,27 @@ async def client_main(args: argparse.Namespace) -> None:
 
 
 def quota_sample(server: Server, timeout: float = 120.0) -> dict[str, int] | None:
-    """Every user's slots now, from ``/debug/state``: how many users, the most and least, all."""
+    """Every user's slots now, from ``/debug/state``: how many users, the most and least, all.
+
+    ``silent_workers`` and ``silent_users`` count what did not answer in time
+    (a worker's whole tree, or one user's supervisor): their slots are not read.
+    """
     try:
         status, body = http_get(server.admin("/debug/state"), timeout=timeout)
-        users = every_user(json.loads(body)) if status == 200 else None
-    except (OSError, ValueError, KeyError):
+        state = json.loads(body) if status == 200 else None
+    except (OSError, ValueError):
         return None
-    if users is None:
+    if not isinstance(state, dict):
         return None
-    used = [int(user.get("used", 0)) for user in users]
+    users = every_user(state)
+    used = [int(user.get("used", 0)) for user in users if "error" not in user]
     return {
         "users": len(used),
         "most": max(used, default=0),
         "least": min(used, default=0),
         "slots": sum(used),
+        "silent_workers": sum("error" in worker for worker in state.get("workers", [])),
+        "silent_users": len(users) - len(used),
     }
 
 
@@ -357,10 +364,15 @@ def quota_verdict(sup: dict[str, Any]) -> list[str]:
         if found is None:
             lines.append(f"quota sample {when}: /debug/state did not answer")
             continue
-        exact = found["most"] <= PER_USER and (when != "once open" or found["least"] == PER_USER)
+        silent = found.get("silent_workers", 0), found.get("silent_users", 0)
+        whole = found["users"] * PER_USER == sup["connections"] and silent == (0, 0)
+        exact = found["most"] <= PER_USER and (
+            when != "once open" or (found["least"] == PER_USER and whole)
+        )
         lines.append(
             f"quota sample {when}: {found['users']} users, {found['slots']} slots, "
-            f"most {found['most']}, least {found['least']} ({'exact' if exact else 'NOT exact'})"
+            f"most {found['most']}, least {found['least']}, not answering: {silent[0]} "
+            f"worker(s), {silent[1]} user(s) ({'exact' if exact else 'NOT exact'})"
         )
     tried, refused = sup.get("beyond_quota_tried", 0), sup.get("beyond_quota_429", 0)
     lines.append(

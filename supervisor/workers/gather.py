@@ -37,7 +37,10 @@ from supervisor.workers.aggregate import (
     parse_exposition,
 )
 
-__all__ = ["SeatView", "WorkersBackend", "ask_worker"]
+__all__ = ["STATE_TIMEOUT", "SeatView", "WorkersBackend", "ask_worker"]
+
+STATE_TIMEOUT = 10.0
+"""Seconds the master waits for a worker's ``/debug/state`` (its tree answers within 2 s)."""
 
 _LARGEST_ANSWER = 64 << 20  # a state dump of ~12,000 users is a few MiB
 
@@ -119,14 +122,16 @@ class WorkersBackend:
         if last is not None:
             self.metrics.carry(last)
 
-    async def _ask_all(self, route: str) -> list[SeatAnswer]:
+    async def _ask_all(self, route: str, timeout: float | None = None) -> list[SeatAnswer]:
         """Every worker's JSON answer to ``GET route`` (a 503 too), or why there is none."""
 
         async def one(seat: SeatView) -> SeatAnswer:
             answer, error = None, None
             if seat.serving:
                 try:
-                    answer, error = _json_answer(*await self._ask(seat, "GET", route))
+                    answer, error = _json_answer(
+                        *await self._ask(seat, "GET", route, timeout=timeout)
+                    )
                 except BackendUnavailable as exc:
                     error = str(exc)
             return SeatAnswer(
@@ -168,7 +173,10 @@ class WorkersBackend:
         return merge_readiness(self.draining(), await self._ask_all("/readyz"))
 
     async def state(self) -> dict[str, Any]:
-        return merge_states(self.daemon_id, await self._ask_all("/debug/state"))
+        # a worker's own snapshot takes up to its tree's 2 s, then tens of thousands of
+        # managers are written out: wait for that, not for the other routes' 2 s
+        answers = await self._ask_all("/debug/state", timeout=STATE_TIMEOUT)
+        return merge_states(self.daemon_id, answers)
 
     async def push(self, user_id: str, thread_id: str | None, message: Any) -> int:
         """Raises :class:`InvalidIdError` (bad ids) or :class:`BackendUnavailable`."""
@@ -195,10 +203,17 @@ class WorkersBackend:
         raise BackendUnavailable("no worker is serving")
 
     async def _ask(
-        self, seat: SeatView, method: str, route: str, body: bytes = b""
+        self,
+        seat: SeatView,
+        method: str,
+        route: str,
+        body: bytes = b"",
+        *,
+        timeout: float | None = None,
     ) -> tuple[int, bytes]:
         try:
-            return await ask_worker(seat.admin_path, method, route, body, self.timeout)
+            wait = self.timeout if timeout is None else timeout
+            return await ask_worker(seat.admin_path, method, route, body, wait)
         except (OSError, TimeoutError, ValueError) as error:
             detail = f"{type(error).__name__}"
             raise BackendUnavailable(f"worker {seat.index} did not answer: {detail}") from None
