@@ -13,7 +13,9 @@ marked *supervisor*, in :mod:`supervisor.errors`)::
     ├── AuthError           supervisor    a WebSocket handshake that does not authenticate
     ├── FrameError          supervisor    a frame that cannot be handled (answered, not raised)
     ├── BackendUnavailable  supervisor    the admin listener cannot have an answer now (503)
-    └── ForcedExit          supervisor    a second SIGINT: the daemon stops without draining
+    ├── ForcedExit          supervisor    a second SIGINT: the daemon stops without draining
+    ├── HeadError           supervisor    a request head the master of serve --workers refuses
+    └── WorkerFailed        supervisor    a worker that would not start, or kept dying
 
 Callers catch :class:`WsSupervisorError` to handle all of them; nothing else
 in the code base derives from :class:`Exception` directly.

@@ -15,6 +15,12 @@ scenarios:
 Server CPU is read from ``/proc/PID/stat`` (every thread of the server
 process), memory from ``/proc/PID/status``. Linux only.
 
+With ``--workers N`` each round also runs every scenario against
+``ws-supervisor serve --workers N`` (the master and N worker processes; CPU,
+memory and threads summed over the process tree) and compares it with the
+single-process daemon: server CPU per connection with N workers against one
+(issue #23's target: within 1.05x).
+
 With ``--redis`` each round also runs churn against ws-supervisor with the
 Redis quota ledger (``[quota] backend = "redis"``), on a redis-server the
 bench starts on a free loopback port and stops at the end: connections/s,
@@ -32,8 +38,8 @@ run it; ``--log-level`` sets another. Beside CPU time, the bench reads the
 server's context switches (every thread's, from ``/proc/PID/task``) and the
 lines its log gained per churned connection.
 
-Usage: scripts/bench [--rounds 3] [--quick] [--redis] [--compression none] [--json FILE]
-       [--plot FILE.png] [--app package.module:Name] [--log-level INFO]
+Usage: scripts/bench [--rounds 3] [--quick] [--redis] [--workers N] [--compression none]
+       [--json FILE] [--plot FILE.png] [--app package.module:Name] [--log-level INFO]
 
 Internal modes (started by the tool itself): ``--serve-bare`` and ``--client SCENARIO``.
 """
@@ -98,6 +104,18 @@ def cpu_seconds(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process under it (``serve --workers``: the master and its workers)."""
+    found, waiting = [], [pid]
+    while waiting:
+        current = waiting.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                waiting += [int(child) for child in (task / "children").read_text().split()]
+    return found
 
 
 def context_switches(pid: int) -> int:
@@ -548,11 +566,13 @@ def start_server(
     overrides: dict[str, str] | None = None,
     log_level: str = "WARNING",
     wrapper: Sequence[str] = (),
+    workers: int = 1,
 ) -> Server:
     """Start the bare or the supervised server; ``ping_interval`` (and timeout) if not ci's.
 
     The supervised one logs at ``log_level`` (its ``[logging] level``).
     ``wrapper`` runs the server's interpreter under another program (valgrind).
+    ``workers`` > 1: the supervised server is ``serve --workers N``.
     """
     port = free_port()
     log = logdir / f"{kind}-{port}.log"
@@ -583,6 +603,7 @@ def start_server(
         env.update(overrides or {})
         command = [sys.executable, "-m", "supervisor.cli"] if wrapper else supervisor_command()
         argv = [*wrapper, *command, "serve", "--profile", "ci"]
+        argv += ["--workers", str(workers)] if workers > 1 else []
         proc = children.start(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
         return Server(kind, proc, port, admin_port, log)
 
@@ -601,11 +622,12 @@ class Settings:
     compression: str
     app: str = ""
     log_level: str = SHIPPED_LOG_LEVEL
+    workers: int = 1
 
 
 @dataclass
 class Probe:
-    """The server process at one moment."""
+    """The server at one moment: its process, and every process under it, summed."""
 
     cpu: float
     rss_kib: int
@@ -614,13 +636,15 @@ class Probe:
 
     @classmethod
     def read(cls, pid: int) -> Probe:
-        status = proc_status(pid)
-        return cls(
-            cpu_seconds(pid),
-            status.get("VmRSS", 0),
-            status.get("Threads", 0),
-            context_switches(pid),
-        )
+        cpu, rss, threads, switches = 0.0, 0, 0, 0
+        for each in process_tree(pid):
+            with contextlib.suppress(OSError, ValueError):  # a process that just ended
+                status = proc_status(each)
+                cpu += cpu_seconds(each)
+                rss += status.get("VmRSS", 0)
+                threads += status.get("Threads", 0)
+                switches += context_switches(each)
+        return cls(cpu, rss, threads, switches)
 
 
 def run_scenario(
@@ -706,6 +730,7 @@ def bench_one(
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Start one server, run every scenario against it, stop it: (metrics, latency samples)."""
     overrides = {"WS_SUPERVISOR_SERVER_APP": settings.app} if settings.app else None
+    workers = settings.workers if kind == WORKERS_KIND else 1
     server = start_server(
         kind,
         children,
@@ -713,6 +738,7 @@ def bench_one(
         logdir,
         overrides=overrides,
         log_level=settings.log_level,
+        workers=workers,
     )
     metrics: dict[str, float] = {}
     samples: dict[str, list[float]] = {}
@@ -733,8 +759,12 @@ def bench_one(
         server.quiesce()
 
         lines = count_lines(server.log)
+        master_cpu = cpu_seconds(pid)  # the master's own, under --workers (else the server's)
         churn, latencies = churn_metrics(children, server, settings)
         metrics.update(churn)
+        if kind == WORKERS_KIND:
+            master_ms = (cpu_seconds(pid) - master_cpu) / max(1, len(latencies)) * 1000
+            metrics["master_cpu_ms_per_conn"] = master_ms
         samples["connect_ms"] = [value * 1000 for value in latencies]
         server.quiesce()  # the log writer has written the churn's lines by now
         metrics["log_lines_per_conn"] = (count_lines(server.log) - lines) / max(1, len(latencies))
@@ -764,6 +794,54 @@ def bench_one(
     finally:
         server.stop()
     return metrics, samples
+
+
+# --- several worker processes (--workers N) -------------------------------------------
+
+WORKERS_KIND = "supervised_workers"
+WORKERS_TARGET = 1.05  # server CPU per connection, N workers against one (issue #23)
+
+
+def workers_ratios(per_round: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """N workers against one process: the ratio of the medians, and the median paired ratio."""
+    one, many = per_round["supervised"], per_round[WORKERS_KIND]
+    ratios: dict[str, float] = {}
+    paired: dict[str, float] = {}
+    for key, _, _ in METRICS:
+        base = statistics.median(r[key] for r in one) if one and key in one[0] else None
+        value = statistics.median(r[key] for r in many) if many and key in many[0] else None
+        if base and value is not None:
+            ratios[key] = value / base
+        pairs = [
+            m[key] / o[key] for o, m in zip(one, many, strict=False) if o.get(key) and key in m
+        ]
+        if pairs:
+            paired[key] = statistics.median(pairs)
+    return {"ratios_workers": ratios, "ratios_workers_paired": paired}
+
+
+def workers_table(summary: dict[str, dict[str, float]], workers: int) -> str:
+    rows = [("metric", "1 process", f"{workers} workers", "ratio w/1", "paired", "better")]
+    for key, label, better in METRICS:
+        one, many = summary["supervised"].get(key), summary[WORKERS_KIND].get(key)
+        if one is None or many is None:
+            continue
+        ratios = (summary["ratios_workers"].get(key), summary["ratios_workers_paired"].get(key))
+        shown = ["n/a" if ratio is None else f"{ratio:.2f}x" for ratio in ratios]
+        rows.append((label, _fmt(one), _fmt(many), *shown, better))
+    return _grid(rows)
+
+
+def workers_verdict(summary: dict[str, dict[str, float]], workers: int) -> str:
+    ratio = summary["ratios_workers"].get("cpu_ms_per_conn", math.nan)
+    paired = summary["ratios_workers_paired"].get("cpu_ms_per_conn", math.nan)
+    met = "met" if ratio <= WORKERS_TARGET else "NOT met"
+    master = summary[WORKERS_KIND].get("master_cpu_ms_per_conn", math.nan)
+    return (
+        f"target: server CPU per connection with {workers} workers <= {WORKERS_TARGET}x one "
+        f"process: {ratio:.2f}x (paired {paired:.2f}x) ({met}); the master's own share "
+        f"{master:.2f} ms per connection"
+    )
 
 
 # --- the Redis-backed run (--redis) ---------------------------------------------------
@@ -1090,6 +1168,35 @@ def websockets_version() -> str:
         return "not installed"
 
 
+def print_tables(
+    summary: dict[str, dict[str, float]],
+    settings: Settings,
+    args: argparse.Namespace,
+    took: float,
+) -> None:
+    """The run's tables and verdicts, on stdout."""
+    print()
+    print(
+        f"ws-supervisor vs bare websockets, {settings.rounds} round(s), median; "
+        f"compression={settings.compression}, {os.cpu_count()} CPUs, "
+        f"{settings.client_procs} client process(es), took {took:.0f}s"
+        + (f"; app {settings.app}" if settings.app else "")
+        + f"; supervised log level {settings.log_level}"
+    )
+    print(table(summary))
+    print(
+        "ratio = supervised / bare, of the medians; paired = the median of each round's ratio; "
+        "'better' says which direction is the good one."
+    )
+    if args.redis:
+        print_redis(summary)
+    if settings.workers > 1:
+        print()
+        print(f"ws-supervisor serve --workers {settings.workers} against one process, median")
+        print(workers_table(summary, settings.workers))
+        print(workers_verdict(summary, settings.workers))
+
+
 def orchestrate(args: argparse.Namespace) -> int:
     if args.plot and not matplotlib_available():
         print(
@@ -1109,6 +1216,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         compression=args.compression,
         app=args.app,
         log_level=args.log_level,
+        workers=args.workers,
     )
     children = Children()
 
@@ -1116,8 +1224,9 @@ def orchestrate(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    per_round: dict[str, list[dict[str, float]]] = {"bare": [], "supervised": []}
-    samples: dict[str, dict[str, list[float]]] = {"bare": {}, "supervised": {}}
+    kinds = ("bare", "supervised") + ((WORKERS_KIND,) if settings.workers > 1 else ())
+    per_round: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
+    samples: dict[str, dict[str, list[float]]] = {kind: {} for kind in kinds}
     started = time.monotonic()
     redis_server: RedisServer | None = None
     try:
@@ -1126,7 +1235,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                 redis_server = start_redis(Path(logdir))
                 per_round[REDIS_KIND], samples[REDIS_KIND] = [], {}
             for number in range(settings.rounds):
-                order = ("bare", "supervised") if number % 2 == 0 else ("supervised", "bare")
+                order = kinds if number % 2 == 0 else kinds[::-1]
                 for kind in order:
                     print(f"== round {number + 1}/{settings.rounds}: {kind}", file=sys.stderr)
                     metrics, found = bench_one(kind, children, settings, Path(logdir))
@@ -1153,21 +1262,8 @@ def orchestrate(args: argparse.Namespace) -> int:
             redis_server.stop()
     summary = summarize(per_round)
     summary.update(redis_ratios(summary) if args.redis else {})
-    print()
-    print(
-        f"ws-supervisor vs bare websockets, {settings.rounds} round(s), median; "
-        f"compression={settings.compression}, {os.cpu_count()} CPUs, "
-        f"{settings.client_procs} client process(es), took {time.monotonic() - started:.0f}s"
-        + (f"; app {settings.app}" if settings.app else "")
-        + f"; supervised log level {settings.log_level}"
-    )
-    print(table(summary))
-    print(
-        "ratio = supervised / bare, of the medians; paired = the median of each round's ratio; "
-        "'better' says which direction is the good one."
-    )
-    if args.redis:
-        print_redis(summary)
+    summary.update(workers_ratios(per_round) if settings.workers > 1 else {})
+    print_tables(summary, settings, args, time.monotonic() - started)
     if args.json:
         meta = {
             "cpu_count": os.cpu_count(),
@@ -1189,6 +1285,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             "command": shlex.join(sys.argv),
             "seconds": round(time.monotonic() - started, 1),
             "redis": args.redis,
+            "workers": settings.workers,
         }
         document = {**summary, "meta": meta, "rounds": per_round}
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
@@ -1223,6 +1320,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--client-procs", type=int, default=0, help="load generator processes")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="latency CDFs (needs matplotlib)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also run ws-supervisor serve --workers N each round, against one process",
+    )
     parser.add_argument(
         "--redis",
         action="store_true",

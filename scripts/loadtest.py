@@ -61,6 +61,8 @@ from _toolkit import (  # scripts/ is on sys.path when run as a script
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from supervisor.admin.dump import every_user
+
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 SAMPLE_EVERY = 0.2
@@ -404,7 +406,7 @@ class Sampler(threading.Thread):
                 self.last_slots = int(root["slots_held"])
                 self.peak_slots = max(self.peak_slots, self.last_slots)
                 self.peak_threads = max(self.peak_threads, int(root["threads"]))
-                for user in state.get("users", []):
+                for user in every_user(state):
                     used, limit = user.get("used"), user.get("limit")
                     if isinstance(used, int) and isinstance(limit, int) and used > limit:
                         self.breach_count += 1

@@ -4,8 +4,9 @@
 For each server (bare first, then supervised, each its own process, the same
 compression): open ``--connections`` idle connections from ``--client-procs``
 client processes (each under the open-files hard limit), as ``N / 20`` users
-of 20 connections each; read the server's RSS and thread count; then SIGKILL
-every client process at once and time, from the kill:
+of 20 connections each, every user's in one client process; read the
+server's RSS and thread count; then SIGKILL every client process at once
+and time, from the kill:
 
 - until every slot is free (supervised): when ``ws_supervisor_managers_active``
   in ``/metrics`` reads 0, the time of the last release is read from
@@ -22,7 +23,25 @@ Keepalive is ``--ping-interval`` (default 20 s, production's) on both, and the
 supervised server's idle timeout is 600 s, so nothing is reaped while the
 connections open. Linux only (reads ``/proc``).
 
+The supervised server runs the production quota, 20 per user (its emergency
+action off, so that full users are not shed), and the quota is checked
+throughout: ``/debug/state`` is read while the connections open and once
+they are open (no user ever above 20, every user at exactly 20 in the end,
+as many slots as connections), and every 25th user's client tries a 21st
+connection, which must be refused (429).
+
+Beyond one process (100,000 connections): ``--workers N`` serves with
+``ws-supervisor serve --workers N`` (RSS, CPU, threads and open files are
+summed over the master and its workers); ``--sources`` gives each client
+process its own source address, 127.0.0.2 and on (one address pair runs out
+of ephemeral ports near 28,000), and ``--bare-connections`` measures bare
+websockets at another count (its RSS per connection at 10,000 is the
+reference for the supervised one's at 100,000). The open and close
+timeouts are raised, since 100,000 handshakes on two cores take minutes.
+
 Usage: scripts/scale [--connections 10000] [--client-procs 4] [--compression none] [--json FILE]
+       scripts/scale --connections 100000 --workers 8 --client-procs 8 --sources \
+                     --bare-connections 10000
 
 Internal mode (started by the tool itself): ``--client``.
 """
@@ -31,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -43,11 +63,14 @@ from pathlib import Path
 from typing import Any
 
 from _toolkit import exec_child, http_get  # scripts/ is on sys.path when run as a script
-from bench import Children, ClientProc, Probe, Server, StdinLines, start_server
+from bench import Children, ClientProc, Probe, Server, StdinLines, process_tree, start_server
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from supervisor.admin.dump import every_user
 
 PER_USER = 20
+SAMPLED = 25  # every SAMPLED-th user tries a 21st connection
 
 
 def metric(server: Server, name: str) -> float | None:
@@ -68,37 +91,86 @@ def managers_active(server: Server) -> float | None:
 
 
 def open_fds(pid: int) -> int:
-    """How many file descriptors ``pid`` holds."""
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    """How many file descriptors ``pid`` and the processes under it hold."""
+    count = 0
+    for each in process_tree(pid):
+        with contextlib.suppress(OSError):
+            count += len(os.listdir(f"/proc/{each}/fd"))
+    return count
 
 
-async def client_main(url: str, first: int, count: int, compression: str) -> None:
-    """Open connections ``first .. first + count - 1`` (20 per user), report, hold them."""
+async def client_main(args: argparse.Namespace) -> None:
+    """Open connections ``first .. first + count - 1`` (20 per user), report, hold them.
+
+    From the address ``source`` if given. With ``extra``, then every
+    :data:`SAMPLED`-th user tries one more connection, which the quota must refuse.
+    """
+    url, first, count, source = args.url, args.first, args.count, args.source
     gate = asyncio.Semaphore(100)
     errors: dict[str, int] = {}
+    local = {"local_addr": (source, 0)} if source else {}
 
     async def one(index: int) -> ClientConnection | None:
         async with gate:
             try:
                 ws = await connect(
                     f"{url}?user_id=scale-u{index // PER_USER}",
-                    compression="deflate" if compression == "deflate" else None,
+                    compression="deflate" if args.compression == "deflate" else None,
                     ping_interval=None,
-                    open_timeout=60,
+                    open_timeout=120,
                     max_size=None,
+                    **local,
                 )
-                await asyncio.wait_for(ws.recv(), 60)
+                await asyncio.wait_for(ws.recv(), 120)
                 return ws
             except (OSError, TimeoutError, WebSocketException) as error:
                 name = type(error).__name__
+                if isinstance(error, InvalidStatus):
+                    name = f"HTTP {error.response.status_code}"
                 errors[name] = errors.get(name, 0) + 1
                 return None
 
     stdin = StdinLines(asyncio.get_running_loop())
     held = await asyncio.gather(*(one(i) for i in range(first, first + count)))
     opened = [ws for ws in held if ws is not None]
-    print(f"result {json.dumps({'opened': len(opened), 'errors': errors})}", flush=True)
+    beyond: dict[str, int] = {}
+    if args.extra:
+        users = range(first // PER_USER, (first + count) // PER_USER)
+        sampled = [user for user in users if user % SAMPLED == 0]
+        before = dict(errors)
+        late = await asyncio.gather(*(one(user * PER_USER) for user in sampled))
+        beyond = {"tried": len(sampled), "admitted": sum(ws is not None for ws in late)}
+        beyond.update({k: n - before.get(k, 0) for k, n in errors.items() if n > before.get(k, 0)})
+        errors = before
+        opened += [ws for ws in late if ws is not None]
+    result = {"opened": len(opened), "errors": errors, "beyond_quota": beyond}
+    print(f"result {json.dumps(result)}", flush=True)
     await stdin.next()  # held until SIGKILL (or "end")
+
+
+def quota_sample(server: Server, timeout: float = 120.0) -> dict[str, int] | None:
+    """Every user's slots now, from ``/debug/state``: how many users, the most and least, all.
+
+    ``silent_workers`` and ``silent_users`` count what did not answer in time
+    (a worker's whole tree, or one user's supervisor): their slots are not read.
+    """
+    try:
+        status, body = http_get(server.admin("/debug/state"), timeout=timeout)
+        state = json.loads(body) if status == 200 else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict):
+        return None
+    users = every_user(state)
+    used = [int(user.get("used", 0)) for user in users if "error" not in user]
+    return {
+        "users": len(used),
+        "most": max(used, default=0),
+        "least": min(used, default=0),
+        "slots": sum(used),
+        "silent_workers": sum("error" in worker for worker in state.get("workers", [])),
+        "silent_users": len(users) - len(used),
+    }
 
 
 def wait_for_all(
@@ -132,10 +204,68 @@ def wait_for_all(
     return found
 
 
+def shares(users: int, procs: int) -> list[tuple[int, int]]:
+    """``(first connection, count)`` of each client process: whole users, as even as can be."""
+    found, first = [], 0
+    for n in range(procs):
+        mine = users // procs + (1 if n < users % procs else 0)
+        found.append((first * PER_USER, mine * PER_USER))
+        first += mine
+    return found
+
+
+SUPERVISED_OVERRIDES = {
+    "WS_SUPERVISOR_TIMEOUTS_IDLE_TIMEOUT": "600",
+    "WS_SUPERVISOR_QUOTA_MAX_MANAGERS_PER_USER": str(PER_USER),  # the production quota
+    "WS_SUPERVISOR_LIMITS_OPEN_TIMEOUT": "60",  # minutes of handshakes on two cores
+    "WS_SUPERVISOR_SERVER_ADMISSION_TIMEOUT": "30",
+    "WS_SUPERVISOR_SERVER_DRAIN_TIMEOUT": "60",
+}
+
+
+def start_clients(
+    kind: str, args: argparse.Namespace, server: Server, connections: int, children: Children
+) -> list[ClientProc]:
+    """The client processes, each with whole users (and its own source address)."""
+    script = str(Path(__file__).resolve())
+    clients: list[ClientProc] = []
+    for n, (first, count) in enumerate(shares(connections // PER_USER, args.client_procs)):
+        argv = [sys.executable, script, "--client", "--url", server.url]
+        argv += ["--first", str(first), "--count", str(count)]
+        argv += ["--compression", args.compression]
+        argv += ["--source", f"127.0.0.{2 + n}"] if args.sources else []
+        argv += ["--extra"] if kind == "supervised" else []
+        clients.append(ClientProc(children, argv))
+    return clients
+
+
+def sample_while(
+    server: Server,
+    args: argparse.Namespace,
+    samples: list[dict[str, int] | None],
+    done: threading.Event,
+) -> threading.Thread:
+    """The quota, read as the connections open: at --sample-after s, then each --sample-every s."""
+
+    def sample() -> None:
+        time.sleep(args.sample_after)
+        while not done.is_set():
+            samples.append(quota_sample(server))
+            done.wait(args.sample_every)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    return thread
+
+
 def measure(kind: str, args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
     """One server: open the connections, read it, kill the clients, time the release."""
     children = Children()
-    overrides = {"WS_SUPERVISOR_TIMEOUTS_IDLE_TIMEOUT": "600"}
+    connections = args.bare_connections if kind == "bare" else args.connections
+    overrides = {
+        **SUPERVISED_OVERRIDES,
+        "WS_SUPERVISOR_QUOTA_NODE_MAX_MANAGERS": str(max(20000, 2 * connections)),
+    }
     server: Server = start_server(
         kind,
         children,
@@ -143,32 +273,35 @@ def measure(kind: str, args: argparse.Namespace, logdir: Path) -> dict[str, Any]
         logdir,
         ping_interval=args.ping_interval,
         overrides=overrides,
+        workers=args.workers if kind == "supervised" else 1,
     )
     try:
-        server.wait_ready()
+        server.wait_ready(60)
         pid = server.proc.pid
         time.sleep(1.0)
         before = Probe.read(pid)
         fds_before = open_fds(pid)
-        script = str(Path(__file__).resolve())
-        clients: list[ClientProc] = []
-        share = args.connections // args.client_procs
-        for n in range(args.client_procs):
-            count = share + (args.connections % args.client_procs if n == 0 else 0)
-            first = n * share + (0 if n == 0 else args.connections % args.client_procs)
-            argv = [sys.executable, script, "--client", "--url", server.url]
-            argv += ["--first", str(first), "--count", str(count)]
-            argv += ["--compression", args.compression]
-            clients.append(ClientProc(children, argv))
+        clients = start_clients(kind, args, server, connections, children)
         started = time.monotonic()
-        results = [client.expect("result", 600) for client in clients]
+        samples: list[dict[str, int] | None] = []
+        opening_done = threading.Event()
+        sampler = (
+            sample_while(server, args, samples, opening_done) if kind == "supervised" else None
+        )
+        results = [client.expect("result", 1800) for client in clients]
+        opening_done.set()
+        if sampler is not None:
+            sampler.join()
         open_seconds = time.monotonic() - started
         opened = sum(int(r["opened"]) for r in results)
         time.sleep(2.0)  # let the last admissions and a few keepalives settle
         during = Probe.read(pid)
+        if kind == "supervised":
+            samples.append(quota_sample(server))
         time.sleep(args.idle_seconds)
         idle_cpu = (Probe.read(pid).cpu - during.cpu) / args.idle_seconds
-        slots = server.slots_held()
+        last_sample = samples[-1] if samples else None
+        slots = last_sample["slots"] if last_sample else server.slots_held()
         at_kill = Probe.read(pid)
         killed_at, killed_wall = time.monotonic(), time.time()
         for client in clients:
@@ -181,25 +314,33 @@ def measure(kind: str, args: argparse.Namespace, logdir: Path) -> dict[str, Any]
         }
         if kind == "supervised":
             checks["slots_free_s"] = lambda: managers_active(server) == 0
-        released = wait_for_all(checks, killed_at, 60, slow=frozenset({"slots_free_s"}))
-        ledger_after = server.slots_held()  # the ledger itself, once everything reads free
+        released = wait_for_all(checks, killed_at, 120, slow=frozenset({"slots_free_s"}))
+        after_sample = quota_sample(server) if kind == "supervised" else None
+        ledger_after = after_sample["slots"] if after_sample else server.slots_held()
         if kind == "supervised" and released["slots_free_s"] is not None:
             last = metric(server, "ws_supervisor_last_release_timestamp_seconds")
             if last is not None:
                 released["last_release_s"] = round(last - killed_wall, 3)
         after = Probe.read(pid)
         total = time.monotonic() - killed_at
+        beyond = [r.get("beyond_quota") or {} for r in results]
         return {
+            "connections": connections,
             "opened": opened,
             "errors": [r["errors"] for r in results if r["errors"]],
             "open_seconds": round(open_seconds, 1),
             "rss_before_mib": round(before.rss_kib / 1024, 1),
+            "rss_with_mib": round(during.rss_kib / 1024, 1),
             "rss_kib_per_conn": round((during.rss_kib - before.rss_kib) / max(1, opened), 1),
             "threads_before": before.threads,
             "threads_with_conns": during.threads,
             "threads_after": after.threads,
             "idle_cpu_pct": round(100 * idle_cpu, 1),
             "slots_held": slots,
+            "quota_samples": samples,
+            "beyond_quota_tried": sum(b.get("tried", 0) for b in beyond),
+            "beyond_quota_admitted": sum(b.get("admitted", 0) for b in beyond),
+            "beyond_quota_429": sum(b.get("HTTP 429", 0) for b in beyond),
             "slots_held_after": ledger_after,
             "slots_free_s": released.get("slots_free_s"),
             "last_release_s": released.get("last_release_s"),
@@ -215,12 +356,40 @@ def measure(kind: str, args: argparse.Namespace, logdir: Path) -> dict[str, Any]
         children.stop_all()
 
 
+def quota_verdict(sup: dict[str, Any]) -> list[str]:
+    """The quota, exact throughout: what the samples and the 21st connections said."""
+    lines = []
+    for n, found in enumerate(sup.get("quota_samples") or []):
+        when = "once open" if n == len(sup["quota_samples"]) - 1 else "while opening"
+        if found is None:
+            lines.append(f"quota sample {when}: /debug/state did not answer")
+            continue
+        silent = found.get("silent_workers", 0), found.get("silent_users", 0)
+        whole = found["users"] * PER_USER == sup["connections"] and silent == (0, 0)
+        exact = found["most"] <= PER_USER and (
+            when != "once open" or (found["least"] == PER_USER and whole)
+        )
+        lines.append(
+            f"quota sample {when}: {found['users']} users, {found['slots']} slots, "
+            f"most {found['most']}, least {found['least']}, not answering: {silent[0]} "
+            f"worker(s), {silent[1]} user(s) ({'exact' if exact else 'NOT exact'})"
+        )
+    tried, refused = sup.get("beyond_quota_tried", 0), sup.get("beyond_quota_429", 0)
+    lines.append(
+        f"21st connection of {tried} sampled users: {refused} refused 429, "
+        f"{sup.get('beyond_quota_admitted', 0)} admitted"
+    )
+    return lines
+
+
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     bare, sup = results["bare"], results["supervised"]
+    served = f"ws-supervisor --workers {args.workers}" if args.workers > 1 else "one process"
     lines = [
-        f"scale: {args.connections} idle connections ({args.connections // PER_USER} users x "
-        f"{PER_USER}), compression={args.compression}, ping every {args.ping_interval:g}s, "
-        f"{args.client_procs} client processes",
+        f"scale: {sup['connections']} idle connections supervised ({served}), "
+        f"{bare['connections']} bare, {PER_USER} per user, compression={args.compression}, "
+        f"ping every {args.ping_interval:g}s, {args.client_procs} client processes"
+        + (", one source address each" if args.sources else ""),
         f"| {'':40} | {'bare':>9} | {'supervised':>10} |",
         f"|{'-' * 42}|{'-' * 11}|{'-' * 12}|",
     ]
@@ -228,6 +397,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
         ("connections opened", "opened"),
         ("seconds to open them", "open_seconds"),
         ("RSS at start (MiB)", "rss_before_mib"),
+        ("RSS with the connections (MiB)", "rss_with_mib"),
         ("RSS per connection (KiB)", "rss_kib_per_conn"),
         ("threads before / with the connections", None),
         ("server CPU while they idle (% of a core)", "idle_cpu_pct"),
@@ -248,7 +418,11 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
             cells = ["n/a" if r.get(key) is None else str(r[key]) for r in (bare, sup)]
         lines.append(f"| {label:40} | {cells[0]:>9} | {cells[1]:>10} |")
     above = sup["rss_kib_per_conn"] - bare["rss_kib_per_conn"]
-    lines.append(f"supervised RSS above bare: {above:.1f} KiB per connection")
+    ratio = sup["rss_kib_per_conn"] / bare["rss_kib_per_conn"] if bare["rss_kib_per_conn"] else 0
+    lines.append(
+        f"supervised RSS growth per connection: {above:+.1f} KiB against bare's, {ratio:.2f}x"
+    )
+    lines += quota_verdict(sup)
     for kind, r in results.items():
         if r["errors"]:
             lines.append(f"{kind} client errors: {r['errors']}")
@@ -260,7 +434,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         prog="scripts/scale", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--connections", type=int, default=10000, help="idle connections")
+    parser.add_argument(
+        "--bare-connections", type=int, default=0, help="bare's (default: --connections)"
+    )
     parser.add_argument("--client-procs", type=int, default=4, help="client processes")
+    parser.add_argument(
+        "--sources", action="store_true", help="each client process from 127.0.0.2, .3, ..."
+    )
+    parser.add_argument("--workers", type=int, default=1, help="serve --workers N (supervised)")
     parser.add_argument("--compression", choices=("deflate", "none"), default="deflate")
     parser.add_argument("--ping-interval", type=float, default=20.0, help="keepalive, both")
     parser.add_argument(
@@ -268,6 +449,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="idle CPU sample (default: one ping interval, so both servers ping once in it)",
+    )
+    parser.add_argument(
+        "--sample-after",
+        type=float,
+        default=5.0,
+        help="seconds after the clients start when the quota is first read while they open",
+    )
+    parser.add_argument(
+        "--sample-every",
+        type=float,
+        default=30.0,
+        help="then read again every so many seconds until every connection is open",
     )
     parser.add_argument(
         "--servers", choices=("both", "supervised"), default="both", help="which to measure"
@@ -278,10 +471,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     internal.add_argument("--url", default="", help=argparse.SUPPRESS)
     internal.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     internal.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    internal.add_argument("--source", default="", help=argparse.SUPPRESS)
+    internal.add_argument("--extra", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.idle_seconds = args.idle_seconds or args.ping_interval
-    if args.connections < 1 or args.client_procs < 1:
-        parser.error("--connections and --client-procs must be >= 1")
+    args.bare_connections = args.bare_connections or args.connections
+    if args.connections < 1 or args.client_procs < 1 or args.workers < 1:
+        parser.error("--connections, --client-procs and --workers must be >= 1")
+    if args.client_procs > 250 and args.sources:
+        parser.error("--sources gives at most 250 client processes an address (127.0.0.2-251)")
     return args
 
 
@@ -291,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         exec_child(arguments[1:], signal.SIGKILL)
     args = parse_args(arguments)
     if args.client:
-        asyncio.run(client_main(args.url, args.first, args.count, args.compression))
+        asyncio.run(client_main(args))
         return 0
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="ws-scale-") as logdir:

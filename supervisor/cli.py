@@ -1,7 +1,11 @@
 """The ``ws-supervisor`` command; the only place that exits the process.
 
 Exit status: 0 done, 1 forced exit (a second SIGINT), 2 bad usage or config,
-3 the admin endpoint could not be read.
+3 the admin endpoint could not be read, 4 a worker of ``serve --workers``
+would not start or kept dying.
+
+``ws-supervisor worker`` is not for people: it is how the master of
+``serve --workers N`` starts each worker (:mod:`supervisor.workers.seat`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,10 +30,12 @@ from supervisor.config.load import (
     profile_path,
     profile_text,
 )
+from supervisor.config.schema import Config
 from supervisor.errors import ConfigError, ConfigIssue
 
 if TYPE_CHECKING:
     from supervisor.daemon import Daemon
+    from supervisor.workers.master import Master
 
 __all__ = ["main"]
 
@@ -39,16 +45,38 @@ EXIT_OK = 0
 EXIT_FORCED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_WORKER_FAILED = 4
+
+
+def _workers(text: str) -> int:
+    from supervisor.workers.master import worker_count  # noqa: PLC0415 - keep the rest light
+
+    try:
+        return worker_count(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ws-supervisor", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ws-supervisor {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{serve,dump,check-config,profile}"
+    )
     serve = commands.add_parser("serve", help="run the daemon")
     source = serve.add_mutually_exclusive_group()
     source.add_argument("--config", type=Path, help="a TOML config file")
     source.add_argument("--profile", choices=PROFILES, help="a bundled profile")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N|auto",
+        help="worker processes serving the one port (default 1: a single process; "
+        "auto: one per core)",
+    )
+    worker = commands.add_parser("worker")  # started by serve --workers, not by people
+    worker.add_argument("--channel-fd", type=int, required=True)
     dump = commands.add_parser("dump", help="print the actor tree of a running daemon")
     dump.add_argument("--admin", default="http://127.0.0.1:8766", help="the admin listener URL")
     dump.add_argument("--token-env", default="", help="env var holding the admin bearer token")
@@ -83,9 +111,69 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_config(path)
     writer = configure_logging(config.logging)
     try:
+        if args.workers > 1:
+            return _run_master(_master(config, args.workers, path, writer.put_text))
         return _run_daemon(Daemon(config, config_path=path), gc_tuning.tune())
     finally:
         writer.stop()  # the last lines (the drain, a forced exit) reach stderr
+
+
+def _master(
+    config: Config, workers: int, path: Path | None, log_text: Callable[[str], None]
+) -> Master:
+    from supervisor.daemon import read_environment  # noqa: PLC0415
+    from supervisor.workers.master import Master  # noqa: PLC0415
+
+    environment = read_environment(config, os.environ)  # refused here, not in N workers
+    return Master(
+        config,
+        workers,
+        authenticator=environment.authenticator,
+        admin_token=environment.admin_token,
+        config_path=path,
+        log_text=log_text,
+    )
+
+
+def _run_master(master: Master) -> int:
+    from supervisor.errors import ForcedExit, WorkerFailed  # noqa: PLC0415
+
+    async def run() -> None:
+        master.install_signal_handlers()
+        await master.serve()
+
+    try:
+        asyncio.run(run())
+    except ForcedExit:
+        return EXIT_FORCED
+    except WorkerFailed as error:
+        print(f"ws-supervisor serve: {error}", file=sys.stderr)
+        return EXIT_WORKER_FAILED
+    except OSError as error:
+        print(f"ws-supervisor serve: cannot start: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """A worker of ``serve --workers``: the daemon, fed by the master (its setup first)."""
+    from supervisor import gc_tuning  # noqa: PLC0415
+    from supervisor.daemon import Daemon  # noqa: PLC0415
+    from supervisor.logs import configure_logging  # noqa: PLC0415
+    from supervisor.workers.seat import WorkerSeat  # noqa: PLC0415
+
+    try:
+        seat = WorkerSeat.join(args.channel_fd)
+    except (OSError, ValueError) as error:
+        print(f"ws-supervisor worker: no setup from the master: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    config = seat.config
+    writer = configure_logging(config.logging)
+    try:
+        daemon = Daemon(config, config_path=seat.config_path, seat=seat)
+        return _run_daemon(daemon, gc_tuning.tune())
+    finally:
+        writer.stop()
 
 
 def _run_daemon(daemon: Daemon, frozen: int) -> int:
@@ -162,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dump": _dump,
         "check-config": _check_config,
         "profile": _profile,
+        "worker": _worker,
     }
     try:
         return commands[args.command](args)

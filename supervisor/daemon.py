@@ -8,6 +8,11 @@ never waits for them. Signals are captured here and nowhere else:
   stop every actor); a second SIGINT forces the exit;
 - SIGHUP: reload quota, thresholds and timeouts from the config file;
 - SIGUSR1: write the state dump and every thread's stack to the log.
+
+A worker of ``serve --workers N`` is a daemon too, given its
+:class:`~supervisor.workers.seat.WorkerSeat`: its front serves the
+connections the master hands over, its admin listener a Unix socket the
+master reads, and it drains when the master asks (SIGTERM) or is gone.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from supervisor.front.apps import load_app
 from supervisor.front.auth import Authenticator
 from supervisor.front.bridge import off_loop
 from supervisor.front.server import WebSocketFront
+from supervisor.workers.seat import WorkerSeat
 
 __all__ = [
     "Daemon",
@@ -135,10 +141,12 @@ class Daemon:
         *,
         config_path: Path | None = None,
         env: Mapping[str, str] = os.environ,
+        seat: WorkerSeat | None = None,
     ) -> None:
         environment = read_environment(config, env)
         self.config = config
         self.config_path = config_path
+        self.seat = seat
         self.node_id = config.server.node_id or (
             f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         )
@@ -168,7 +176,11 @@ class Daemon:
         )
         self.metrics.watch_readiness(lambda: {trigger.id for trigger in backend.triggers()})
         self.admin = AdminServer(
-            config.admin.host, config.admin.port, backend, environment.admin_token
+            config.admin.host,
+            config.admin.port,
+            backend,
+            environment.admin_token if seat is None else None,  # the master's socket is private
+            path=None if seat is None else seat.admin_path,
         )
         self._stopping: asyncio.Event | None = None
         self._interrupts = 0
@@ -193,10 +205,16 @@ class Daemon:
         await off_loop(self.tree.start)
         if self.cluster is not None:
             await off_loop(self.cluster.start)
-        await self.front.start()
+        seat = self.seat
+        await self.front.start(None if seat is None else seat.listening())
         await self.admin.start()
         if self.config.faults.close_under_foreign_id:
             log.warning("test-only fault on: faults.close_under_foreign_id (thread_id mismatches)")
+        if seat is not None:
+            seat.serve(self.front.adopt, self.request_stop)  # the master gone: drain
+            seat.ready()
+            log.info("ws-supervisor worker %d node %s serving", seat.index, self.node_id)
+            return
         log.info(
             "ws-supervisor node %s serving ws://%s:%d%s admin http://%s:%d profile=%s",
             self.node_id,
@@ -274,19 +292,7 @@ class Daemon:
         except ConfigError as error:
             log.error("reload rejected, keeping the running config: %s", error)
             return False
-        live = attrs.evolve(
-            self.config,
-            quota=attrs.evolve(new.quota, backend=self.config.quota.backend),
-            thresholds=new.thresholds,
-            restart=new.restart,
-            cleanup=new.cleanup,
-            pool=new.pool,
-            timeouts=attrs.evolve(
-                new.timeouts,
-                ping_interval=self.config.timeouts.ping_interval,
-                ping_timeout=self.config.timeouts.ping_timeout,
-            ),
-        )
+        live = self.config.reloaded(new)
         waiting = restart_only_changes(live, new)
         if waiting:
             log.warning("reload: %s apply at the next restart", ", ".join(waiting))

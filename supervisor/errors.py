@@ -1,4 +1,4 @@
-"""The exceptions of the product: configuration, authentication, frames, a forced exit.
+"""The exceptions of the product: configuration, authentication, frames, the process.
 
 They derive from :class:`actors.errors.WsSupervisorError`, whose module
 docstring draws the whole tree.
@@ -19,6 +19,8 @@ __all__ = [
     "ConfigIssue",
     "ForcedExit",
     "FrameError",
+    "HeadError",
+    "WorkerFailed",
 ]
 
 
@@ -79,3 +81,16 @@ class BackendUnavailable(WsSupervisorError):
 
 class ForcedExit(WsSupervisorError):
     """A second SIGINT: stop now, without waiting for the drain."""
+
+
+class HeadError(WsSupervisorError):
+    """A request head the master of ``serve --workers`` refuses: ``status`` and ``reason``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(f"{status}: {reason}")
+
+
+class WorkerFailed(WsSupervisorError):
+    """A worker of ``serve --workers`` that would not start, or kept dying: the daemon stops."""

@@ -113,6 +113,10 @@ class LogWriter:
         self._thread.start()
         return self
 
+    def put_text(self, text: str) -> None:
+        """Queue lines that are formatted already (a worker's, under ``serve --workers``)."""
+        self.put(_Text(text))
+
     def put(self, record: logging.LogRecord) -> None:
         """Queue ``record`` for writing, or drop and count it if the queue is full."""
         if self._queue.qsize() >= self._limit:
@@ -158,11 +162,22 @@ class LogWriter:
 
     def _write(self, records: list[logging.LogRecord]) -> None:
         try:
-            text = "".join(self.formatter.format(record) + "\n" for record in records)
+            text = "".join(_format(self.formatter, record) + "\n" for record in records)
             self.stream.write(text)
             self.stream.flush()
         except Exception:  # a closed stderr, a formatter that fails: never the process's end
             self.dropped += len(records)
+
+
+class _Text(logging.LogRecord):
+    """Lines written as they are, not formatted again."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(__name__, logging.INFO, __file__, 0, text, None, None)
+
+
+def _format(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    return record.msg if isinstance(record, _Text) else formatter.format(record)
 
 
 def configure_logging(config: LoggingConfig, stream: TextIO | None = None) -> LogWriter:

@@ -80,7 +80,10 @@ def test_the_pykka_registry_is_left_as_pykka_made_it_by_importing_the_engine() -
     assert result.stdout.strip() == "list", result.stderr
 
 
-LOOP_PRIVATE = re.compile(r"asyncio\._|\._read_ready_cb|\.parser\b|parser_exc|websockets\.\w+\._")
+LOOP_PRIVATE = re.compile(
+    r"asyncio\._|\._read_ready_cb|\.parser\b|parser_exc|websockets\.\w+\._"
+    r"|\._protocol_factory|\._make_socket_transport"
+)
 CONNECTION = "supervisor.front.connection"
 
 
@@ -89,11 +92,11 @@ def test_only_the_front_connection_touches_websockets_or_asyncio_internals(name:
     assert not LOOP_PRIVATE.findall(MODULES[name].read_text())
 
 
-ROOMS = {"front", "admin", "cluster", "config"}
+ROOMS = {"front", "admin", "cluster", "config", "workers"}
 PROCESS = {"cli", "daemon", "logs", "gc_tuning", "errors"}
 
 
-def test_the_product_is_its_process_modules_and_four_rooms() -> None:
+def test_the_product_is_its_process_modules_and_five_rooms() -> None:
     here = {p.stem for p in (ROOT / "supervisor").glob("*.py")} - {"__init__"}
     rooms = {p.name for p in (ROOT / "supervisor").iterdir() if (p / "__init__.py").exists()}
     assert here == PROCESS
@@ -115,7 +118,9 @@ def test_a_room_of_the_product_imports_no_other_room_but_config(name: str) -> No
     """front, admin and cluster each stand alone on the engine and the config.
 
     The process modules (cli, daemon) put them together; admin may read the
-    cluster's ledger and the front's bridge, which it serves.
+    cluster's ledger and the front's bridge, which it serves; workers (the
+    master of ``serve --workers``) is a process of its own, made of the
+    front's checks, the admin listener and the cluster's clean-up.
     """
     parts = name.split(".")
     if len(parts) < 3 or parts[1] not in ROOMS:
@@ -125,6 +130,7 @@ def test_a_room_of_the_product_imports_no_other_room_but_config(name: str) -> No
         "cluster": {"config"},
         "config": set(),
         "admin": {"config", "cluster", "front"},
+        "workers": {"config", "front", "admin", "cluster"},
     }[parts[1]] | {parts[1]}
     for imported in imports_of(MODULES[name]):
         bits = imported.split(".")

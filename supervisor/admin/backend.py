@@ -30,13 +30,13 @@ __all__ = ["AdminBackend", "TreeAdminBackend", "cluster_view"]
 class AdminBackend(Protocol):
     """What the admin listener serves; every method is called on the event loop."""
 
-    def metrics_text(self) -> bytes:
+    async def metrics_text(self) -> bytes:
         """The Prometheus text exposition; must be fast."""
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """``(alive, details)``: does the tree answer?"""
 
-    def readiness(self) -> tuple[bool, list[str]]:
+    async def readiness(self) -> tuple[bool, list[str]]:
         """``(ready, reasons)``; must be fast."""
 
     async def state(self) -> dict[str, Any]:
@@ -67,7 +67,7 @@ class TreeAdminBackend:
         self.timeout = timeout
         self.shared_ledger = shared_ledger
 
-    def metrics_text(self) -> bytes:
+    async def metrics_text(self) -> bytes:
         return self.metrics.exposition()
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
@@ -79,7 +79,7 @@ class TreeAdminBackend:
         managers = sum(len(user.get("managers", [])) for user in users)
         return True, {"status": "ok", "users": len(users), "managers": managers}
 
-    def readiness(self) -> tuple[bool, list[str]]:
+    async def readiness(self) -> tuple[bool, list[str]]:
         reasons = [trigger.reason for trigger in self.triggers()]
         return not reasons, reasons
 

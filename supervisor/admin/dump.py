@@ -3,7 +3,8 @@
 Runs in the command-line process, on its only thread: :func:`fetch_state`
 blocks on one HTTP request to the admin listener (``GET /debug/state``), and
 :func:`render_state` is a pure function of the snapshot that
-:meth:`actors.tree.SupervisionTree.snapshot` returns.
+:meth:`actors.tree.SupervisionTree.snapshot` returns (under ``serve
+--workers N``, with a line for each worker first).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from actors.errors import WsSupervisorError
 
-__all__ = ["fetch_cluster", "fetch_state", "render_cluster", "render_state"]
+__all__ = ["every_user", "fetch_cluster", "fetch_state", "render_cluster", "render_state"]
 
 _RESET = "\x1b[0m"
 _STYLES = {
@@ -35,9 +36,26 @@ _ALERTS_SHOWN = 5
 
 def fetch_state(admin_url: str, token: str | None, timeout: float = 5.0) -> dict[str, Any]:
     """GET ``{admin_url}/debug/state``; raises :class:`WsSupervisorError` with the reason."""
-    return _fetch(
-        admin_url, "/debug/state", {"root", "users"}, "a state dump", token=token, timeout=timeout
+    state = _fetch(
+        admin_url, "/debug/state", {"root"}, "a state dump", token=token, timeout=timeout
     )
+    if "users" not in state and "workers" not in state:  # one tree's, or every worker's
+        url = admin_url.rstrip("/") + "/debug/state"
+        raise WsSupervisorError(f"cannot read {url}: the answer is not a state dump")
+    return state
+
+
+def every_user(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The users of a state dump: one tree's, or every worker's (by user id).
+
+    Under ``serve --workers N`` the users are listed by worker
+    (``{"workers": [{"worker_id", "root", "users"}, ...]}``), each tagged
+    with its ``worker``.
+    """
+    if "workers" not in state:
+        return list(state.get("users", []))
+    users = [user for worker in state["workers"] for user in worker.get("users", [])]
+    return sorted(users, key=lambda user: str(user.get("user_id", "")))
 
 
 def fetch_cluster(admin_url: str, token: str | None, timeout: float = 5.0) -> dict[str, Any]:
@@ -107,7 +125,7 @@ def render_state(state: dict[str, Any], color: bool, now: float | None = None) -
     """
     now = time.time() if now is None else now
     root: dict[str, Any] = state.get("root", {})
-    users: list[dict[str, Any]] = state.get("users", [])
+    users = every_user(state)
 
     def level(name: str, pad: int = 0) -> str:
         style = _STYLES.get(name, "")
@@ -127,6 +145,7 @@ def render_state(state: dict[str, Any], color: bool, now: float | None = None) -
         f"alerts {len(alerts)}",
     ]
     lines = ["  ".join(head)]
+    lines.extend(_worker_line(worker) for worker in state.get("workers", []))
     names = [str(user.get("user_id", "?")) for user in users]
     usages = [f"{user.get('used', '?')}/{user.get('limit', '?')}" for user in users]
     name_width = max(map(len, names), default=0)
@@ -202,6 +221,25 @@ def _manager_columns(manager: dict[str, Any], now: float, dim: Callable[[str], s
     if manager.get("holds_slot") is False:
         columns.append(dim("no slot"))
     return columns
+
+
+def _worker_line(worker: dict[str, Any]) -> str:
+    """One worker of ``serve --workers``: whether it serves, its process and its figures."""
+    cells = [
+        f"worker {worker.get('worker_id', '?')}",
+        "serving" if worker.get("serving") else "down",
+        f"pid {worker.get('pid') or '-'}",
+        f"node {worker.get('node_id') or '-'}",
+    ]
+    if "error" in worker:
+        cells.append(f"error: {worker['error']}")
+    else:
+        root = worker.get("root", {})
+        cells.append(f"used {root.get('node_used', '?')}/{root.get('node_limit', '?')}")
+        cells.append(f"users {len(worker.get('users', []))}")
+        cells.append(f"threads {root.get('threads', '?')}")
+    cells.append(f"restarts {worker.get('restarts', 0)}")
+    return "  ".join(cells)
 
 
 def _alert_line(alert: dict[str, Any]) -> str:

@@ -13,6 +13,8 @@ Every error is ``{"error": "..."}``; no traceback ever reaches the client.
 With a token configured, every route needs ``Authorization: Bearer <token>``,
 but the page's static files, which hold no data (its script sends the token
 itself when it reads the state).
+Under ``serve --workers N`` each worker's listener serves a Unix socket
+(``path``) that only the master reads, and the master's serves the port.
 """
 
 from __future__ import annotations
@@ -173,9 +175,11 @@ class AdminServer:
         token: str | None,
         *,
         read_timeout: float = 10.0,
+        path: str | None = None,
     ) -> None:
         self.host = host
         self._port = port
+        self.path = path
         self.backend = backend
         self._token = token.encode("utf-8") if token else None
         self.read_timeout = read_timeout
@@ -191,18 +195,23 @@ class AdminServer:
             "/v1/push": ("POST", self._push),
         }
         self._page = load_page()
-        for path in self._page:
-            self._routes[path] = ("GET", functools.partial(self._page_file, path))
+        for route in self._page:
+            self._routes[route] = ("GET", functools.partial(self._page_file, route))
 
     async def start(self) -> None:
-        """Bind and listen (port 0: an ephemeral port, see :attr:`port`)."""
+        """Bind and listen (port 0: an ephemeral port, see :attr:`port`; or the Unix ``path``)."""
+        if self.path is not None:
+            self._server = await asyncio.start_unix_server(self._accept, self.path, limit=MAX_HEAD)
+            return
         self._server = await asyncio.start_server(
             self._accept, self.host, self._port, limit=MAX_HEAD
         )
 
     @property
     def port(self) -> int:
-        """The bound port (the configured one before :meth:`start`)."""
+        """The bound port (the configured one before :meth:`start`; 0 on a Unix socket)."""
+        if self.path is not None:
+            return 0
         if self._server is None or not self._server.sockets:
             return self._port
         port: int = self._server.sockets[0].getsockname()[1]
@@ -325,14 +334,14 @@ class AdminServer:
     # --- routes -------------------------------------------------------------------------------
 
     async def _metrics(self, _: bytes) -> _Response:
-        return _Response(200, self.backend.metrics_text(), _METRICS)
+        return _Response(200, await self.backend.metrics_text(), _METRICS)
 
     async def _healthz(self, _: bytes) -> _Response:
         alive, details = await self.backend.health()
         return _json(200 if alive else 503, details)
 
     async def _readyz(self, _: bytes) -> _Response:
-        ready, reasons = self.backend.readiness()
+        ready, reasons = await self.backend.readiness()
         if ready:
             return _json(200, {"ready": True})
         return _json(503, {"ready": False, "reasons": reasons})

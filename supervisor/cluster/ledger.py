@@ -36,7 +36,7 @@ from actors.policies.ledger import AcquireResult, InMemoryLedger, PendingAcquire
 from supervisor.cluster import scripts as redis_scripts
 from supervisor.cluster.calls import Reply, ScriptLink
 from supervisor.cluster.lease import LeasePolicy
-from supervisor.cluster.upkeep import LeaseUpkeep, LedgerEvents, NoEvents
+from supervisor.cluster.upkeep import LeaseUpkeep, LedgerEvents, NoEvents, user_keys
 from supervisor.config.schema import RedisConfig
 
 __all__ = ["RedisLedger", "connect"]
@@ -97,8 +97,7 @@ class RedisLedger(LeaseUpkeep):
 
     def user_keys(self, user_id: str) -> list[str]:
         """The two Redis keys of a user: its leases and its holders."""
-        base = self._prefix + ":{" + user_id + "}"  # a hash tag: one Redis Cluster slot
-        return [base + ":slots", base + ":holders"]
+        return user_keys(self._prefix, user_id)
 
     @property
     def channel(self) -> str:

@@ -16,7 +16,16 @@ never from a node's clock.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "BY_NAME", "HOLDERS", "RELEASE", "RENEW", "TRANSFER", "USAGE"]
+__all__ = [
+    "ACQUIRE",
+    "BY_NAME",
+    "DROP_NODE",
+    "HOLDERS",
+    "RELEASE",
+    "RENEW",
+    "TRANSFER",
+    "USAGE",
+]
 
 _PRELUDE = r"""
 local function now_ms()
@@ -217,6 +226,27 @@ return {now, records, live}
 """
 )
 
+DROP_NODE = (
+    _PRELUDE
+    + r"""
+-- KEYS: slots, holders. ARGV: node. Frees every slot of the user that the node holds: the
+-- node is gone (a worker that died under serve --workers). Returns how many were freed.
+local all = redis.call('HGETALL', KEYS[2])
+local dropped = 0
+for i = 1, #all, 2 do
+  local node = split(all[i + 1])
+  if node == ARGV[1] then
+    drop(KEYS[1], KEYS[2], all[i])
+    dropped = dropped + 1
+  end
+end
+if dropped > 0 and redis.call('ZCARD', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1], KEYS[2])
+end
+return dropped
+"""
+)
+
 BY_NAME = {
     "ACQUIRE": ACQUIRE,
     "RELEASE": RELEASE,
@@ -224,5 +254,6 @@ BY_NAME = {
     "RENEW": RENEW,
     "USAGE": USAGE,
     "HOLDERS": HOLDERS,
+    "DROP_NODE": DROP_NODE,
 }
 """Every script by the name the ledger calls it."""

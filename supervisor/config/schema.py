@@ -291,6 +291,26 @@ class Config(Settings):
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
     faults: FaultsConfig = attrs.field(factory=FaultsConfig)
 
+    def reloaded(self, new: Config) -> Config:
+        """This config with what a reload applies live taken from ``new`` (SIGHUP).
+
+        Quota (but its backend), thresholds, restart, cleanup, pool and the
+        timeouts (but the keepalive's); every other key waits for a restart.
+        """
+        return attrs.evolve(
+            self,
+            quota=attrs.evolve(new.quota, backend=self.quota.backend),
+            thresholds=new.thresholds,
+            restart=new.restart,
+            cleanup=new.cleanup,
+            pool=new.pool,
+            timeouts=attrs.evolve(
+                new.timeouts,
+                ping_interval=self.timeouts.ping_interval,
+                ping_timeout=self.timeouts.ping_timeout,
+            ),
+        )
+
     def cross_section_problems(self) -> list[tuple[str, str]]:
         """(key path, problem) for values that contradict a value of another section."""
         problems: list[tuple[str, str]] = []

@@ -15,6 +15,12 @@
   ``send_data``);
 - :func:`running_loop` is ``asyncio._get_running_loop``: the running loop
   or None, without the exception ``get_running_loop`` raises off a loop;
+- :func:`adopt` resumes a TCP connection that another process accepted
+  (``ws-supervisor serve --workers N``: the master reads the request head
+  and hands over the socket and the bytes read) as a connection of a
+  websockets server, through the factory that ``serve()`` gave asyncio
+  (``asyncio.Server._protocol_factory``) and the loop's own
+  ``_make_socket_transport``, exactly as asyncio builds an accepted one;
 - :meth:`AcyclicConnection.call_when_answered` reads websockets'
   ``ServerConnection.response`` once its ``handshake`` ends, and sees that
   handshake cancelled (``open_timeout``).
@@ -30,12 +36,13 @@ import asyncio
 import http
 import importlib.metadata
 import random
+import socket
 import struct
 import weakref
 from collections.abc import Callable, Generator
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import CONNECTING, OPEN, Event
 
@@ -46,6 +53,7 @@ from supervisor.front.limits import InboundRateLimit
 __all__ = [
     "WEBSOCKETS_SERIES",
     "AcyclicConnection",
+    "adopt",
     "check_websockets",
     "ping_nowait",
     "running_loop",
@@ -138,6 +146,15 @@ class AcyclicConnection(ServerConnection):
     """
 
     _lost_callback: Callable[[bool], None] | None = None
+    _prefix = b""
+
+    handed_user: str | None = None
+    """The user id the master established, for a connection handed over by :func:`adopt`.
+
+    None for a connection this process accepted itself; "" for one handed
+    over before any user was established (a request that is no upgrade).
+    """
+
     _answered_callback: Callable[[int | None, bool], None] | None = None
 
     def call_when_answered(self, callback: Callable[[int | None, bool], None]) -> None:
@@ -193,7 +210,13 @@ class AcyclicConnection(ServerConnection):
         self._shed = shed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Loop: as websockets', with the assembler's resume held back while writing is paused."""
+        """Loop: as websockets', with the assembler's resume held back while writing is
+        paused; then the bytes the master read, if handed over (:func:`adopt`).
+
+        asyncio adds the socket's reader only after this, so the bytes read
+        by the master are always parsed first, and count toward the
+        handshake's bytes as any others.
+        """
         super().connection_made(transport)
         resume, held = self.recv_messages.resume, weakref.ref(self)  # weakly: no cycle
 
@@ -203,6 +226,10 @@ class AcyclicConnection(ServerConnection):
                 resume()
 
         self.recv_messages.resume = resume_if_writable
+        prefix = self._prefix
+        if prefix:
+            self._prefix = b""
+            self.data_received(prefix)
 
     def data_received(self, data: bytes) -> None:
         """Loop: websockets' parsing, within the handshake's bytes and the write buffer's ceiling.
@@ -318,3 +345,25 @@ class AcyclicConnection(ServerConnection):
         callback, self._lost_callback = self._lost_callback, None  # it holds this connection
         if callback is not None:
             callback(self.protocol.close_rcvd is None)
+
+
+def adopt(server: Server, sock: socket.socket, prefix: bytes, handed_user: str) -> None:
+    """Loop: resume ``sock``, whose first bytes ``prefix`` were read elsewhere, on ``server``.
+
+    From here on it is an ordinary connection of ``server`` (a websockets
+    server whose ``create_connection`` is :class:`AcyclicConnection`): the
+    same protocol factory as an accepted one (so the same handshake hook,
+    origins, compression and limits), its ``handed_user`` set, and a
+    transport built as asyncio builds an accepted connection's, without the
+    task asyncio's accept path runs for it. A server that is no longer
+    serving answers the handshake 503 itself.
+    """
+    listening = server.server
+    connection = listening._protocol_factory()  # type: ignore[attr-defined]
+    assert isinstance(connection, AcyclicConnection)  # the server's create_connection
+    connection._prefix = prefix
+    connection.handed_user = handed_user
+    sock.setblocking(False)
+    loop = listening.get_loop()
+    owner = listening if listening.is_serving() else None  # a closed server takes no more
+    loop._make_socket_transport(sock, connection, server=owner)  # type: ignore[attr-defined]

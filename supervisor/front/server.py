@@ -9,6 +9,11 @@ in time) before any upgrade, so a refused client never holds a slot. The
 limits' decisions live in :mod:`supervisor.front.limits`; this module only
 carries them out.
 
+Under ``serve --workers N`` the master accepts, answers the address rate,
+the path, the Origin and authentication, and hands each connection over
+with the user id it established (:meth:`WebSocketFront.adopt`); the front
+of a worker then skips those two checks for it and goes on as above.
+
 What the front sees that the tree does not (every handshake's answer, the
 front's own refusals, every admitted connection's close code) goes to its
 :class:`FrontObserver`, on the event loop.
@@ -21,6 +26,7 @@ import functools
 import http
 import logging
 import math
+import socket
 from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
@@ -50,7 +56,7 @@ from supervisor.front.budget import (
     ConnectionBudget,
 )
 from supervisor.front.closing import DeferredCloses
-from supervisor.front.connection import AcyclicConnection
+from supervisor.front.connection import AcyclicConnection, adopt
 from supervisor.front.keepalive import Keepalive
 from supervisor.front.limits import AddressLimiter, ConcurrencyGate, InboundRateLimit
 
@@ -122,15 +128,16 @@ class WebSocketFront:
         self.server: Server | None = None
         self._closes: DeferredCloses | None = None
 
-    async def start(self) -> None:
-        """Bind the listener."""
+    async def start(self, listening: socket.socket | None = None) -> None:
+        """Bind the listener; or serve ``listening``, a socket already bound (a worker's)."""
         self._closes = DeferredCloses(asyncio.get_running_loop())
         server = self.config.server
         origins = server.allowed_origins
         self.server = await serve(
             self._handler,
-            server.host,
-            server.port,
+            None if listening is not None else server.host,
+            None if listening is not None else server.port,
+            sock=listening,
             process_request=self._process_request,
             origins=None if origins is None else [Origin(o) for o in origins],
             open_timeout=self.config.limits.open_timeout,
@@ -147,10 +154,20 @@ class WebSocketFront:
 
     @property
     def port(self) -> int:
-        """The bound port (useful with port 0)."""
+        """The bound port (useful with port 0); 0 when serving a worker's Unix socket."""
         assert self.server is not None
-        port: int = self.server.sockets[0].getsockname()[1]
-        return port
+        name = self.server.sockets[0].getsockname()
+        return int(name[1]) if isinstance(name, tuple) else 0
+
+    def adopt(self, sock: socket.socket, prefix: bytes, user_id: str) -> None:
+        """Loop: serve a connection handed over by the master (``serve --workers``).
+
+        ``prefix`` is what the master read of it (the request head),
+        ``user_id`` the user it authenticated ("" for a request that is no
+        upgrade, which websockets refuses with the precise reason).
+        """
+        assert self.server is not None  # started
+        adopt(self.server, sock, prefix, user_id)
 
     @property
     def connections(self) -> int:
@@ -185,8 +202,9 @@ class WebSocketFront:
     ) -> Response | None:
         assert isinstance(connection, AcyclicConnection)  # the server's create_connection
         connection.call_when_answered(self.observer.handshake)
+        handed = connection.handed_user  # the master checked the address rate and the user
         address = _address(connection)
-        if not self.handshake_rate.allow(address):
+        if handed is None and not self.handshake_rate.allow(address):
             wait = self.handshake_rate.retry_after(address)
             too_many = http.HTTPStatus.TOO_MANY_REQUESTS
             text = "too many handshakes from this address"
@@ -209,16 +227,16 @@ class WebSocketFront:
                 connection, http.HTTPStatus.SERVICE_UNAVAILABLE, "too many handshakes in progress"
             )
         try:
-            return await self._authenticate_and_admit(connection, request, url.query)
+            return await self._authenticate_and_admit(connection, request, url.query, handed)
         finally:
             self.handshakes.leave()
 
     async def _authenticate_and_admit(
-        self, connection: ServerConnection, request: Request, raw_query: str
+        self, connection: AcyclicConnection, request: Request, raw_query: str, handed: str | None
     ) -> Response | None:
         query = dict(parse_qsl(raw_query))
         try:
-            user_id = self.auth.authenticate(request.headers, query)
+            user_id = handed or self.auth.authenticate(request.headers, query)
             context = UserExecutionContext.from_websocket_request(user_id, query.get("thread_id"))
         except AuthError as error:
             return _respond(connection, http.HTTPStatus.UNAUTHORIZED, error.reason)
@@ -234,7 +252,6 @@ class WebSocketFront:
             handle = handle.misreporting(UserExecutionContext.from_websocket_request(user_id))
         self._admitted[connection] = (handle, port)
         # freed as the peer goes, before its handler (if it ever gets one) wakes up
-        assert isinstance(connection, AcyclicConnection)  # the server's create_connection
         connection.call_when_lost(lambda abrupt: self._lost(connection, abrupt))
         return None
 
@@ -325,7 +342,7 @@ def is_upgrade(request: Request) -> bool:
         "upgrade" in (token.strip() for token in connection.split(","))
         and upgrade == "websocket"
         and len(headers.get_all("Sec-WebSocket-Key")) == 1
-        and headers.get("Sec-WebSocket-Version") == "13"
+        and headers.get_all("Sec-WebSocket-Version") == ["13"]
     )
 
 

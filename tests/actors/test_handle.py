@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -222,7 +223,8 @@ def test_a_close_under_a_foreign_key_is_a_mismatch_the_counter_and_readiness_see
         admitted.misreporting(foreign).closed(1000)
         wait_until(lambda: metrics.value("ws_supervisor_thread_id_mismatches_total") == 1)
         backend = TreeAdminBackend(tree, metrics, readiness)
-        assert backend.readiness() == (False, ["thread_id mismatch seen (1)"])  # /readyz: 503
+        readiness_now = asyncio.run(backend.readiness())
+        assert readiness_now == (False, ["thread_id mismatch seen (1)"])  # /readyz: 503
         assert [trigger.id for trigger in backend.triggers()] == ["thread_id_mismatch"]
         assert tree.ledger.holders("alice") == {ctx.isolation_key: ctx.websocket_id}  # the leak
         admitted.closed(1000)  # the connection's own close still frees it

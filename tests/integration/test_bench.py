@@ -66,3 +66,21 @@ def test_a_quick_bench_writes_figures_for_both_servers_and_plots_them(tmp_path: 
     )  # the access line
     assert "ratio" in done.stdout and "supervised" in done.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+@pytest.mark.timeout(240)
+def test_a_quick_bench_with_workers_compares_them_with_one_process(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    argv = [PYTHON, str(BENCH), "--quick", "--workers", "2", "--duration", "1"]
+    argv += ["--connections", "60", "--json", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=230, cwd=ROOT, check=False)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    data: dict[str, Any] = json.loads(out.read_text())
+    workers = data["supervised_workers"]
+    for key in POSITIVE:
+        assert math.isfinite(workers[key]) and workers[key] > 0, key
+    assert workers["threads_with_idle_conns"] > data["supervised"]["threads_with_idle_conns"]
+    assert data["ratios_workers"]["cpu_ms_per_conn"] > 0
+    assert data["meta"]["workers"] == 2
+    assert "serve --workers 2 against one process" in done.stdout
+    assert "target: server CPU per connection with 2 workers <= 1.05x one process" in done.stdout

@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+from supervisor.admin.dump import every_user
 from supervisor.daemon import Daemon
 from tests.cluster.redis_server import RedisServer
 from tests.integration.cdp import Browser, Page
 from tests.integration.conftest import screenshot_written
-from tests.integration.harness import open_client, running_daemon, ws_url
+from tests.integration.harness import CLI, ROOT, DaemonProcess, open_client, running_daemon, ws_url
 from tests.integration.uipage import (
     cells,
     connections,
@@ -351,8 +352,8 @@ async def test_with_several_workers_the_page_shows_every_worker_and_its_users(
 ) -> None:
     """The shape ``--workers`` gives (issue #23): each worker's real state in one answer.
 
-    No daemon makes it yet, so the browser is handed it for ``/debug/state``, built from
-    the states of two real daemons, and one worker that did not answer.
+    The browser is handed it for ``/debug/state``, built from the states of two real
+    daemons, and one worker that did not answer (a real master's is the next test).
     """
     async with (
         daemon_with_token() as first,
@@ -392,3 +393,43 @@ async def test_with_several_workers_the_page_shows_every_worker_and_its_users(
         assert (await text_of(page, "node-id")).endswith("3 workers")
         screenshot_written(await page.screenshot(screenshots / "ui-workers.png"))
         clean(page, first)
+
+
+@pytest.mark.timeout(120)
+async def test_a_real_daemon_of_two_workers_shows_both_and_each_user_on_its_own(
+    browser: Browser, screenshots: Path
+) -> None:
+    """``serve --workers 2`` itself: the page draws what its master answers for the workers."""
+    argv = [CLI, "serve", "--config", str(ROOT / "config" / "ci.toml"), "--workers", "2"]
+    proc = DaemonProcess(None, argv=argv)
+    loop = asyncio.get_running_loop()
+    held: list[Client] = []
+    try:
+        await loop.run_in_executor(None, proc.wait_ready, 60)
+        where: dict[str, str] = {}
+        while set(where.values()) != {"0", "1"}:  # the route is a keyed hash: users until both
+            assert len(held) < 64
+            held.append(await open_client(proc.url(f"user{len(held)}")))
+            state = (await loop.run_in_executor(None, proc.get, "/debug/state"))[1]
+            where = {u["user_id"]: str(u["worker"]) for u in every_user(state)}
+        page = await browser.new_page()
+        await page.navigate(f"{proc.admin}/ui#every=1")
+        await page.wait_for(READY)
+        workers = await page.evaluate(
+            "[...document.querySelectorAll('#worker-rows tr')].map(r =>"
+            " [...r.cells].map(c => c.textContent))"
+        )
+        assert [row[:2] for row in workers] == [["0", "ok"], ["1", "ok"]]
+        assert sum(int(row[3]) for row in workers) == len(held)  # users per worker
+        assert await visible_users(page) == sorted(where)
+        rows = await page.evaluate(
+            "[...document.querySelectorAll('tbody.user')].map(b =>"
+            " [b.dataset.user, b.querySelector('td.col-worker').textContent])"
+        )
+        assert dict(rows) == where
+        assert (await text_of(page, "node-id")).endswith("2 workers")
+        screenshot_written(await page.screenshot(screenshots / "ui-real-workers.png"))
+        assert page.problems == [] and page.blocked == []
+    finally:
+        await asyncio.gather(*(ws.close() for ws, _ in held))
+        proc.kill()

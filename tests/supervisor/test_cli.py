@@ -225,3 +225,53 @@ def test_an_admin_listener_off_loopback_without_a_token_refuses_to_start() -> No
     )
     assert result.returncode == 2
     assert "admin.token_env" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("bad", ["0", "two", "-3"])
+def test_serve_refuses_a_worker_count_that_is_not_one_or_more_or_auto(bad: str) -> None:
+    result = run_cli("serve", "--profile", "ci", "--workers", bad)
+    assert result.returncode == 2
+    assert f"--workers must be a number of processes (>= 1) or auto, not '{bad}'" in result.stderr
+
+
+def test_serve_with_workers_refuses_a_bad_environment_before_starting_any_worker() -> None:
+    result = run_cli("serve", "--profile", "production", "--workers", "2")
+    assert result.returncode == 2
+    assert "auth.secret_env" in result.stderr and "Traceback" not in result.stderr
+    assert "worker" not in result.stderr
+
+
+def test_serve_with_workers_on_a_port_in_use_says_so_and_exits_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = DaemonProcess(
+            None,
+            env={"WS_SUPERVISOR_SERVER_PORT": str(port)},
+            argv=[CLI, "serve", "--profile", "ci", "--workers", "2"],
+        )
+        try:
+            assert proc.wait(30) == 2
+            output = proc.output()
+        finally:
+            proc.kill()
+    assert "cannot start" in output and "address already in use" in output
+    assert "Traceback" not in output
+
+
+def test_a_worker_started_by_hand_without_a_master_exits_2_saying_so() -> None:
+    result = run_cli("worker", "--channel-fd", "0")
+    assert result.returncode == 2
+    assert "ws-supervisor worker: no setup from the master" in result.stderr
+
+
+def test_the_systemd_unit_runs_commands_the_cli_accepts() -> None:
+    from supervisor.cli import _parser  # noqa: PLC0415
+
+    unit = (ROOT / "config" / "ws-supervisor.service").read_text().splitlines()
+    commands = [line.split("=", 1)[1].split()[1:] for line in unit if line.startswith("ExecStart")]
+    assert len(commands) == 2  # ExecStartPre (check-config) and ExecStart (serve)
+    parsed = [_parser().parse_args(argv) for argv in commands]
+    assert [args.command for args in parsed] == ["check-config", "serve"]
+    assert parsed[1].workers == len(os.sched_getaffinity(0))  # --workers auto

@@ -184,3 +184,17 @@ def test_a_message_whose_arguments_do_not_fit_is_reported_not_raised(
     writer.stop()
     assert len(stream.lines) == 1 and stream.lines[0].endswith("x: fine")
     assert "not enough arguments" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(10)
+def test_lines_formatted_elsewhere_are_written_as_they_are_among_the_others() -> None:
+    stream = Stream()
+    writer = LogWriter(cast(TextIO, stream), JsonFormatter()).start()
+    writer.put_text("2026-12-07 01:00:00,000 INFO actors.user: a worker's line\nand its next")
+    writer.put(record("the master's own"))
+    writer.stop()
+    assert stream.lines[:2] == [
+        "2026-12-07 01:00:00,000 INFO actors.user: a worker's line",
+        "and its next",
+    ]
+    assert json.loads(stream.lines[2])["message"] == "the master's own"

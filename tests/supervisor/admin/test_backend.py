@@ -104,14 +104,14 @@ async def test_a_stopped_tree_is_unhealthy_has_no_state_and_is_not_ready() -> No
         assert await backend.health() == (False, {"status": "unavailable", "error": NOT_RUNNING})
         with pytest.raises(BackendUnavailable, match=NOT_RUNNING):
             await backend.state()
-        assert backend.readiness() == (False, ["supervision tree not running"])
+        assert await backend.readiness() == (False, ["supervision tree not running"])
 
 
 async def test_readiness_is_the_policy_s_answer_while_the_tree_runs() -> None:
     async with backend_of_a_tree() as backend:
-        assert backend.readiness() == (True, [])
+        assert await backend.readiness() == (True, [])
         backend.readiness_policy.set_draining(True)
-        assert backend.readiness() == (False, ["draining"])
+        assert await backend.readiness() == (False, ["draining"])
 
 
 async def test_a_tree_that_does_not_answer_in_time_is_unavailable_not_a_hang() -> None:
@@ -120,7 +120,7 @@ async def test_a_tree_that_does_not_answer_in_time_is_unavailable_not_a_hang() -
             with pytest.raises(BackendUnavailable, match=r"did not answer within 0\.2s"):
                 await backend.state()
             assert (await backend.health())[0] is False
-            assert backend.readiness() == (True, [])  # never asks the tree: always fast
+            assert await backend.readiness() == (True, [])  # never asks the tree: always fast
 
 
 async def test_the_state_is_the_tree_s_snapshot() -> None:
@@ -135,7 +135,7 @@ async def test_the_state_is_the_tree_s_snapshot() -> None:
 async def test_the_metrics_text_is_the_observer_s_exposition() -> None:
     async with backend_of_a_tree() as backend:
         await connected(backend, "alice")
-        text = backend.metrics_text()
+        text = await backend.metrics_text()
     assert text.startswith(b"# HELP ws_supervisor_")  # Prometheus text, of this node's registry
     assert b'ws_supervisor_admissions_total{result="admitted"} 1.0' in text
 
@@ -206,9 +206,9 @@ async def test_a_shared_ledger_that_lost_redis_makes_the_node_not_ready_and_the_
     ledger: RedisLedger, redis_server: RedisServer
 ) -> None:
     async with backend_of_a_tree(shared_ledger=ledger) as backend:
-        assert backend.readiness() == (True, [])
+        assert await backend.readiness() == (True, [])
         redis_server.stop()
         assert ledger.probe() is False
-        assert backend.readiness() == (False, ["redis ledger unavailable (fail_open)"])
+        assert await backend.readiness() == (False, ["redis ledger unavailable (fail_open)"])
         with pytest.raises(BackendUnavailable, match="redis ledger unavailable: "):
             await backend.cluster()

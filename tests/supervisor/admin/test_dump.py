@@ -136,6 +136,35 @@ def test_a_user_that_did_not_answer_shows_its_error() -> None:
     assert text.splitlines()[2] == "└── carol  ?/?   critical  error: no answer in time"
 
 
+def test_a_daemon_of_several_workers_has_a_line_for_each_before_its_users() -> None:
+    state = _state([])
+    state["workers"] = [
+        {
+            "worker_id": 0,
+            "pid": 41,
+            "node_id": "n1-w0",
+            "restarts": 0,
+            "serving": True,
+            "root": {"node_used": 3, "node_limit": 50, "threads": 6},
+            "users": [{**_user("alice", "ok", []), "worker": 0}],
+        },
+        {
+            "worker_id": 1,
+            "pid": None,
+            "node_id": "n1-w1-2",
+            "restarts": 2,
+            "serving": False,
+            "error": "restarting",
+        },
+    ]
+    assert render_state(state, False, now=NOW).splitlines()[:4] == [
+        "node n1  ok  7/100  users 1  threads 12  alerts 0",
+        "worker 0  serving  pid 41  node n1-w0  used 3/50  users 1  threads 6  restarts 0",
+        "worker 1  down  pid -  node n1-w1-2  error: restarting  restarts 2",
+        "└── alice  0/20  ok  pool 1  restarts 0",
+    ]
+
+
 def test_an_empty_tree_is_one_line() -> None:
     assert render_state(_state([]), False) == "node n1  ok  7/100  users 0  threads 12  alerts 0"
 
@@ -171,13 +200,13 @@ class _Backend:
         self._state = state
         self._cluster = cluster
 
-    def metrics_text(self) -> bytes:
+    async def metrics_text(self) -> bytes:
         return b""
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
         return True, {"status": "ok"}
 
-    def readiness(self) -> tuple[bool, list[str]]:
+    async def readiness(self) -> tuple[bool, list[str]]:
         return True, []
 
     async def state(self) -> dict[str, Any]:

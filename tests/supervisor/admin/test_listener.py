@@ -394,7 +394,7 @@ async def test_a_backend_that_raises_is_500_without_a_traceback(
         backend = node.server.backend
         assert isinstance(backend, TreeAdminBackend)
 
-        def broken() -> tuple[bool, list[str]]:
+        async def broken() -> tuple[bool, list[str]]:
             raise ZeroDivisionError("secret detail")
 
         backend.readiness = broken  # type: ignore[method-assign]
@@ -562,3 +562,26 @@ async def test_a_non_ascii_content_length_is_400() -> None:
             "POST /v1/push HTTP/1.1\r\nContent-Length: ²\r\n\r\n".encode("latin-1"),
         )
         assert (answer.status, answer.json()) == (400, {"error": "bad Content-Length: '²'"})
+
+
+async def test_a_listener_on_a_unix_socket_answers_there_and_has_no_port(tmp_path: Any) -> None:
+    metrics = MetricsObserver()
+    readiness = Readiness(SystemClock())
+    tree = SupervisionTree(make_config(), observer=FanoutObserver(metrics, readiness))
+    await off_loop(tree.start)
+    path = str(tmp_path / "admin.sock")
+    server = AdminServer(
+        "127.0.0.1", 0, TreeAdminBackend(tree, metrics, readiness), None, path=path
+    )
+    try:
+        await server.start()
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert answer.endswith(b'{"ready": true}')
+        assert server.port == 0
+    finally:
+        await server.close()
+        await off_loop(tree.stop)

@@ -175,3 +175,20 @@ def test_the_claims_required_are_sub_then_exp_if_required_then_the_listed_ones()
         "iat",
         "jti",
     )
+
+
+def test_a_reload_takes_the_live_sections_and_keeps_everything_else() -> None:
+    running = load_profile("ci", env={})
+    edited = attrs.evolve(
+        running,
+        quota=attrs.evolve(running.quota, max_managers_per_user=9, backend="redis"),
+        timeouts=attrs.evolve(running.timeouts, idle_timeout=5.0, ping_interval=9.0),
+        server=attrs.evolve(running.server, port=1),
+        pool=attrs.evolve(running.pool, size=1),
+    )
+    live = running.reloaded(edited)
+    assert live.quota.max_managers_per_user == 9 and live.pool.size == 1
+    assert live.timeouts.idle_timeout == 5.0
+    assert live.quota.backend == running.quota.backend  # waits for a restart
+    assert live.timeouts.ping_interval == running.timeouts.ping_interval
+    assert live.server == running.server

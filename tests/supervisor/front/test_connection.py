@@ -254,6 +254,23 @@ async def test_ping_nowait_writes_behind_a_full_buffer_and_its_future_is_the_pon
         assert ping_nowait(connection) is None
 
 
+@pytest.mark.timeout(30)
+def test_an_asyncio_server_still_keeps_its_factory_and_a_loop_still_makes_socket_transports() -> (
+    None
+):
+    async def probe() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        try:
+            factory = getattr(server, "_protocol_factory", None)
+            return factory is asyncio.Protocol, callable(loop._make_socket_transport)  # type: ignore[attr-defined]
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(probe()) == (True, True)
+
+
 # --- the handshake's answer, reported -----------------------------------------------------------
 
 

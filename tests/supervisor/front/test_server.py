@@ -230,6 +230,7 @@ UPGRADE = {
         ({"Upgrade": "h2c"}, False),
         ({"Sec_WebSocket_Version": "8"}, False),
         ({"Sec_WebSocket_Key": ["a2V5IG9uZQ==", "a2V5IHR3bw=="]}, False),
+        ({"Sec_WebSocket_Version": ["13", "13"]}, False),  # not an error: no upgrade
     ],
 )
 async def test_a_request_is_an_upgrade_only_with_every_upgrade_header_right(
