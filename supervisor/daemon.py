@@ -148,7 +148,11 @@ class Daemon:
         )
         self.front = WebSocketFront(config, self.tree, environment.authenticator)
         backend = TreeAdminBackend(
-            self.tree, self.metrics, self.readiness, shared_ledger=self.shared_ledger
+            self.tree,
+            self.metrics,
+            self.readiness,
+            shared_ledger=self.shared_ledger,
+            clients=self.front.clients,
         )
         self.admin = AdminServer(
             config.admin.host, config.admin.port, backend, environment.admin_token

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import pykka
@@ -60,12 +61,14 @@ class TreeAdminBackend:
         *,
         timeout: float = 2.0,
         shared_ledger: RedisLedger | None = None,
+        clients: Callable[[], Mapping[str, Mapping[str, str]]] | None = None,
     ) -> None:
         self.tree = tree
         self.metrics = metrics
         self.readiness_policy = readiness
         self.timeout = timeout
         self.shared_ledger = shared_ledger
+        self.clients = clients
 
     def metrics_text(self) -> bytes:
         return self.metrics.exposition()
@@ -91,15 +94,25 @@ class TreeAdminBackend:
         return ready and self.tree.running and ledger_ok, reasons
 
     async def state(self) -> dict[str, Any]:
-        """The tree's snapshot, taken on an executor thread (it blocks up to ``timeout``)."""
+        """The tree's snapshot, taken on an executor thread (it blocks up to ``timeout``).
+
+        Each connection's client address (``client``, and ``proxy`` when a
+        trusted proxy gave it) comes from ``clients``, read on the loop.
+        """
         loop = asyncio.get_running_loop()
+        addresses = self.clients() if self.clients is not None else {}
         snapshot = functools.partial(self.tree.snapshot, timeout=self.timeout)
         try:
-            return await loop.run_in_executor(None, snapshot)
+            state: dict[str, Any] = await loop.run_in_executor(None, snapshot)
         except TreeNotRunning as error:
             raise BackendUnavailable(str(error)) from error
         except (pykka.Timeout, pykka.ActorDeadError) as error:
             raise BackendUnavailable(f"the tree did not answer within {self.timeout:g}s") from error
+        if addresses:
+            for user in state.get("users", ()):
+                for manager in user.get("managers", ()):
+                    manager.update(addresses.get(manager.get("websocket_id"), {}))
+        return state
 
     async def push(self, user_id: str, thread_id: str | None, message: Any) -> int:
         """Raises :class:`InvalidIdError` (bad ids) or :class:`BackendUnavailable`."""

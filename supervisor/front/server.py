@@ -8,6 +8,13 @@ with ``Retry-After`` (quota full) or 503 (the node at emergency, or no answer
 in time) before any upgrade, so a refused client never holds a slot. The
 limits' decisions live in :mod:`supervisor.front.limits`; this module only
 carries them out.
+
+Behind trusted proxies (``[server] trusted_proxies``) the client's address
+is the one the proxy gives, in a PROXY header (stripped by
+:class:`~supervisor.front.connection.ProxiedConnection`) or in the
+configured forwarding header (:class:`~supervisor.front.proxy.TrustedProxies`);
+it is what the handshake limiter counts, what the refusal's log line names
+and what the state dump shows (:meth:`WebSocketFront.clients`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import functools
 import http
 import logging
 import math
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -35,9 +43,10 @@ from supervisor.errors import AuthError
 from supervisor.front.auth import Authenticator
 from supervisor.front.bridge import WebSocketPort, admit, serve_connection
 from supervisor.front.closing import DeferredCloses
-from supervisor.front.connection import AcyclicConnection
+from supervisor.front.connection import AcyclicConnection, proxied_connection
 from supervisor.front.keepalive import Keepalive
 from supervisor.front.limits import AddressLimiter, ConcurrencyGate, InboundRateLimit
+from supervisor.front.proxy import TrustedProxies
 
 __all__ = ["WebSocketFront"]
 
@@ -71,7 +80,14 @@ class WebSocketFront:
             clock=self.clock,
         )
         self.handshakes = ConcurrencyGate(limits.max_concurrent_handshakes)
+        server = config.server
+        self.proxies = TrustedProxies.from_text(
+            server.trusted_proxies,
+            proxy_protocol=server.proxy_protocol,
+            header=server.forwarded_header,
+        )
         self._admitted: dict[ServerConnection, tuple[Handle, WebSocketPort]] = {}
+        self._addresses: dict[ServerConnection, tuple[str, str]] = {}  # admitted: (client, peer)
         self.server: Server | None = None
         self._closes: DeferredCloses | None = None
 
@@ -91,7 +107,9 @@ class WebSocketFront:
             max_size=server.max_message_size,
             compression="deflate" if server.compression == "deflate" else None,
             logger=logging.getLogger("supervisor.front.server.websockets"),
-            create_connection=AcyclicConnection,
+            create_connection=proxied_connection(self.proxies)
+            if self.proxies
+            else AcyclicConnection,
         )
 
     @property
@@ -105,6 +123,20 @@ class WebSocketFront:
     def connections(self) -> int:
         """Open WebSocket connections."""
         return 0 if self.server is None else len(self.server.connections)
+
+    def clients(self) -> dict[str, dict[str, str]]:
+        """Loop: each admitted connection's client address, by websocket id.
+
+        ``{"client": host}``, with ``"proxy": host`` when a trusted proxy
+        gave the client's address (the socket's peer is then the proxy).
+        """
+        found = {}
+        for connection, (client, peer) in self._addresses.items():
+            admitted = self._admitted.get(connection)
+            if admitted is not None:
+                entry = {"client": client} if client == peer else {"client": client, "proxy": peer}
+                found[admitted[0].websocket_id] = entry
+        return found
 
     def stop_accepting(self) -> None:
         """Stop listening; open connections stay until the tree closes them."""
@@ -132,9 +164,13 @@ class WebSocketFront:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
-        address = _address(connection)
+        peer = _remote_host(connection)  # the PROXY header's source, if any
+        address = self._client(peer, request)
         if not self.handshake_rate.allow(address):
             wait = self.handshake_rate.retry_after(address)
+            socket_peer = _host(getattr(connection, "peer_address", None)) or peer
+            via = "" if socket_peer == address else f" (via proxy {socket_peer})"
+            log.info("handshake refused: too many from %s%s", address, via)
             too_many = http.HTTPStatus.TOO_MANY_REQUESTS
             response = _respond(connection, too_many, "too many handshakes from this address")
             response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
@@ -154,9 +190,20 @@ class WebSocketFront:
                 connection, http.HTTPStatus.SERVICE_UNAVAILABLE, "too many handshakes in progress"
             )
         try:
-            return await self._authenticate_and_admit(connection, request, url.query)
+            answer = await self._authenticate_and_admit(connection, request, url.query)
         finally:
             self.handshakes.leave()
+        if answer is None and connection in self._admitted:
+            socket_peer = _host(getattr(connection, "peer_address", None)) or peer
+            self._addresses[connection] = (address, socket_peer)
+        return answer
+
+    def _client(self, peer: str, request: Request) -> str:
+        """The client's address: ``peer``, or what a trusted proxy's header says."""
+        header = self.proxies.header
+        if header == "none":
+            return peer
+        return self.proxies.client(peer, request.headers.get_all(header))
 
     async def _authenticate_and_admit(
         self, connection: ServerConnection, request: Request, raw_query: str
@@ -183,6 +230,7 @@ class WebSocketFront:
         return None
 
     def _lost(self, connection: ServerConnection, abrupt: bool) -> None:
+        self._addresses.pop(connection, None)
         admitted = self._admitted.pop(connection, None)
         if admitted is None:  # its handler has ended: nothing to close but the socket
             if abrupt:
@@ -210,6 +258,7 @@ class WebSocketFront:
             await serve_connection(connection, *admitted, alive, inbound)
         finally:
             self._admitted.pop(connection, None)
+            self._addresses.pop(connection, None)
 
 
 def _close_dropped(connection: ServerConnection, handle: Handle) -> None:
@@ -220,15 +269,19 @@ def _close_dropped(connection: ServerConnection, handle: Handle) -> None:
         connection.transport.close()  # left open by eof_received for this; a no-op after a reset
 
 
-def _address(connection: ServerConnection) -> str:
-    """The client's address (its host, without the port)."""
+def _remote_host(connection: ServerConnection) -> str:
+    """The host of the connection's ``remote_address``."""
     try:
-        remote = connection.remote_address
+        return _host(connection.remote_address)
     except (AttributeError, OSError):  # pragma: no cover - a transport already gone
         return ""
-    if isinstance(remote, tuple | list) and remote:
-        return str(remote[0])
-    return str(remote or "")
+
+
+def _host(address: Any) -> str:
+    """The host of a socket address (without the port); "" for none."""
+    if isinstance(address, tuple | list) and address:
+        return str(address[0])
+    return str(address or "")
 
 
 def is_upgrade(request: Request) -> bool:

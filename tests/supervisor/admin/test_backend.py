@@ -132,6 +132,23 @@ async def test_the_state_is_the_tree_s_snapshot() -> None:
     assert [m["isolation_key"] for m in alice["managers"]] == [context.isolation_key]
 
 
+async def test_the_state_adds_each_connections_client_address_from_the_front() -> None:
+    async with backend_of_a_tree() as backend:
+        _, first = await connected(backend, "alice")
+        _, second = await connected(backend, "alice")
+        backend.clients = lambda: {
+            first.websocket_id: {"client": "127.0.0.2", "proxy": "127.0.0.9"},
+            "ws_gone": {"client": "127.0.0.7"},
+        }
+        state = await backend.state()
+    managers = {m["websocket_id"]: m for m in state["users"][0]["managers"]}
+    assert (managers[first.websocket_id]["client"], managers[first.websocket_id]["proxy"]) == (
+        "127.0.0.2",
+        "127.0.0.9",
+    )
+    assert "client" not in managers[second.websocket_id]  # admitted by no front of this node
+
+
 async def test_the_metrics_text_is_the_observer_s_exposition() -> None:
     async with backend_of_a_tree() as backend:
         await connected(backend, "alice")

@@ -120,6 +120,16 @@ def test_managers_show_ids_state_counters_and_idle_time() -> None:
     ]
 
 
+def test_a_managers_client_address_is_shown_with_the_proxy_it_came_through() -> None:
+    proxied = _manager(client="127.0.0.2", proxy="127.0.0.9")
+    direct = _manager(websocket_id="ws_2", client="127.0.0.5")
+    text = render_state(_state([_user("alice", "ok", [proxied, direct])]), False, now=NOW)
+    assert text.splitlines()[2:] == [
+        "    ├── ws_1  thread_1  connected  in 4 out 4  idle 3.2s  from 127.0.0.2 via 127.0.0.9",
+        "    └── ws_2  thread_1  connected  in 4 out 4  idle 3.2s  from 127.0.0.5",
+    ]
+
+
 @pytest.mark.parametrize(
     ("level", "code"),
     [("warning", "\x1b[33m"), ("critical", "\x1b[31m"), ("emergency", "\x1b[1;7;31m")],

@@ -1,4 +1,4 @@
-"""Addresses in the configuration: trusted proxies and Sentinel URLs, parsed or refused precisely."""
+"""Addresses in the configuration: trusted proxies and Sentinel URLs, parsed or refused."""
 
 from __future__ import annotations
 

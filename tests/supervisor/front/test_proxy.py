@@ -45,7 +45,7 @@ def refused(data: bytes) -> str:
             "TCP4",
             ("127.0.0.2", 40000),
             ("127.0.0.1", 8000),
-        ),  # noqa: E501
+        ),
         (b"PROXY TCP6 2001:db8::1 ::1 65535 443\r\n", "TCP6", ("2001:db8::1", 65535), ("::1", 443)),
         (b"PROXY TCP6 ::ffff:10.1.2.3 ::1 1 2\r\n", "TCP6", ("10.1.2.3", 1), ("::1", 2)),
         (b"PROXY UNKNOWN\r\n", "UNKNOWN", None, None),
@@ -260,7 +260,7 @@ def test_only_a_trusted_peer_must_open_with_a_proxy_header_and_only_when_configu
             "127.0.0.9",
             ['for=6.6.6.6, for="[2001:db9::5]:4711";proto=https'],
             "2001:db9::5",
-        ),  # noqa: E501
+        ),
         ("forwarded", "127.0.0.9", ["for=127.0.0.4:1234"], "127.0.0.4"),
         ("forwarded", "127.0.0.9", ["for=unknown"], "127.0.0.9"),
         ("forwarded", "127.0.0.9", ["for=_hidden, for=10.0.0.2"], "10.0.0.2"),
