@@ -54,6 +54,8 @@ class _Connection(Protocol):
 
     def can_read(self, timeout: float = 0) -> bool: ...
 
+    def connect(self) -> None: ...
+
     def disconnect(self) -> None: ...
 
 
@@ -195,17 +197,25 @@ class ScriptLink:
         return replies
 
     def _connect(self) -> _Connection:
+        """The link's connection, connected (its class's ``connect()``, never implicitly).
+
+        Sending on a connection that is not connected would connect it
+        implicitly, past a Sentinel-managed connection's ``connect()``, the
+        override that asks the sentinels where the master is: to the
+        default address, or after a failover to the demoted master's.
+        """
         connection = self._connection
         if connection is None:
             connection = cast(_Connection, self._connection_class(**self._connection_kwargs))
             self._connection = connection
-            return connection  # it connects on its first command
-        try:  # as redis-py's pool: an idle socket with something to read was closed (a restart)
-            stale = connection.can_read()
-        except _BROKEN:
-            stale = True
-        if stale:
-            connection.disconnect()  # the next command connects again
+        else:
+            try:  # as redis-py's pool: an idle socket with something to read was closed
+                stale = connection.can_read()
+            except _BROKEN:
+                stale = True
+            if stale:
+                connection.disconnect()
+        connection.connect()  # a no-op when connected
         return connection
 
     def _drop(self) -> None:

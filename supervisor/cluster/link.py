@@ -3,10 +3,13 @@
 Two daemon threads beside the supervision tree, both started and stopped by
 the daemon (or an embedding program):
 
-- *maintenance*: every ``[redis] renew_interval`` it renews the node's leases
-  (:meth:`RedisLedger.renew_all`); while Redis is unavailable it tries again
-  every ``retry_interval`` and, once Redis answers, re-registers the node's
-  slots (:meth:`RedisLedger.recover`);
+- *maintenance*: every ``[redis] renew_interval`` (from the start of one
+  renewal to the start of the next) it renews the node's leases, or pings
+  Redis if it holds none (:meth:`RedisLedger.renew_all`), so that every node
+  is marked unavailable within ``renew_interval + timeout`` of Redis going
+  away; while Redis is unavailable it tries again every ``retry_interval``
+  and, once Redis answers, re-registers the node's slots
+  (:meth:`RedisLedger.recover`);
 - *listener*: subscribed to the node's channel, it turns each ``supersede``
   or ``evict`` message from another node into a :class:`TakeBack`.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import redis
@@ -86,13 +90,15 @@ class ClusterLink:
 
     def _maintain(self) -> None:
         config = self.ledger.config
-        wait = config.renew_interval
-        while not self._stop.wait(wait):
+        due = time.monotonic() + config.renew_interval
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            started = time.monotonic()
             if self.ledger.available:
                 takebacks = self.ledger.renew_all()
             else:
                 takebacks = self.ledger.recover() or []
-            wait = config.renew_interval if self.ledger.available else config.retry_interval
+            interval = config.renew_interval if self.ledger.available else config.retry_interval
+            due = started + interval
             self._deliver(takebacks)
 
     def _deliver(self, takebacks: list[TakeBack]) -> None:

@@ -115,11 +115,20 @@ class LeaseUpkeep:
         return True
 
     def renew_all(self) -> list[TakeBack]:
-        """Extend every lease this node holds; the connections that lost theirs come back."""
+        """Extend every lease this node holds; the connections that lost theirs come back.
+
+        A node holding no slot pings Redis instead (a renewal of nobody sends
+        nothing), so that every node, idle or not, notices within one
+        renewal that Redis is gone.
+        """
         if not self._available:
             return []
+        users = self._book_users()
+        if not users:
+            self.probe()
+            return []
         try:
-            return self._sync(self._book_users(), "renew")
+            return self._sync(users, "renew")
         except redis.RedisError as exc:
             self._lost("renew", exc)
             return []
