@@ -41,6 +41,8 @@ from supervisor.admin.metrics import MetricsObserver
 from supervisor.admin.readiness import Readiness
 from supervisor.cluster.ledger import RedisLedger, connect
 from supervisor.cluster.link import ClusterLink
+from supervisor.cluster.push import ClusterPush
+from supervisor.cluster.push_tally import PushAnswer
 from supervisor.config.load import config_to_dict, load_config
 from supervisor.config.schema import Config
 from supervisor.errors import ConfigError, ConfigIssue, ForcedExit
@@ -133,12 +135,11 @@ class Daemon:
         self.readiness = Readiness(SystemClock())
         self.shared_ledger: RedisLedger | None = None
         self.cluster: ClusterLink | None = None
-        if config.quota.backend == "redis":
-            client = connect(config.redis)
+        client = connect(config.redis) if config.quota.backend == "redis" else None
+        if client is not None:
             self.shared_ledger = RedisLedger(
                 client, self.node_id, config.redis, config.quota.node_max_managers, self.metrics
             )
-            self.cluster = ClusterLink(self.shared_ledger, client, self._take_back)
         self.tree = SupervisionTree(
             config,
             observer=FanoutObserver(self.metrics, self.readiness),
@@ -146,16 +147,21 @@ class Daemon:
             node_id=self.node_id,
             ledger=self.shared_ledger,
         )
+        pushes = None
+        if client is not None and self.shared_ledger is not None:
+            pushes = ClusterPush(self.shared_ledger, client, self.tree.push_nowait)
+            self.cluster = ClusterLink(self.shared_ledger, client, self._take_back, pushes)
         self.front = WebSocketFront(config, self.tree, environment.authenticator)
-        backend = TreeAdminBackend(
+        self.backend = TreeAdminBackend(
             self.tree,
             self.metrics,
             self.readiness,
             shared_ledger=self.shared_ledger,
             clients=self.front.clients,
+            pushes=pushes,
         )
         self.admin = AdminServer(
-            config.admin.host, config.admin.port, backend, environment.admin_token
+            config.admin.host, config.admin.port, self.backend, environment.admin_token
         )
         self._stopping: asyncio.Event | None = None
         self._interrupts = 0
@@ -217,6 +223,17 @@ class Daemon:
         if not await self.front.wait_closed(self.config.server.drain_timeout):
             log.warning("connections still open after the drain timeout: aborting them")
             self.front.abort()
+
+    async def push(self, user_id: str, thread_id: str | None, message: object) -> PushAnswer:
+        """Loop: send ``message`` (JSON data) to the user's, or the thread's, connections.
+
+        On every node, through Redis, when the quota is on Redis; what it
+        reached, as ``POST /v1/push`` answers it. Raises
+        :class:`~actors.errors.InvalidIdError` for a bad id and
+        :class:`~supervisor.errors.BackendUnavailable` when the tree is
+        stopped or does not answer.
+        """
+        return await self.backend.push(user_id, thread_id, message)
 
     def _take_back(self, takeback: TakeBack) -> None:
         """Cluster link's threads: close a connection whose slot went to another node."""

@@ -11,7 +11,8 @@ the daemon (or an embedding program):
   and, once Redis answers, re-registers the node's slots
   (:meth:`RedisLedger.recover`);
 - *listener*: subscribed to the node's channel, it turns each ``supersede``
-  or ``evict`` message from another node into a :class:`TakeBack`.
+  or ``evict`` message from another node into a :class:`TakeBack`, and
+  hands push messages to the node's :class:`~supervisor.cluster.push.ClusterPush`.
 
 Each :class:`TakeBack` goes to ``take_back`` (the tree closes the connection
 with 4001 or 4002). A message lost while the listener reconnects is made up
@@ -30,6 +31,7 @@ import redis
 from actors.messages import TakeBack
 from actors.observer import CleanupReason
 from supervisor.cluster.ledger import RedisLedger
+from supervisor.cluster.push import ClusterPush
 
 __all__ = ["ClusterLink", "parse_message"]
 
@@ -59,8 +61,10 @@ class ClusterLink:
         ledger: RedisLedger,
         client: redis.Redis,
         take_back: Callable[[TakeBack], None],
+        pushes: ClusterPush | None = None,
     ) -> None:
         self.ledger = ledger
+        self.pushes = pushes
         self._client = client
         self._take_back = take_back
         self._stop = threading.Event()
@@ -79,11 +83,13 @@ class ClusterLink:
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop both threads, then the ledger's link (after the releases of the tree's stop)."""
+        """Stop both threads, then the script links (after the releases of the tree's stop)."""
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        if self.pushes is not None:
+            self.pushes.close()
         self.ledger.close()
 
     # --- maintenance thread -------------------------------------------------------------
@@ -126,6 +132,8 @@ class ClusterLink:
                 pubsub.close()
 
     def _heard(self, data: bytes) -> None:
+        if self.pushes is not None and self.pushes.heard(data):
+            return
         takeback = parse_message(data)
         if takeback is None:
             log.warning("ignored malformed cluster message %r", data[:200])

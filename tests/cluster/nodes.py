@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -83,6 +85,20 @@ class Node(DaemonProcess):
         if not self._log.closed:
             self.log = self.output()
         self.kill()
+
+    def post(self, path: str, payload: Any, timeout: float = 10.0) -> tuple[int, Any]:
+        """POST ``payload`` as JSON to an admin path: (status, parsed JSON answer)."""
+        request = urllib.request.Request(
+            self.admin + path,
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
 
     def ready_is(self, status: int) -> bool:
         """True if ``/readyz`` answers ``status`` (200 ready, 503 not)."""

@@ -23,6 +23,7 @@ from supervisor.admin.fanout import FanoutObserver
 from supervisor.admin.metrics import MetricsObserver
 from supervisor.admin.readiness import Readiness
 from supervisor.cluster.ledger import RedisLedger, connect
+from supervisor.cluster.push_tally import PushAnswer
 from supervisor.config.schema import RedisConfig
 from supervisor.errors import BackendUnavailable
 from supervisor.front.bridge import off_loop
@@ -165,11 +166,14 @@ async def test_a_push_reaches_the_named_thread_as_compact_json_and_counts_it() -
         port, context = await connected(backend, "alice")
         other, _ = await connected(backend, "alice")
         message = {"text": "héllo", "n": [1, 2]}
-        assert await backend.push("alice", context.thread_id, message) == 1
+        node = backend.tree.node_id
+        answer = await backend.push("alice", context.thread_id, message)
+        assert answer == PushAnswer(1, {node: 1}, cluster="none")
+        assert answer.as_json() == {"delivered": 1}  # a node of its own: the count alone
         frame = await off_loop(lambda: port.frames.get(timeout=2))
         assert frame == '{"text":"héllo","n":[1,2]}'
-        assert await backend.push("alice", None, 7) == 2
-        assert await backend.push("nobody", None, 7) == 0
+        assert (await backend.push("alice", None, 7)).delivered == 2
+        assert (await backend.push("nobody", None, 7)).delivered == 0
         assert await off_loop(lambda: other.frames.get(timeout=2)) == "7"  # and only that
         assert await off_loop(lambda: port.frames.get(timeout=2)) == "7"
         with pytest.raises(queue.Empty):

@@ -15,6 +15,7 @@ from actors.errors import WsSupervisorError
 from actors.tree import SupervisionTree
 from supervisor.admin.dump import fetch_cluster, fetch_state, render_cluster, render_state
 from supervisor.admin.listener import AdminServer
+from supervisor.cluster.push_tally import PushAnswer
 from supervisor.errors import BackendUnavailable
 from tests.helpers import connect, handle_of, make_config
 
@@ -193,8 +194,8 @@ class _Backend:
     async def state(self) -> dict[str, Any]:
         return self._state
 
-    async def push(self, user_id: str, thread_id: str | None, message: Any) -> int:
-        return 0
+    async def push(self, user_id: str, thread_id: str | None, message: Any) -> PushAnswer:
+        return PushAnswer(0, {})
 
     async def cluster(self) -> dict[str, Any]:
         if self._cluster is None:
