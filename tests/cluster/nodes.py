@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
 from tests.cluster.redis_server import RedisServer
+from tests.cluster.sentinels import SentinelSet
 from tests.integration.harness import ROOT, DaemonProcess
 
 __all__ = [
@@ -134,9 +135,11 @@ class Node(DaemonProcess):
 
 @contextlib.contextmanager
 def running_nodes(
-    server: RedisServer, count: int = 3, env: Mapping[str, str] | None = None
+    server: RedisServer | SentinelSet, count: int = 3, env: Mapping[str, str] | None = None
 ) -> Iterator[list[Node]]:
-    """``count`` nodes (``node-a``, ``node-b``, ...) on ``server``, ready; killed on exit.
+    """``count`` nodes (``node-a``, ``node-b``, ...) on ``server`` (or a Sentinel set), ready.
+
+    Every node is killed on exit.
 
     A node that logged a traceback (a crashed thread, a failed handler) fails the
     block. When the block fails, every node's log is printed (pytest shows it).
