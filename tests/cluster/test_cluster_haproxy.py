@@ -22,7 +22,7 @@ from tests.cluster.nodes import Node, echoes, off, running_nodes, until
 from tests.cluster.redis_server import RedisServer
 from tests.integration.harness import ROOT, free_port
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 
 CLIENTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 PROXY_PROTOCOL = {
@@ -81,6 +81,7 @@ def nodes_of(nodes: list[Node]) -> list[tuple[int, int]]:
 @pytest.mark.parametrize(
     "send_proxy", ["send-proxy-v2 proxy-v2-options crc32c", "send-proxy"], ids=["v2", "v1"]
 )
+@pytest.mark.asyncio
 async def test_behind_a_tcp_balancer_every_node_sees_each_clients_own_address(
     redis_server: RedisServer, send_proxy: str
 ) -> None:
@@ -103,6 +104,7 @@ async def test_behind_a_tcp_balancer_every_node_sees_each_clients_own_address(
                 await ws.close()
 
 
+@pytest.mark.asyncio
 async def test_one_address_over_its_handshake_rate_gets_429_while_the_others_connect(
     redis_server: RedisServer,
 ) -> None:
@@ -123,6 +125,7 @@ async def test_one_address_over_its_handshake_rate_gets_429_while_the_others_con
                 assert others == [101] * 6, (source, others)
 
 
+@pytest.mark.asyncio
 async def test_without_a_trusted_proxy_every_client_pays_for_the_balancers_address(
     redis_server: RedisServer,
 ) -> None:
@@ -147,6 +150,7 @@ async def test_without_a_trusted_proxy_every_client_pays_for_the_balancers_addre
     ],
     ids=["x-forwarded-for", "forwarded"],
 )
+@pytest.mark.asyncio
 async def test_behind_an_http_balancer_a_forged_forwarding_header_changes_nothing(
     redis_server: RedisServer, forwarded: str, header: str
 ) -> None:
@@ -174,6 +178,7 @@ async def test_behind_an_http_balancer_a_forged_forwarding_header_changes_nothin
                 await ws.close()
 
 
+@pytest.mark.asyncio
 async def test_a_dead_node_leaves_the_rotation_and_redis_gone_everywhere_keeps_clients_coming(
     redis_server: RedisServer,
 ) -> None:
