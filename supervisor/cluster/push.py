@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import redis
 
+from actors.context import UserExecutionContext
 from actors.errors import InvalidIdError, TreeNotRunning
 from supervisor.cluster.calls import Reply, ScriptLink
 from supervisor.cluster.ledger import RedisLedger
@@ -72,13 +73,16 @@ class ClusterPush:
 
         Returns the push's id, for :meth:`give_up`. ``settled`` gets the
         tally once (unless given up first): routed and every node answered,
-        or the route failed.
+        or the route failed. Raises :class:`InvalidIdError` for a bad id.
         """
+        key = ""
+        if thread_id is not None:  # the context is the one place an isolation key is built
+            key = UserExecutionContext.from_websocket_request(user_id, thread_id).isolation_key
         push_id = f"{next(self._ids)}"
         with self._lock:
             self._pending[push_id] = (PushTally(), settled)
         message = format_push(PushFrame(push_id, self.node_id, user_id, thread_id, text))
-        args = (self._channels, self.node_id, user_id, thread_id or "", message)
+        args = (self._channels, self.node_id, key, message)
         keys = self._ledger.user_keys(user_id)
         self._link.submit("PUSH", keys, args, lambda reply: self._routed(push_id, reply))
         return push_id

@@ -231,14 +231,14 @@ return {now, records, live}
 PUSH = (
     _PRELUDE
     + r"""
--- KEYS: slots, holders. ARGV: channel prefix, origin node, user, thread ('' = every
--- connection of the user), message. Publishes the message once to every node but the
--- origin that holds a live slot of the user (or of the thread), in the order the holders
--- list them. Returns {node1, receivers1, node2, receivers2, ...}: receivers is PUBLISH's
+-- KEYS: slots, holders. ARGV: channel prefix, origin node, the thread's isolation key ('' =
+-- every connection of the user), message. Publishes the message once to every node but the
+-- origin that holds a live slot of the user (or the key), in the order the holders list
+-- them. Returns {node1, receivers1, node2, receivers2, ...}: receivers is PUBLISH's
 -- answer, the subscribers of that node's channel (0: nobody listens there, as when the
 -- node is dead or its listener is reconnecting).
 local slots, holders = KEYS[1], KEYS[2]
-local prefix, origin, user, thread, message = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local prefix, origin, key, message = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = now_ms()
 local seen, out = {}, {}
 local function route(key, record)
@@ -253,8 +253,7 @@ local function route(key, record)
     table.insert(out, redis.call('PUBLISH', prefix .. node, message))
   end
 end
-if thread ~= '' then
-  local key = user .. ':' .. thread
+if key ~= '' then
   route(key, redis.call('HGET', holders, key))
 else
   local all = redis.call('HGETALL', holders)

@@ -29,6 +29,10 @@ PROXY_PROTOCOL = {
     "WS_SUPERVISOR_SERVER_TRUSTED_PROXIES": PROXY_HOST,
     "WS_SUPERVISOR_SERVER_PROXY_PROTOCOL": "true",
 }
+TWO_HANDSHAKES = {  # per address and node, then one every 100 s
+    "WS_SUPERVISOR_LIMITS_HANDSHAKES_PER_SECOND_PER_ADDRESS": "0.01",
+    "WS_SUPERVISOR_LIMITS_HANDSHAKE_BURST_PER_ADDRESS": "2",
+}
 
 
 async def open_from(
@@ -108,12 +112,7 @@ async def test_behind_a_tcp_balancer_every_node_sees_each_clients_own_address(
 async def test_one_address_over_its_handshake_rate_gets_429_while_the_others_connect(
     redis_server: RedisServer,
 ) -> None:
-    env = {
-        **PROXY_PROTOCOL,
-        "WS_SUPERVISOR_LIMITS_HANDSHAKES_PER_SECOND_PER_ADDRESS": "0.01",
-        "WS_SUPERVISOR_LIMITS_HANDSHAKE_BURST_PER_ADDRESS": "2",
-    }
-    with running_nodes(redis_server, env=env) as nodes:
+    with running_nodes(redis_server, env={**PROXY_PROTOCOL, **TWO_HANDSHAKES}) as nodes:
         front = free_port()
         with running_haproxy(tcp_config(front, nodes_of(nodes)), front) as proxy:
             await every_server_up(proxy)
@@ -129,11 +128,7 @@ async def test_one_address_over_its_handshake_rate_gets_429_while_the_others_con
 async def test_without_a_trusted_proxy_every_client_pays_for_the_balancers_address(
     redis_server: RedisServer,
 ) -> None:
-    env = {
-        "WS_SUPERVISOR_LIMITS_HANDSHAKES_PER_SECOND_PER_ADDRESS": "0.01",
-        "WS_SUPERVISOR_LIMITS_HANDSHAKE_BURST_PER_ADDRESS": "2",
-    }
-    with running_nodes(redis_server, env=env) as nodes:
+    with running_nodes(redis_server, env=TWO_HANDSHAKES) as nodes:
         front = free_port()
         with running_haproxy(tcp_config(front, nodes_of(nodes), send_proxy=""), front) as proxy:
             await every_server_up(proxy)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from actors.errors import InvalidIdError
 from actors.messages import TakeBack
 from actors.ports import QueuePort
 from actors.tree import SupervisionTree
@@ -155,3 +156,12 @@ def test_only_push_messages_are_taken_by_the_pushes(nodes: tuple[Node, Node, Nod
     a, _, _ = nodes
     assert not a.pushes.heard(b"supersede\talice\talice:t1\tws_1")
     assert a.pushes.heard(b"pushack1\t999\tnode-b\t1")  # an answer to no push of ours: dropped
+
+
+def test_a_push_to_a_bad_thread_id_is_refused_before_anything_is_sent(
+    nodes: tuple[Node, Node, Node],
+) -> None:
+    a, _, _ = nodes
+    with pytest.raises(InvalidIdError):
+        a.pushes.send("alice", "t:1", "1", lambda _: None)
+    assert a.pushes.give_up("1") is None  # no push was registered
