@@ -21,9 +21,11 @@ bench starts on a free loopback port and stops at the end: connections/s,
 connect latency and server CPU as ratios to bare websockets and to the
 in-memory ledger, and the Redis requests per connection (from the server's
 slow log, with every command logged: ACQUIRE per admission, RELEASE, renewals).
-Each round then churns the same way on a Sentinel-managed Redis (a master, a
-replica and three sentinels of its own; ``[redis] url`` a ``redis+sentinel://``
-URL), the two runs in alternating order, and reports their paired ratio.
+Each round then churns the same way on a master with one replica watched by
+three sentinels (of its own; the sentinels at Redis's own periods), once with
+``[redis] url`` a plain URL of the master and once a ``redis+sentinel://``
+URL, in alternating order, and reports their paired ratio: what configuring
+Sentinel costs in steady state.
 After the rounds: local and cross-node pushes' latencies on two nodes, and
 what a ``WAIT 1`` after every admission would add (``scripts/_cluster_bench.py``).
 
@@ -711,7 +713,8 @@ def bench_one(
 # --- the Redis-backed run (--redis) ---------------------------------------------------
 
 REDIS_KIND = "supervised_redis"
-SENTINEL_KIND = "supervised_sentinel"
+MASTER_KIND = "supervised_master"  # the Sentinel set's master, by a plain URL
+SENTINEL_KIND = "supervised_sentinel"  # the same master, through the sentinels
 _BENCH_CLIENT = "ws-bench"
 _SLOWLOG_MAX = 500_000
 _CALLED = re.compile(r"redis\.call\('(\w+)'")
@@ -804,14 +807,21 @@ def bench_redis(
     logdir: Path,
     redis_server: RedisServer,
     sentinels: SentinelSet | None = None,
+    *,
+    via_sentinels: bool = False,
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """ws-supervisor with the Redis ledger, churn only: (metrics, latency samples).
 
-    With ``sentinels`` the ledger is the Sentinel-managed Redis, and Redis's
-    own calls are not counted.
+    With ``sentinels`` the ledger is the Sentinel set's master, through the
+    sentinels (``via_sentinels``) or by a plain URL, and Redis's own calls
+    are not counted.
     """
-    kind = REDIS_KIND if sentinels is None else SENTINEL_KIND
-    url = redis_server.url if sentinels is None else sentinels.url
+    if sentinels is None:
+        kind, url = REDIS_KIND, redis_server.url
+    elif via_sentinels:
+        kind, url = SENTINEL_KIND, sentinels.url
+    else:
+        kind, url = MASTER_KIND, f"redis://{HOST}:{sentinels.named_master()}/0"
     server = start_server(kind, children, settings.compression, logdir, overrides=redis_env(url))
     calls = RedisCalls(redis_server) if sentinels is None else None
     try:
@@ -856,13 +866,21 @@ def redis_round(
     samples: dict[str, dict[str, list[float]]],
     sentinels: SentinelSet | None = None,
 ) -> None:
-    """One round of the Redis-backed runs (plain URL, then or first Sentinel), after the others."""
+    """One round of the Redis-backed runs, after the others.
+
+    A lone redis-server; then, with ``sentinels``, its master by a plain URL
+    and through the sentinels, in alternating order.
+    """
     number = len(per_round[REDIS_KIND])
-    runs: list[SentinelSet | None] = [None] if sentinels is None else [None, sentinels]
-    for target in runs if number % 2 == 0 else runs[::-1]:
-        kind = REDIS_KIND if target is None else SENTINEL_KIND
+    runs: list[tuple[str, SentinelSet | None, bool]] = [(REDIS_KIND, None, False)]
+    if sentinels is not None:
+        pair = [(MASTER_KIND, sentinels, False), (SENTINEL_KIND, sentinels, True)]
+        runs += pair if number % 2 == 0 else pair[::-1]
+    for kind, target, via_sentinels in runs:
         print(f"== round {number + 1}: {kind} (churn)", file=sys.stderr)
-        metrics, found = bench_redis(children, settings, logdir, redis_server, target)
+        metrics, found = bench_redis(
+            children, settings, logdir, redis_server, target, via_sentinels=via_sentinels
+        )
         per_round[kind].append(metrics)
         for key, values in found.items():
             samples[kind].setdefault(key, []).extend(values)
@@ -905,7 +923,10 @@ def print_redis(summary: dict[str, dict[str, float]]) -> None:
     print(redis_verdict(summary))
     if summary.get(SENTINEL_KIND):
         print()
-        print("the same churn on a Sentinel-managed Redis (master, replica, three sentinels):")
+        print(
+            "the same churn on a master with a replica and three sentinels: "
+            "the master's URL, or the sentinels'"
+        )
         print(sentinel_table(summary))
     if summary.get("cluster"):
         print()
@@ -916,7 +937,7 @@ def print_redis(summary: dict[str, dict[str, float]]) -> None:
 def redis_ratios(
     summary: dict[str, dict[str, float]], per_round: dict[str, list[dict[str, float]]]
 ) -> dict[str, dict[str, float]]:
-    """redis/bare and redis/memory ratios of the churn metrics; sentinel/redis, paired."""
+    """redis/bare and redis/memory ratios of the churn metrics; sentinel/master URL, paired."""
     found: dict[str, dict[str, float]] = {"ratios_redis_bare": {}, "ratios_redis_memory": {}}
     redis_run = summary.get(REDIS_KIND, {})
     for key in REDIS_COMPARED:
@@ -929,7 +950,7 @@ def redis_ratios(
         pairs = [
             s[key] / r[key]
             for r, s in zip(
-                per_round.get(REDIS_KIND, []), per_round.get(SENTINEL_KIND, []), strict=False
+                per_round.get(MASTER_KIND, []), per_round.get(SENTINEL_KIND, []), strict=False
             )
             if r.get(key) and key in s
         ]
@@ -939,13 +960,13 @@ def redis_ratios(
 
 
 def sentinel_table(summary: dict[str, dict[str, float]]) -> str:
-    rows: list[tuple[str, ...]] = [("metric", "redis URL", "sentinel", "paired s/r", "better")]
+    rows: list[tuple[str, ...]] = [("metric", "master URL", "sentinel", "paired s/m", "better")]
     for key, label, better in (row for row in METRICS if row[0] in REDIS_COMPARED):
         paired = summary["ratios_sentinel_redis_paired"].get(key)
         rows.append(
             (
                 label,
-                _fmt(summary[REDIS_KIND].get(key, math.nan)),
+                _fmt(summary[MASTER_KIND].get(key, math.nan)),
                 _fmt(summary[SENTINEL_KIND].get(key, math.nan)),
                 "n/a" if paired is None else f"{paired:.2f}x",
                 better,
@@ -975,7 +996,7 @@ def cluster_verdict(summary: dict[str, dict[str, float]]) -> str:
     """The targets of issue #25, met or not."""
     paired = summary.get("ratios_sentinel_redis_paired", {}).get("conns_per_s", math.nan)
     lines = [
-        f"target: churn on Sentinel >= 0.95x a plain URL (paired): {paired:.2f}x "
+        f"target: churn through Sentinel >= 0.95x the master's plain URL (paired): {paired:.2f}x "
         f"({'met' if paired >= 0.95 else 'NOT met'})",
     ]
     cluster = summary.get("cluster", {})
@@ -986,7 +1007,7 @@ def cluster_verdict(summary: dict[str, dict[str, float]]) -> str:
             bound = cluster[f"redis_ping_{pct}_ms"]
             lines.append(
                 f"target: a cross-node push adds <= one Redis round trip ({pct}): "
-                f"+{added:.3f} ms to the frame, one round trip {bound:.3f} ms "
+                f"{added:+.3f} ms to the frame, one round trip {bound:.3f} ms "
                 f"({'met' if added <= bound else 'NOT met'})"
             )
         lines.append(
@@ -1165,7 +1186,7 @@ class RedisTargets:
         server = start_redis(logdir)
         try:
             launcher = [sys.executable, str(Path(__file__).resolve()), "--exec"]
-            return cls(server, SentinelSet(launcher=launcher).start())
+            return cls(server, SentinelSet(launcher=launcher, fast=False).start())
         except BaseException:
             server.stop()
             raise
@@ -1241,7 +1262,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="ws-bench-") as logdir:
             if args.redis:
                 targets = RedisTargets.start(Path(logdir))
-                for kind in (REDIS_KIND, SENTINEL_KIND):
+                for kind in (REDIS_KIND, MASTER_KIND, SENTINEL_KIND):
                     per_round[kind], samples[kind] = [], {}
             run_rounds(
                 children, settings, Path(logdir), targets, per_round=per_round, samples=samples
