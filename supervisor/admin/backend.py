@@ -143,17 +143,19 @@ class TreeAdminBackend:
             routed, settled = reply_future(loop)
             push_id = pushes.send(user_id, thread_id, text, settled)
         try:
-            async with asyncio.timeout(self.timeout):
-                count = await local
-        except TimeoutError:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    count = await local
+            except TimeoutError:
+                raise BackendUnavailable(
+                    f"the tree did not confirm the push within {self.timeout:g}s"
+                ) from None
+            if pushes is None or routed is None:
+                return PushAnswer(count, {self.tree.node_id: count})
+            return (await _tally(pushes, push_id, routed)).answer(pushes.node_id, count)
+        finally:
             if pushes is not None:
-                pushes.give_up(push_id)
-            raise BackendUnavailable(
-                f"the tree did not confirm the push within {self.timeout:g}s"
-            ) from None
-        if pushes is None or routed is None:
-            return PushAnswer(count, {self.tree.node_id: count})
-        return (await _tally(pushes, push_id, routed)).answer(pushes.node_id, count)
+                pushes.give_up(push_id)  # however this ends (a no-op once settled)
 
     async def cluster(self) -> dict[str, Any]:
         """Every user's slots on every node, from Redis (on an executor thread)."""
