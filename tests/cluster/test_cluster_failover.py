@@ -186,6 +186,15 @@ async def run(policy: str) -> None:
                 ready = [(await off(node.get, "/readyz"))[1] for node in nodes]
                 print(f"{policy}: /readyz once the ledger is back: {ready}")
 
+                # the listeners follow the new master: a push from node-b reaches nodes a and c
+                def pushed() -> bool:
+                    status, answer = nodes[1].post("/v1/push", {"user_id": "c0", "message": 1})
+                    return status == 200 and answer["nodes"] == {
+                        "node-b": 0, "node-a": 1, "node-c": 1
+                    }  # fmt: skip
+
+                await until(pushed, 10, "a push reaching c0's connections on nodes a and c")
+
                 # handshakes: refused at once under fail_closed, admitted under fail_open
                 around = churn.around_the_kill()
                 outcomes = collections.Counter(outcome for _, outcome, _ in around)
