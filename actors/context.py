@@ -14,6 +14,7 @@ import re
 import secrets
 import threading
 import time
+from typing import overload
 
 import attrs
 
@@ -130,6 +131,7 @@ class UserExecutionContext:
         """``user_id:thread_id``: the one key every actor, cleanup, metric and dump uses."""
         return f"{self.user_id}:{self.thread_id}"
 
+    @overload
     @classmethod
     def from_websocket_request(
         cls,
@@ -141,13 +143,86 @@ class UserExecutionContext:
         websocket_id: str | None = None,
         operation: str = "websocket",
         created_at: float | None = None,
+    ) -> UserExecutionContext: ...
+
+    @overload
+    @classmethod
+    def from_websocket_request(
+        cls,
+        *ids: str | None,
+        user_id: str,
+        websocket_id: str | None = None,
+        operation: str = "websocket",
+        created_at: float | None = None,
+    ) -> UserExecutionContext: ...
+
+    @classmethod
+    def from_websocket_request(
+        cls,
+        *ids: str | None,
+        user_id: str | None = None,
+        thread_id: str | None = None,
+        run_id: str | None = None,
+        request_id: str | None = None,
+        websocket_id: str | None = None,
+        operation: str = "websocket",
+        created_at: float | None = None,
     ) -> UserExecutionContext:
         """Build the context of a new connection.
 
         Without ``thread_id`` a new thread is started (ids from
         :class:`UnifiedIdGenerator`); with one, that thread is resumed and
         the missing run and request ids are generated.
+
+        The ids come in the order ``user_id, thread_id, run_id, request_id``,
+        positionally or by name. ``user_id`` given by name with the other
+        three positional is the seed's own call, and builds the same
+        context as the positional form::
+
+            from_websocket_request(
+                user_id="u", *UnifiedIdGenerator.generate_user_context_ids("u", "op")
+            )
         """
+        named = {"thread_id": thread_id, "run_id": run_id, "request_id": request_id}
+        order = ("thread_id", "run_id", "request_id")
+        if user_id is None:
+            if not ids:
+                raise TypeError("from_websocket_request() needs a user_id")
+            user_id, *rest = ids
+            user_id = validate_id("user_id", user_id)
+        else:
+            rest = list(ids)
+        if len(rest) > len(order):
+            raise TypeError(
+                f"from_websocket_request() takes at most 4 ids, got {len(rest) + 1}"
+                " (user_id, thread_id, run_id, request_id)"
+            )
+        for name, value in zip(order, rest, strict=False):
+            if named[name] is not None:
+                raise TypeError(f"from_websocket_request() got two values for {name}")
+            named[name] = value
+        return cls._build(
+            user_id,
+            named["thread_id"],
+            named["run_id"],
+            named["request_id"],
+            websocket_id=websocket_id,
+            operation=operation,
+            created_at=created_at,
+        )
+
+    @classmethod
+    def _build(
+        cls,
+        user_id: str,
+        thread_id: str | None,
+        run_id: str | None,
+        request_id: str | None,
+        *,
+        websocket_id: str | None,
+        operation: str,
+        created_at: float | None,
+    ) -> UserExecutionContext:
         if thread_id is None:
             thread_id, new_run, new_request = UnifiedIdGenerator.generate_user_context_ids(
                 user_id, operation

@@ -8,17 +8,19 @@ a message of :mod:`actors.messages`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pykka
 
-from actors._runtime.mailbox import tell_here
+from actors._runtime.mailbox import Mailbox, tell_here
 from actors.clock import Clock
 from actors.context import UserExecutionContext
+from actors.manager import ManagerActor
 from actors.messages import ConnectionClosed, Inbound, PeerGone, ReapConnection
-from actors.ports import ManagerStats
+from actors.ports import Handle, ManagerStats
 
-__all__ = ["ConnectionHandle"]
+__all__ = ["ConnectionHandle", "MisreportingHandle"]
 
 
 class ConnectionHandle:
@@ -51,6 +53,7 @@ class ConnectionHandle:
         self._manager: pykka.ActorRef[Any] | None = manager
         self._clock = clock
         self._frame_turn = 1 if inline else 0  # a frame at a time; 0: always the worker
+        self._frame_call = _frame_call(manager) if inline else None
         self._supervisor_turn = supervisor_turn
 
     @property
@@ -63,6 +66,11 @@ class ConnectionHandle:
         manager = self._manager
         if manager is None:
             return
+        call = self._frame_call
+        if call is not None:  # an idle manager's turn here, with no message: the frame itself
+            inbox, websocket_id = manager.actor_inbox, self.context.websocket_id
+            if isinstance(inbox, Mailbox) and inbox.call_here(call, websocket_id, text):
+                return
         message = Inbound(self.context.websocket_id, text)
         if not tell_here(manager, message, self._frame_turn):
             self._to_supervisor(message)  # crashed: the supervisor forwards to the restart
@@ -103,7 +111,70 @@ class ConnectionHandle:
         """Point at a restarted manager (supervisor thread only)."""
         if self._manager is not None:
             self._manager = manager
+            if self._frame_turn:
+                self._frame_call = _frame_call(manager)
 
     def _to_supervisor(self, message: Inbound | object) -> None:
         # a dead supervisor's failure handling closes this connection
         tell_here(self._supervisor, message, self._supervisor_turn)
+
+    def misreporting(self, context: UserExecutionContext) -> MisreportingHandle:
+        """Fault injection: this connection's handle, its end reported under ``context``."""
+        manager = self._manager
+        if manager is None:
+            raise ValueError("a closed connection has no end left to report")
+        foreign = ConnectionHandle(
+            context,
+            self._supervisor,
+            manager,
+            self.stats,
+            self._clock,
+            supervisor_turn=self._supervisor_turn,
+        )
+        return MisreportingHandle(self, foreign)
+
+
+class MisreportingHandle:
+    """Fault injection (``[faults] close_under_foreign_id``): an end reported under other ids.
+
+    Frames, signs of life and timeouts go to the connection as through its
+    own handle; its close and its loss are reported under another context,
+    one its supervisor never admitted, as the seed's cleanup built a new
+    context instead of using the connection's. The supervisor counts a
+    thread_id mismatch for the close, and the connection's slot stays held
+    until a sweep finds it no longer live. Never used but by that fault.
+    """
+
+    def __init__(self, handle: Handle, foreign: Handle) -> None:
+        self._handle = handle
+        self._foreign = foreign
+        self.context = handle.context
+        self.stats = handle.stats
+
+    @property
+    def websocket_id(self) -> str:
+        return self._handle.websocket_id
+
+    @property
+    def is_open(self) -> bool:
+        return self._foreign.is_open
+
+    def deliver(self, text: str) -> None:
+        self._handle.deliver(text)
+
+    def heartbeat(self) -> None:
+        self._handle.heartbeat()
+
+    def timed_out(self) -> None:
+        self._handle.timed_out()
+
+    def closed(self, code: int | None = None) -> None:
+        self._foreign.closed(code)
+
+    def peer_gone(self) -> None:
+        self._foreign.peer_gone()
+
+
+def _frame_call(manager: pykka.ActorRef[Any]) -> Callable[[Any, str, str], None] | None:
+    """``ManagerActor.frame`` if ``manager`` is one (not a test's stand-in): a frame as a call."""
+    return ManagerActor.frame if issubclass(manager.actor_class, ManagerActor) else None

@@ -23,11 +23,15 @@ from actors.messages import (
     ManagerIdle,
     Outbound,
 )
+from actors.policies.pool import PoolPolicy
 from actors.ports import Handler, ManagerStats, Port
 
 __all__ = ["ManagerActor"]
 
 log = logging.getLogger(__name__)
+
+_NO_POOL_LIMIT = PoolPolicy(size=0, idle_seconds=0.0)
+"""A manager started without a pool policy may be reused without a limit on its uses."""
 
 
 class ManagerActor(DispatchedActor):
@@ -39,17 +43,27 @@ class ManagerActor(DispatchedActor):
     runs on the supervisor's thread; every other hook on a dispatcher worker,
     one at a time, except that an attach, a detach or a stop that finds it
     asleep runs in the supervisor's turn, on the supervisor's worker
-    (:func:`~actors._runtime.mailbox.tell_here`). A crash tells the supervisor from
+    (:func:`~actors._runtime.mailbox.tell_here`), and a frame for a handler
+    that runs inline that finds it asleep runs in a turn on the event loop
+    (:meth:`frame`, from ``ConnectionHandle.deliver``). A crash tells the supervisor from
     ``on_failure``; the end of the actor from ``on_stop``: these two
     messages are the link pykka does not have.
     """
 
     def __init__(
-        self, supervisor: pykka.ActorRef[Any], clock: Clock, dispatcher: Dispatcher
+        self,
+        supervisor: pykka.ActorRef[Any],
+        clock: Clock,
+        dispatcher: Dispatcher,
+        pool: PoolPolicy | None = None,
     ) -> None:
         super().__init__(dispatcher)
         self._supervisor = supervisor
         self._clock = clock
+        self._pool = pool if pool is not None else _NO_POOL_LIMIT
+        self.served = 0
+        """Connections attached to this manager so far."""
+        self._crashed = False  # the connection it last served saw its handler crash
         self.state = "disconnected"
         self.context: UserExecutionContext | None = None
         self._port: Port | None = None
@@ -57,11 +71,19 @@ class ManagerActor(DispatchedActor):
         self._handler: Handler | None = None
         self._outbound: collections.deque[str] = collections.deque()
 
+    def receive(self, message: Any) -> Any:
+        """A frame goes straight to its handler; any other message as pykka routes it.
+
+        Runs in the actor's turn, on whichever thread gives it (see the class).
+        """
+        if type(message) is Inbound:  # the one message a connection sends by the thousand
+            self.frame(message.websocket_id, message.text)
+            return None
+        return super().receive(message)
+
     def on_receive(self, message: Any) -> Any:
-        """Runs on a dispatcher worker for every message."""
-        if isinstance(message, Inbound):
-            self._inbound(message)
-        elif isinstance(message, Outbound):
+        """Runs on a dispatcher worker for every message but a frame (:meth:`receive`)."""
+        if isinstance(message, Outbound):
             if self._is_current(message.websocket_id):
                 self.send(message.text)
         elif isinstance(message, Attach):
@@ -78,6 +100,8 @@ class ManagerActor(DispatchedActor):
     ) -> None:
         """Take on a new connection, keeping nothing of the previous one."""
         self.state = "connecting"
+        self.served += 1
+        self._crashed = False
         self.context = context
         self._port = port
         self._stats = stats
@@ -86,45 +110,76 @@ class ManagerActor(DispatchedActor):
         self._flush()
 
     def is_reusable(self) -> bool:
-        """True when idle with nothing left of a previous connection."""
-        return (
-            self.state == "disconnected"
-            and self.context is None
-            and self._port is None
-            and not self._outbound
+        """May this manager serve another connection? :meth:`PoolPolicy.reusable` decides.
+
+        Not while anything of a connection is left in it (its state,
+        context, port, counters, handler or queued frames), not after a
+        connection whose handler crashed, and not once it has served the
+        pool's ``max_uses`` connections.
+        """
+        holds_state = (
+            self.state != "disconnected"
+            or self.context is not None
+            or self._port is not None
+            or self._stats is not None
+            or self._handler is not None
+            or bool(self._outbound)
+        )
+        return self._pool.reusable(
+            served=self.served, crashed=self._crashed, holds_state=holds_state
         )
 
     def send(self, text: str) -> None:
-        """Queue one frame for the client and flush what the connection can take."""
-        self._outbound.append(text)
-        self._flush()
+        """Send one frame to the client, or hold it until the manager is connected.
+
+        With nothing held ahead of it, it goes straight to the port.
+        """
+        port, stats = self._port, self._stats
+        if self._outbound or self.state != "connected" or port is None or stats is None:
+            self._outbound.append(text)
+            self._flush()
+            return
+        port.send_text(text)
+        self._sent(stats, 1)
 
     def _flush(self) -> None:
         port, stats = self._port, self._stats
         if self.state != "connected" or port is None or stats is None or not self._outbound:
             return
+        count = len(self._outbound)
         while self._outbound:
             port.send_text(self._outbound.popleft())
-            stats.messages_out += 1
+        self._sent(stats, count)
+
+    def _sent(self, stats: ManagerStats, count: int) -> None:
+        stats.messages_out += count
         stats.outbound_queued = 0
         stats.last_activity = self._clock.monotonic()
 
-    def _inbound(self, message: Inbound) -> None:
-        if not self._is_current(message.websocket_id):
+    def frame(self, websocket_id: str, text: str) -> None:
+        """One inbound frame of connection ``websocket_id``: the handler runs on it.
+
+        The body of an :class:`~actors.messages.Inbound` message, or a turn
+        of its own on the delivering thread (``ConnectionHandle.deliver``).
+        """
+        context, stats, handler = self.context, self._stats, self._handler
+        if context is None or context.websocket_id != websocket_id:
             return  # a late frame of a previous connection: never cross connections
-        assert self.context is not None and self._stats is not None and self._handler is not None
+        assert stats is not None and handler is not None
         now = self._clock.monotonic()
-        self._stats.messages_in += 1
-        self._stats.last_activity = now
-        if self._stats.last_seen is not None:
-            self._stats.last_seen = now  # a frame is a sign of life too
-        self._handler(self.context, message.text, self.send)
+        stats.messages_in += 1
+        stats.last_activity = now
+        if stats.last_seen is not None:
+            stats.last_seen = now  # a frame is a sign of life too
+        handler(context, text, self.send)
 
     def _is_current(self, websocket_id: str) -> bool:
         return self.context is not None and self.context.websocket_id == websocket_id
 
     def _detach(self) -> None:
         self.state = "closing"
+        # a connection whose manager was restarted after a crash: this one is its replacement
+        self._crashed = self._stats is not None and self._stats.restarts > 0
         self.context = None
         self._port = None
         self._stats = None

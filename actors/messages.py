@@ -261,18 +261,24 @@ class Cleanup:
     """Root to supervisor: reap every connection that is no longer live.
 
     ``trigger`` is ``emergency`` (a critical level) or ``timeout`` (the
-    background sweep).
+    background sweep). ``started_at`` is the root's monotonic time when it
+    decided an emergency cleanup (None: when the supervisor handles it).
     """
 
     trigger: CleanupReason
+    started_at: float | None = None
 
 
 @attrs.frozen
 class Shed:
-    """Root to supervisor: close the longest-idle connections until ``keep`` remain."""
+    """Root to supervisor: close the longest-idle connections until ``keep`` remain.
+
+    Part of an emergency cleanup; ``started_at`` as for :class:`Cleanup`.
+    """
 
     keep: int
     min_idle: float
+    started_at: float | None = None
 
 
 @attrs.frozen

@@ -36,10 +36,22 @@ class Observer(Protocol):
     """Receives the tree's events; see the module docstring for the rules."""
 
     def admission(self, result: AdmissionResult) -> None:
-        """One admission decision was made."""
+        """One admission decision was made and handed to its caller.
+
+        An answer that finds its caller gone (it gave up waiting) is not
+        reported: the caller counts its own timeout.
+        """
 
     def cleanup(self, reason: CleanupReason, result: str, duration: float) -> None:
         """One connection was cleaned up; ``result`` is ``ok`` or ``abandoned``."""
+
+    def emergency_cleanup(self, seconds: float) -> None:
+        """A user's emergency cleanup ended: seconds from its start to the last connection let go.
+
+        Its start is the root's decision (critical: reap the connections no
+        longer live; emergency: shed); its end the last connection it reaped
+        closed or abandoned (:class:`~actors.policies.reaping.EmergencyCleanup`).
+        """
 
     def release_latency(self, seconds: float) -> None:
         """Seconds from a close or timeout being detected to its slot being free."""
@@ -70,6 +82,9 @@ class NullObserver:
         pass
 
     def cleanup(self, reason: CleanupReason, result: str, duration: float) -> None:
+        pass
+
+    def emergency_cleanup(self, seconds: float) -> None:
         pass
 
     def release_latency(self, seconds: float) -> None:

@@ -85,8 +85,9 @@ class RootMonitorActor(RoutingActor):
     def _route(self, msg: Admit) -> None:
         user_id = msg.context.user_id
         if user_id not in self._sups and self._rt.thresholds.refuses_new_users(self._node_level):
-            msg.ticket.offer(Admission("rejected_node", reason="node_emergency", retry_after=5.0))
-            self._rt.observer.admission("rejected_node")
+            refusal = Admission("rejected_node", reason="node_emergency", retry_after=5.0)
+            if msg.ticket.offer(refusal):  # else the caller gave up waiting: it counts that
+                self._rt.observer.admission("rejected_node")
             return
         self._forwarded[user_id] += 1
         self._empty_since.pop(user_id, None)
@@ -176,12 +177,13 @@ class RootMonitorActor(RoutingActor):
         return [action for action in self._rt.thresholds.actions(new) if action not in before]
 
     def _act(self, ref: pykka.ActorRef[Any], actions: list[Action], limit: int) -> None:
+        now = self._rt.clock.monotonic()  # when the emergency cleanup starts
         for action in actions:
             if action is Action.EMERGENCY_CLEANUP:
-                message: Cleanup | Shed = Cleanup("emergency")
+                message: Cleanup | Shed = Cleanup("emergency", now)
             else:
                 keep = self._rt.thresholds.below_critical(limit)
-                message = Shed(keep, self._rt.settings.thresholds.shed_min_idle)
+                message = Shed(keep, self._rt.settings.thresholds.shed_min_idle, now)
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.tell(message)
 

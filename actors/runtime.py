@@ -75,7 +75,8 @@ class Runtime:
 
     @pool.default
     def _pool(self) -> PoolPolicy:
-        return PoolPolicy(self.settings.pool.size, self.settings.pool.idle_seconds)
+        pool = self.settings.pool
+        return PoolPolicy(pool.size, pool.idle_seconds, pool.max_uses)
 
     @schedule.default
     def _schedule(self) -> CleanupSchedule:

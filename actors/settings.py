@@ -146,10 +146,12 @@ class CleanupConfig:
 
 @attrs.frozen
 class PoolConfig:
-    """Warm connections kept per user, and how long an idle one is kept."""
+    """Warm connections kept per user, how long an idle one is kept, and how many
+    connections one manager serves before it is stopped instead of pooled (0: no limit)."""
 
     size: int = attrs.field(default=4, validator=at_least(0))
     idle_seconds: float = attrs.field(default=30.0, validator=at_least(0))
+    max_uses: int = attrs.field(default=1000, validator=at_least(0))
 
 
 @attrs.frozen

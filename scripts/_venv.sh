@@ -100,3 +100,25 @@ ensure_haproxy() {
 ensure_chromium() {
     ensure_debian_command chromium chromium
 }
+
+# The alert rules' checks and the dashboard's test run Debian's promtool and a
+# throwaway prometheus on a loopback port. On a systemd host the package's
+# postinst starts a system Prometheus on 0.0.0.0:9090: when this installed it,
+# that service is stopped and disabled again (the tests never use it).
+ensure_prometheus() {
+    if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+        return
+    fi
+    local had_service=""
+    if command -v systemctl >/dev/null 2>&1 && systemctl cat prometheus.service >/dev/null 2>&1; then
+        had_service=1
+    fi
+    ensure_debian_command promtool prometheus
+    command -v prometheus >/dev/null 2>&1 || { echo "prometheus still missing after apt-get install prometheus" >&2; exit 1; }
+    if [ -z "$had_service" ] && command -v systemctl >/dev/null 2>&1 \
+        && systemctl is-active --quiet prometheus.service 2>/dev/null; then
+        local sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo -n"
+        $sudo systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
+}

@@ -34,8 +34,13 @@ handled on the event loop (``runs_inline``); ``--app
 supervisor.front.apps:WorkerEchoApp`` runs the same echo on the manager workers,
 as any app that may block.
 
+The supervised server logs at the level the profiles ship (INFO), as users
+run it; ``--log-level`` sets another. Beside CPU time, the bench reads the
+server's context switches (every thread's, from ``/proc/PID/task``) and the
+lines its log gained per churned connection.
+
 Usage: scripts/bench [--rounds 3] [--quick] [--redis] [--compression none] [--json FILE]
-       [--plot FILE.png] [--app package.module:Name]
+       [--plot FILE.png] [--app package.module:Name] [--log-level INFO]
 
 Internal modes (started by the tool itself): ``--serve-bare`` and ``--client SCENARIO``.
 """
@@ -65,7 +70,7 @@ import threading
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -91,6 +96,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 EXIT_NO_MATPLOTLIB = 2
+SHIPPED_LOG_LEVEL = "INFO"
+"""The ``[logging] level`` every profile ships (``config/*.toml``): the bench's default."""
 
 # --- small shared helpers ------------------------------------------------------------
 
@@ -100,6 +107,28 @@ def cpu_seconds(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary and involuntary context switches of every thread of ``pid`` so far.
+
+    A thread woken per event (a log line, a frame) shows here long before it
+    shows in CPU time, which a shared host moves by tens of percent.
+    """
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+def count_lines(path: Path) -> int:
+    """Lines written to ``path`` so far (0 if it cannot be read)."""
+    with contextlib.suppress(OSError):
+        return path.read_bytes().count(b"\n")
+    return 0
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -526,13 +555,19 @@ def start_server(
     *,
     ping_interval: float = 0.0,
     overrides: dict[str, str] | None = None,
+    log_level: str = "WARNING",
+    wrapper: Sequence[str] = (),
 ) -> Server:
-    """Start the bare or the supervised server; ``ping_interval`` (and timeout) if not ci's."""
+    """Start the bare or the supervised server; ``ping_interval`` (and timeout) if not ci's.
+
+    The supervised one logs at ``log_level`` (its ``[logging] level``).
+    ``wrapper`` runs the server's interpreter under another program (valgrind).
+    """
     port = free_port()
     log = logdir / f"{kind}-{port}.log"
     with log.open("w") as out:
         if kind == "bare":
-            argv = [sys.executable, str(Path(__file__).resolve()), "--serve-bare"]
+            argv = [*wrapper, sys.executable, str(Path(__file__).resolve()), "--serve-bare"]
             argv += ["--port", str(port), "--compression", compression]
             argv += ["--ping-interval", str(ping_interval)]
             proc = children.start(argv, stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT))
@@ -548,14 +583,15 @@ def start_server(
                 "WS_SUPERVISOR_QUOTA_MAX_MANAGERS_PER_USER": "1000",
                 "WS_SUPERVISOR_QUOTA_NODE_MAX_MANAGERS": "20000",
                 "WS_SUPERVISOR_THRESHOLDS_EMERGENCY_ACTION": "none",
-                "WS_SUPERVISOR_LOGGING_LEVEL": "WARNING",
+                "WS_SUPERVISOR_LOGGING_LEVEL": log_level,
             }
         )
         if ping_interval:
             env["WS_SUPERVISOR_TIMEOUTS_PING_INTERVAL"] = str(ping_interval)
             env["WS_SUPERVISOR_TIMEOUTS_PING_TIMEOUT"] = str(ping_interval)
         env.update(overrides or {})
-        argv = [*supervisor_command(), "serve", "--profile", "ci"]
+        command = [sys.executable, "-m", "supervisor.cli"] if wrapper else supervisor_command()
+        argv = [*wrapper, *command, "serve", "--profile", "ci"]
         proc = children.start(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
         return Server(kind, proc, port, admin_port, log)
 
@@ -573,6 +609,7 @@ class Settings:
     client_procs: int
     compression: str
     app: str = ""
+    log_level: str = SHIPPED_LOG_LEVEL
 
 
 @dataclass
@@ -582,11 +619,17 @@ class Probe:
     cpu: float
     rss_kib: int
     threads: int
+    switches: int = 0
 
     @classmethod
     def read(cls, pid: int) -> Probe:
         status = proc_status(pid)
-        return cls(cpu_seconds(pid), status.get("VmRSS", 0), status.get("Threads", 0))
+        return cls(
+            cpu_seconds(pid),
+            status.get("VmRSS", 0),
+            status.get("Threads", 0),
+            context_switches(pid),
+        )
 
 
 def run_scenario(
@@ -598,8 +641,15 @@ def run_scenario(
     procs: int = 1,
     concurrency: int = 1,
     duration: float = 0.0,
+    on_go: Callable[[], object] | None = None,
+    on_done: Callable[[], object] | None = None,
 ) -> tuple[list[dict[str, Any]], Probe, Probe]:
-    """Run one scenario in ``procs`` client processes; (their results, probe before, after)."""
+    """Run one scenario in ``procs`` client processes; (their results, probe before, after).
+
+    ``on_go`` runs once every client is ready (connected, for throughput),
+    just before they start; ``on_done`` once they have all reported, before
+    they disconnect.
+    """
     script = str(Path(__file__).resolve())
     clients: list[ClientProc] = []
     for index in range(procs):
@@ -613,12 +663,16 @@ def run_scenario(
     try:
         for client in clients:
             client.expect("ready", 60)
+        if on_go is not None:
+            on_go()
         before = Probe.read(server.proc.pid)
         for client in clients:
             client.say("go")
         bound = duration + settings.rtt_samples * 0.1 + settings.idle_connections * 0.05 + 60
         results = [client.expect("result", bound) for client in clients]
         after = Probe.read(server.proc.pid)
+        if on_done is not None:
+            on_done()
     finally:
         for client in clients:
             client.finish()
@@ -649,6 +703,7 @@ def churn_metrics(
         "connect_p50_ms": percentile(latencies, 50) * 1000,
         "connect_p99_ms": percentile(latencies, 99) * 1000,
         "cpu_ms_per_conn": (after.cpu - before.cpu) / max(1, len(latencies)) * 1000,
+        "switches_per_conn": (after.switches - before.switches) / max(1, len(latencies)),
         "churn_errors": _errors(results),
         "churn_conns": len(latencies),
     }
@@ -660,7 +715,14 @@ def bench_one(
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Start one server, run every scenario against it, stop it: (metrics, latency samples)."""
     overrides = {"WS_SUPERVISOR_SERVER_APP": settings.app} if settings.app else None
-    server = start_server(kind, children, settings.compression, logdir, overrides=overrides)
+    server = start_server(
+        kind,
+        children,
+        settings.compression,
+        logdir,
+        overrides=overrides,
+        log_level=settings.log_level,
+    )
     metrics: dict[str, float] = {}
     samples: dict[str, list[float]] = {}
     try:
@@ -679,10 +741,12 @@ def bench_one(
         metrics["idle_conns_opened"] = opened
         server.quiesce()
 
+        lines = count_lines(server.log)
         churn, latencies = churn_metrics(children, server, settings)
         metrics.update(churn)
         samples["connect_ms"] = [value * 1000 for value in latencies]
-        server.quiesce()
+        server.quiesce()  # the log writer has written the churn's lines by now
+        metrics["log_lines_per_conn"] = (count_lines(server.log) - lines) / max(1, len(latencies))
 
         results, before, after = run_scenario(
             children,
@@ -697,6 +761,7 @@ def bench_one(
         elapsed = max(float(result["elapsed"]) for result in results)
         metrics["msgs_per_s"] = messages / elapsed
         metrics["cpu_us_per_msg"] = (after.cpu - before.cpu) / max(1, messages) * 1e6
+        metrics["switches_per_msg"] = (after.switches - before.switches) / max(1, messages)
         metrics["throughput_errors"] = _errors(results)
         server.quiesce()
 
@@ -822,7 +887,14 @@ def bench_redis(
         kind, url = SENTINEL_KIND, sentinels.url
     else:
         kind, url = MASTER_KIND, f"redis://{HOST}:{sentinels.named_master()}/0"
-    server = start_server(kind, children, settings.compression, logdir, overrides=redis_env(url))
+    server = start_server(
+        kind,
+        children,
+        settings.compression,
+        logdir,
+        overrides=redis_env(url),
+        log_level=settings.log_level,
+    )
     calls = RedisCalls(redis_server) if sentinels is None else None
     try:
         server.wait_ready()
@@ -899,7 +971,14 @@ def cluster_extras(
 
     def start_node(node_id: str) -> Server:
         overrides = redis_env(redis_server.url, node_id)
-        server = start_server(node_id, children, settings.compression, logdir, overrides=overrides)
+        server = start_server(
+            node_id,
+            children,
+            settings.compression,
+            logdir,
+            overrides=overrides,
+            log_level=settings.log_level,
+        )
         server.wait_ready()
         return server
 
@@ -1070,8 +1149,11 @@ METRICS: list[tuple[str, str, str]] = [
     ("connect_p50_ms", "churn: connect->welcome p50 (ms)", "lower"),
     ("connect_p99_ms", "churn: connect->welcome p99 (ms)", "lower"),
     ("cpu_ms_per_conn", "churn: server CPU per connection (ms)", "lower"),
+    ("switches_per_conn", "churn: server context switches per connection", "lower"),
+    ("log_lines_per_conn", "churn: server log lines per connection", "lower"),
     ("msgs_per_s", "throughput: echo round trips/s", "higher"),
     ("cpu_us_per_msg", "throughput: server CPU per message (us)", "lower"),
+    ("switches_per_msg", "throughput: server context switches per message", "lower"),
     ("rtt_p50_us", "idle: echo round trip p50 (us)", "lower"),
     ("rtt_p99_us", "idle: echo round trip p99 (us)", "lower"),
     ("rss_kib_per_conn", "memory: server RSS per idle connection (KiB)", "lower"),
@@ -1246,6 +1328,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         client_procs=args.client_procs or max(1, min(4, (os.cpu_count() or 2) // 2)),
         compression=args.compression,
         app=args.app,
+        log_level=args.log_level,
     )
     children = Children()
 
@@ -1288,6 +1371,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         f"compression={settings.compression}, {os.cpu_count()} CPUs, "
         f"{settings.client_procs} client process(es), took {time.monotonic() - started:.0f}s"
         + (f"; app {settings.app}" if settings.app else "")
+        + f"; supervised log level {settings.log_level}"
     )
     print(table(summary))
     print(
@@ -1313,6 +1397,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             "client_procs": settings.client_procs,
             "compression": settings.compression,
             "app": settings.app or "supervisor.front.apps:EchoApp",
+            "log_level": settings.log_level,
             "command": shlex.join(sys.argv),
             "seconds": round(time.monotonic() - started, 1),
             "redis": args.redis,
@@ -1339,6 +1424,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="",
         help="the supervised server's app (default its EchoApp, which runs inline; "
         "supervisor.front.apps:WorkerEchoApp is the same echo on the manager workers)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=SHIPPED_LOG_LEVEL,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help=f"the supervised server's [logging] level (default {SHIPPED_LOG_LEVEL}, "
+        "the level every profile ships)",
     )
     parser.add_argument("--client-procs", type=int, default=0, help="load generator processes")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")

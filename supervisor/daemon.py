@@ -140,9 +140,10 @@ class Daemon:
             self.shared_ledger = RedisLedger(
                 client, self.node_id, config.redis, config.quota.node_max_managers, self.metrics
             )
+        observers = FanoutObserver(self.metrics, self.readiness)  # the tree's and the front's
         self.tree = SupervisionTree(
             config,
-            observer=FanoutObserver(self.metrics, self.readiness),
+            observer=observers,
             handler_factory=environment.app,
             node_id=self.node_id,
             ledger=self.shared_ledger,
@@ -151,7 +152,9 @@ class Daemon:
         if client is not None and self.shared_ledger is not None:
             pushes = ClusterPush(self.shared_ledger, client, self.tree.push_nowait)
             self.cluster = ClusterLink(self.shared_ledger, client, self._take_back, pushes)
-        self.front = WebSocketFront(config, self.tree, environment.authenticator)
+        self.front = WebSocketFront(
+            config, self.tree, environment.authenticator, observer=observers
+        )
         self.backend = TreeAdminBackend(
             self.tree,
             self.metrics,
@@ -160,6 +163,7 @@ class Daemon:
             clients=self.front.clients,
             pushes=pushes,
         )
+        self.metrics.watch_readiness(lambda: {trigger.id for trigger in self.backend.triggers()})
         self.admin = AdminServer(
             config.admin.host, config.admin.port, self.backend, environment.admin_token
         )
@@ -188,6 +192,8 @@ class Daemon:
             await off_loop(self.cluster.start)
         await self.front.start()
         await self.admin.start()
+        if self.config.faults.close_under_foreign_id:
+            log.warning("test-only fault on: faults.close_under_foreign_id (thread_id mismatches)")
         log.info(
             "ws-supervisor node %s serving ws://%s:%d%s admin http://%s:%d profile=%s",
             self.node_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import pykka
@@ -30,6 +31,10 @@ class TurnTaker(Protocol):
     def set_up(self) -> None: ...
 
     def handle_envelope(self, envelope: Envelope[Any]) -> None: ...
+
+    def handle_told_call(
+        self, call: Callable[[Any, str, str], None], first: str, second: str
+    ) -> None: ...
 
     def end_turn(self) -> None: ...
 
@@ -146,6 +151,27 @@ class Mailbox:
         self.run_turn(batch)
         return True
 
+    def call_here(self, call: Callable[[Any, str, str], None], first: str, second: str) -> bool:
+        """Any thread: if the actor is asleep, run ``call(actor, first, second)`` as its turn here.
+
+        :meth:`run_here` for one message, without the message: no envelope,
+        no dispatch by type (a connection's frame to its idle manager, whose
+        handler runs inline). The turn is a turn like any other: its lock,
+        its failure handling (as a told message's), ``on_turn_end``, and
+        what came meanwhile goes to the dispatcher. False, and nothing done,
+        if the actor is in a turn, waiting for one, not started or dead.
+        """
+        with self._lock:
+            if self._state is not _IDLE:
+                return False
+            self._state = _SCHEDULED  # ours: put() queues behind it and wakes nobody
+        actor = self._actor
+        assert actor is not None
+        if not actor.actor_stopped.is_set():
+            actor.handle_told_call(call, first, second)
+        self._end_turn(actor)
+        return True
+
     def get(self) -> Envelope[Any]:
         """The oldest envelope; never blocks (IndexError when empty)."""
         return self._envelopes.popleft()
@@ -174,6 +200,12 @@ class Mailbox:
             if stopped.is_set() or not envelopes:
                 break
             actor.handle_envelope(envelopes.popleft())
+        self._end_turn(actor)
+
+    def _end_turn(self, actor: TurnTaker) -> None:
+        """The end of a turn: the actor's hook, then requeue, sleep or end."""
+        assert self._dispatcher is not None
+        stopped, envelopes = actor.actor_stopped, self._envelopes
         if not stopped.is_set():
             actor.end_turn()
         with self._lock:

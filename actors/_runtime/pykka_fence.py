@@ -10,7 +10,9 @@ that, so the runtime relies on parts of pykka that are private:
 - the body of ``Actor._actor_loop_running``, copied as
   :meth:`FencedActor.handle_envelope` (one envelope at a time, with the
   same answers, failure handling and logging), which calls ``receive``
-  (``_handle_receive`` by default) so a subclass can route faster;
+  (``_handle_receive`` by default) so a subclass can route faster, and
+  :meth:`FencedActor.handle_told_call`, the same for a call run as a
+  turn with no message at all;
 - ``_actor_loop_setup``, ``_handle_failure`` and ``_stop``, called from
   :meth:`FencedActor.set_up`, :meth:`FencedActor.handle_told_failure` and
   :meth:`FencedActor.handle_envelope`;
@@ -36,7 +38,7 @@ import inspect
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pykka
@@ -166,6 +168,22 @@ class FencedActor(pykka.Actor):
         except Exception:
             self._handle_failure(*sys.exc_info())
 
+    def handle_told_call(
+        self, call: Callable[[Any, str, str], None], first: str, second: str
+    ) -> None:
+        """``call(self, first, second)`` as the body of a told message's turn, without the message.
+
+        A failure is handled as :meth:`handle_envelope` handles one from a
+        ``tell`` (logged, ``on_failure``, the actor stops); a BaseException
+        stops every actor, as there.
+        """
+        try:
+            call(self, first, second)
+        except Exception:
+            self.handle_told_failure()
+        except BaseException:
+            self._stop_everything()
+
     def handle_envelope(self, envelope: Envelope[Any]) -> None:
         """One envelope, as the body of pykka 4.5's ``Actor._actor_loop_running``."""
         try:
@@ -181,9 +199,13 @@ class FencedActor(pykka.Actor):
             else:
                 self.handle_told_failure()
         except BaseException:
-            _pykka_log.debug(f"{sys.exc_info()[1]!r} in {self}. Stopping all actors.")
-            self._stop()
-            pykka.ActorRegistry.stop_all(block=False)
+            self._stop_everything()
+
+    def _stop_everything(self) -> None:
+        """A BaseException in a hook: this actor stops, and every actor is told to, as in pykka."""
+        _pykka_log.debug(f"{sys.exc_info()[1]!r} in {self}. Stopping all actors.")
+        self._stop()
+        pykka.ActorRegistry.stop_all(block=False)
 
 
 class _RefIndex:

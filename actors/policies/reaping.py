@@ -1,4 +1,5 @@
-"""Which connections are no longer live, which to evict, which to shed, which to abandon."""
+"""Which connections are no longer live; whom to evict, shed or abandon; an emergency cleanup's
+time."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Literal
 
 import attrs
 
-__all__ = ["ChildView", "ReapPolicy", "ReapReason"]
+__all__ = ["ChildView", "EmergencyCleanup", "ReapPolicy", "ReapReason"]
 
 ChildState = Literal["connecting", "connected", "closing", "disconnected"]
 
@@ -104,3 +105,55 @@ class ReapPolicy:
         excess = max(0, len(live) - keep)
         idle = [child.websocket_id for child in live if now - child.last_activity >= min_idle]
         return idle[:excess]
+
+
+class EmergencyCleanup:
+    """One user's emergency cleanup, timed from its start to the last connection it let go.
+
+    The root asks a user's supervisor for one when the user (or the node)
+    reaches critical (reap every connection no longer live) or emergency
+    (shed the longest idle). It starts when the root decides it
+    (``started_at``: a supervisor that gets to it late makes it slow), and
+    ends once every connection it reaped is let go: its slot freed and its
+    close confirmed, or abandoned after the cleanup timeout. A request
+    that comes while one is under way joins it: one cleanup, timed from
+    the first start. This is the seed's "emergency cleanup takes > 30 s",
+    which a per-connection time, capped by the abandonment at the cleanup
+    timeout, can never show.
+
+    Pure: the supervisor passes the times, in its own turn.
+    """
+
+    def __init__(self) -> None:
+        self._started: float | None = None
+        self._pending: set[str] = set()
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`begin` and the end it reports."""
+        return self._started is not None
+
+    @property
+    def pending(self) -> int:
+        """Connections reaped by the cleanup under way and not yet let go."""
+        return len(self._pending)
+
+    def begin(self, started_at: float, reaped: Iterable[str]) -> None:
+        """A cleanup was asked for at ``started_at`` and reaped ``reaped`` (websocket ids)."""
+        if self._started is None or started_at < self._started:
+            self._started = started_at
+        self._pending.update(reaped)
+
+    def let_go(self, websocket_id: str, now: float) -> float | None:
+        """A connection was let go; the cleanup's wall time if it was the last one, else None."""
+        if self._started is None or websocket_id not in self._pending:
+            return None
+        self._pending.discard(websocket_id)
+        return self.settle(now)
+
+    def settle(self, now: float) -> float | None:
+        """The cleanup's wall time if nothing it reaped is still pending (it ends), else None."""
+        if self._started is None or self._pending:
+            return None
+        started, self._started = self._started, None
+        return max(0.0, now - started)

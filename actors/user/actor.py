@@ -135,7 +135,9 @@ class UserSupervisorActor(Admitter):
         now = self._rt.clock.monotonic()
         restart = should_restart(self._rt.settings.restart.type, crashed=True)
         if child.state == "connected" and restart and child.intensity.allow(now):
-            child.manager = ManagerActor.start(self.actor_ref, self._rt.clock, self._rt.dispatcher)
+            child.manager = ManagerActor.start(
+                self.actor_ref, self._rt.clock, self._rt.dispatcher, self._rt.pool
+            )
             child.handle.rebind(child.manager)
             child.stats.restarts += 1
             self._restarts += 1
@@ -197,14 +199,19 @@ class UserSupervisorActor(Admitter):
         self._report()
 
     def _cleanup(self, msg: Cleanup) -> None:
-        self._sweep(self._rt.clock.monotonic(), msg.trigger)
+        now = self._rt.clock.monotonic()
+        reaped = self._sweep(now, msg.trigger)
+        if msg.trigger == "emergency":
+            self._emergency_began(msg.started_at, reaped, now)
         self._report()
 
     def _shed(self, msg: Shed) -> None:
         now = self._rt.clock.monotonic()
         views = [child.view() for child in self._children.connected()]
-        for websocket_id in ReapPolicy.shed(views, now, msg.keep, msg.min_idle):
+        shed = ReapPolicy.shed(views, now, msg.keep, msg.min_idle)
+        for websocket_id in shed:
             self._reap(self._children.by_id[websocket_id], "evict", now, "shed at emergency")
+        self._emergency_began(msg.started_at, shed, now)
         self._report()
 
     def _reap_connection(self, msg: ReapConnection) -> None:

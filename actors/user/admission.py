@@ -164,9 +164,9 @@ class Admitter(ChildKeeper):
 
     def _refuse(self, msg: Admit, result: AdmissionResult) -> None:
         reason = _REFUSAL_REASON[result]
-        msg.ticket.offer(Admission(result, reason=reason, retry_after=1.0))
-        self._rt.observer.admission(result)
-        log.info(
+        if msg.ticket.offer(Admission(result, reason=reason, retry_after=1.0)):
+            self._rt.observer.admission(result)  # else the caller gave up: it counts that
+        log.debug(  # the front's access log has the refusal's line at INFO
             "refused user_id=%s websocket_id=%s reason=%s",
             self.user_id,
             msg.context.websocket_id,
@@ -197,7 +197,7 @@ class Admitter(ChildKeeper):
             self._finish(child, "close", "ok", now)
             return
         self._rt.observer.admission(result)
-        log.info(
+        log.debug(  # the front's access log has the connection's line at INFO, at its end
             "admitted user_id=%s isolation_key=%s websocket_id=%s result=%s",
             self.user_id,
             ctx.isolation_key,
@@ -217,4 +217,6 @@ class Admitter(ChildKeeper):
             if ref.is_alive():
                 self._rt.observer.pool_reuse()
                 return ref
-        return ManagerActor.start(self.actor_ref, self._rt.clock, self._rt.dispatcher)
+        return ManagerActor.start(
+            self.actor_ref, self._rt.clock, self._rt.dispatcher, self._rt.pool
+        )

@@ -19,6 +19,7 @@ from actors.codes import ServerCloseCode
 from actors.context import UserExecutionContext
 from actors.messages import Detach
 from actors.observer import CleanupReason
+from actors.policies.reaping import EmergencyCleanup
 from actors.routing import RoutingActor
 from actors.runtime import Runtime
 from actors.user.children import Child, Children
@@ -55,6 +56,8 @@ class ChildKeeper(RoutingActor):
         self._children = Children()
         self._next_sweep = float("-inf")
         """No sweep can find anything before this (:meth:`ReapPolicy.next_due`)."""
+        self._emergency = EmergencyCleanup()
+        """The emergency cleanup under way, timed until the last connection it reaped is let go."""
 
     def _reap(self, child: Child, reason: CleanupReason, now: float, why: str = "") -> None:
         """Close ``child``'s connection for ``reason`` and free its slot now."""
@@ -69,7 +72,7 @@ class ChildKeeper(RoutingActor):
             self._free_slot(child, now)
         self._children.mark_closing(child, now)
         child.close_reason = reason
-        log.info(
+        log.debug(  # the connection's access line (INFO, at its end) has the close code
             "reaping user_id=%s isolation_key=%s websocket_id=%s reason=%s code=%d",
             self.user_id,
             child.context.isolation_key,
@@ -91,6 +94,7 @@ class ChildKeeper(RoutingActor):
         self._children.remove(child)
         now = self._rt.clock.monotonic()
         self._rt.observer.cleanup(reason, result, max(0.0, now - started))
+        self._emergency_ended(self._emergency.let_go(child.context.websocket_id, now))
         if child.manager is not None:
             self._retire(child.manager, now)
 
@@ -130,15 +134,29 @@ class ChildKeeper(RoutingActor):
         if manager is not None:
             self._stop_manager(manager, now)
 
-    def _sweep(self, now: float, trigger: CleanupReason) -> None:
+    def _sweep(self, now: float, trigger: CleanupReason) -> list[str]:
+        """Reap every connection that is no longer live; their websocket ids."""
         views = [child.view() for child in self._children.connected()]
-        for websocket_id, reason in self._rt.reap.sweep(views, now):
+        found = self._rt.reap.sweep(views, now)
+        for websocket_id, reason in found:
             self._reap(
                 self._children.by_id[websocket_id], trigger, now, f"not live: {reason.value}"
             )
         self._next_sweep = self._rt.reap.next_due(
             (child.view() for child in self._children.connected()), now
         )
+        return [websocket_id for websocket_id, _ in found]
+
+    def _emergency_began(self, started_at: float | None, reaped: list[str], now: float) -> None:
+        """An emergency cleanup (asked at ``started_at``) reaped ``reaped``: time it to its end."""
+        self._emergency.begin(now if started_at is None else started_at, reaped)
+        self._emergency_ended(self._emergency.settle(now))
+
+    def _emergency_ended(self, seconds: float | None) -> None:
+        if seconds is None:
+            return
+        self._rt.observer.emergency_cleanup(seconds)
+        log.info("emergency cleanup of user_id=%s done in %.3fs", self.user_id, seconds)
 
     def _wake_at(self) -> float:
         """The earliest time a tick can find work here (the root ticks from then on)."""

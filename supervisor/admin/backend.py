@@ -21,7 +21,7 @@ import redis
 from actors.errors import TreeNotRunning
 from actors.tree import SupervisionTree
 from supervisor.admin.metrics import MetricsObserver
-from supervisor.admin.readiness import Readiness
+from supervisor.admin.readiness import Readiness, Trigger
 from supervisor.cluster.ledger import RedisLedger
 from supervisor.cluster.push import ClusterPush
 from supervisor.cluster.push_tally import PushAnswer, PushTally
@@ -88,15 +88,18 @@ class TreeAdminBackend:
         return True, {"status": "ok", "users": len(users), "managers": managers}
 
     def readiness(self) -> tuple[bool, list[str]]:
-        ready, reasons = self.readiness_policy.evaluate()
-        if not self.tree.running:
-            reasons = [*reasons, "supervision tree not running"]
+        reasons = [trigger.reason for trigger in self.triggers()]
+        return not reasons, reasons
+
+    def triggers(self) -> list[Trigger]:
+        """Every readiness trigger that holds now (fast: the tree and Redis are not asked)."""
         ledger = self.shared_ledger
-        ledger_ok = ledger is None or ledger.available
-        if ledger is not None and not ledger_ok:
-            policy = ledger.config.on_unavailable
-            reasons = [*reasons, f"redis ledger unavailable ({policy})"]
-        return ready and self.tree.running and ledger_ok, reasons
+        unavailable = None
+        if ledger is not None and not ledger.available:
+            unavailable = f"redis ledger unavailable ({ledger.config.on_unavailable})"
+        return self.readiness_policy.triggers(
+            tree_running=self.tree.running, ledger_unavailable=unavailable
+        )
 
     async def state(self) -> dict[str, Any]:
         """The tree's snapshot, taken on an executor thread (it blocks up to ``timeout``).

@@ -1,18 +1,28 @@
-"""Several observers as one: the tree reports once, each observer hears it."""
+"""Several observers as one: the tree or the front reports once, each observer hears it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol
 
 from actors.observer import AdmissionResult, CleanupReason, Observer
+from supervisor.front.server import FrontObserver
 
-__all__ = ["FanoutObserver"]
+__all__ = ["FanoutObserver", "NodeObserver"]
+
+
+class NodeObserver(Observer, FrontObserver, Protocol):
+    """Hears both the tree's events and the front's (metrics, readiness)."""
 
 
 class FanoutObserver:
-    """Passes every event to each observer in turn (metrics, readiness, ...)."""
+    """Passes every event to each observer in turn (metrics, readiness, ...).
 
-    def __init__(self, *observers: Observer) -> None:
+    The tree's events come on actor threads, the front's on the event loop;
+    each observer is called on the thread that reports.
+    """
+
+    def __init__(self, *observers: NodeObserver) -> None:
         self.observers = observers
 
     def admission(self, result: AdmissionResult) -> None:
@@ -22,6 +32,10 @@ class FanoutObserver:
     def cleanup(self, reason: CleanupReason, result: str, duration: float) -> None:
         for observer in self.observers:
             observer.cleanup(reason, result, duration)
+
+    def emergency_cleanup(self, seconds: float) -> None:
+        for observer in self.observers:
+            observer.emergency_cleanup(seconds)
 
     def release_latency(self, seconds: float) -> None:
         for observer in self.observers:
@@ -50,3 +64,15 @@ class FanoutObserver:
     def pool_reuse(self) -> None:
         for observer in self.observers:
             observer.pool_reuse()
+
+    def handshake(self, status: int | None, dropped: bool) -> None:
+        for observer in self.observers:
+            observer.handshake(status, dropped)
+
+    def refused(self, result: str, reason: str) -> None:
+        for observer in self.observers:
+            observer.refused(result, reason)
+
+    def closed(self, code: int | None) -> None:
+        for observer in self.observers:
+            observer.closed(code)

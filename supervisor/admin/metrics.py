@@ -1,23 +1,58 @@
-"""Prometheus metrics of the supervision tree, on an explicit registry.
+"""Prometheus metrics of the supervision tree and the front, on an explicit registry.
 
 :class:`MetricsObserver` is the :class:`~actors.observer.Observer` the
-shell plugs into the tree. No label ever holds a user id, a thread id or any
-other unbounded value: every label's values are listed here.
+shell plugs into the tree and the :class:`~supervisor.front.server.FrontObserver`
+of the front. No label ever holds a user id, a thread id or any other
+unbounded value: every label's values are listed here, and every labelled
+series is created at 0 from the start, so that Prometheus' ``rate()`` sees
+the first event of each and every panel has a series before anything
+happened. The registry also carries prometheus_client's process and
+platform collectors (open files and their limit, memory, CPU, Python).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
+from actors.codes import ServerCloseCode
 from actors.observer import AdmissionResult, CleanupReason
+from supervisor.admin.readiness import FAILURE_OUTCOMES, TRIGGERS, refusal_outcome
 
-__all__ = ["LEVELS", "MetricsObserver"]
+__all__ = [
+    "CLOSE_CODES",
+    "HANDSHAKE_STATUSES",
+    "LEDGER_OPERATIONS",
+    "LEVELS",
+    "MetricsObserver",
+    "build_version",
+]
 
 LEVELS = ("ok", "warning", "critical", "emergency")
+HANDSHAKE_STATUSES = ("101", "400", "401", "403", "404", "426", "429", "500", "503", "dropped")
+"""``handshakes_total{status}``: the answers the front gives, ``dropped`` (no answer at
+``open_timeout``); any other status counts as ``other``."""
+CLOSE_CODES = tuple(str(code) for code in sorted({1000, 1001, 1006, *map(int, ServerCloseCode)}))
+"""``closes_total{code}``: the codes the server sends and 1006 (no close handshake); a peer's
+own code (3000-4999, or another of RFC 6455) counts as ``other``."""
+LEDGER_OPERATIONS = ("acquire", "release", "release_user", "transfer", "renew", "usage", "ping")
+"""``ledger_errors_total{operation}``: every call of the Redis ledger that can fail."""
+_SCOPES = ("user", "node")
+_CLEANUP_RESULTS = ("ok", "abandoned")
+_TAKEBACK_REASONS = ("supersede", "evict")
 _ZEROS = (0,) * len(LEVELS)  # the count of a level no user is at
 
 _FAST_BUCKETS = (
@@ -37,6 +72,15 @@ _FAST_BUCKETS = (
     10.0,
     30.0,
 )
+_EMERGENCY_BUCKETS = (0.01, 0.1, 1.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def build_version() -> str:
+    """The installed ws-supervisor's version, or ``unknown`` (a checkout not installed)."""
+    try:
+        return importlib.metadata.version("ws-supervisor")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class MetricsObserver:
@@ -113,6 +157,8 @@ class MetricsObserver:
             registry=r,
         )
         self.ledger_up.set(1)
+        self._front_and_process_metrics(r)
+        self._create_every_series()
         # the usage gauges are read when scraped, from what the last report left here:
         # a report then costs two attribute writes, not two locked sets
         self._managers = self._users = 0
@@ -125,6 +171,85 @@ class MetricsObserver:
         self._level_counts: tuple[int, ...] = (0,) * len(LEVELS)
         # labelled children, looked up once (``labels()`` takes a lock and builds a key each call)
         self._children: dict[tuple[object, ...], Any] = {}
+
+    def _front_and_process_metrics(self, r: CollectorRegistry) -> None:
+        """The metrics of the front, the node, readiness and the process."""
+        self.handshakes = Counter(
+            "ws_supervisor_handshakes",
+            "Opening handshakes whose request was read, by the HTTP status answered.",
+            ["status"],
+            registry=r,
+        )
+        self.closes = Counter(
+            "ws_supervisor_closes",
+            "Admitted connections closed, by close code.",
+            ["code"],
+            registry=r,
+        )
+        self.admission_failures = Counter(
+            "ws_supervisor_admission_failures",
+            "Admissions the service failed, by outcome (a user over their own quota is none).",
+            ["outcome"],
+            registry=r,
+        )
+        self.emergency_cleanup_seconds = Histogram(
+            "ws_supervisor_emergency_cleanup_seconds",
+            "A user's emergency cleanup, from its start to the last connection it let go.",
+            buckets=_EMERGENCY_BUCKETS,
+            registry=r,
+        )
+        self.node_level = Gauge(
+            "ws_supervisor_node_level",
+            "The node's usage level: 0 ok, 1 warning, 2 critical, 3 emergency.",
+            registry=r,
+        )
+        self.ready = Gauge(
+            "ws_supervisor_ready",
+            "1 while this readiness trigger does not hold, 0 while it makes the node not ready.",
+            ["trigger"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "ws_supervisor_build_info",
+            "Always 1: the ws-supervisor version and the Python that run.",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(build_version(), platform.python_version()).set(1)
+        self._triggers_holding: Callable[[], Collection[str]] = tuple
+        for trigger in TRIGGERS:
+            self.ready.labels(trigger).set_function(self._trigger_reader(trigger))
+        # open files and their limit, memory, CPU (Linux /proc); the Python that runs
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+    def _create_every_series(self) -> None:
+        """Every labelled series at 0, so that the first event of each is a visible increase."""
+        for result in get_args(AdmissionResult):
+            self.admissions.labels(result)
+        for reason in get_args(CleanupReason):  # not the durations: 17 samples each, for no rule
+            for result in _CLEANUP_RESULTS:
+                self.cleanups.labels(reason, result)
+        for scope in _SCOPES:
+            for level in LEVELS:
+                self.level_changes.labels(scope, level)
+        for operation in LEDGER_OPERATIONS:
+            self.ledger_errors.labels(operation)
+        for reason in _TAKEBACK_REASONS:
+            self.takebacks.labels(reason)
+        for status in (*HANDSHAKE_STATUSES, "other"):
+            self.handshakes.labels(status)
+        for code in (*CLOSE_CODES, "other"):
+            self.closes.labels(code)
+        for outcome in FAILURE_OUTCOMES:
+            self.admission_failures.labels(outcome)
+
+    def watch_readiness(self, triggers: Callable[[], Collection[str]]) -> None:
+        """Read ``ws_supervisor_ready{trigger}`` from ``triggers()`` (the ids holding) at scrape."""
+        self._triggers_holding = triggers
+
+    def _trigger_reader(self, trigger: str) -> Callable[[], float]:
+        return lambda: 0.0 if trigger in self._triggers_holding() else 1.0
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (metric, *labels)
@@ -152,8 +277,13 @@ class MetricsObserver:
             for level, count in zip(LEVELS, counts, strict=True):
                 self.users_at_level.labels(level).set(count)
 
+    def emergency_cleanup(self, seconds: float) -> None:
+        self.emergency_cleanup_seconds.observe(seconds)
+
     def level_changed(self, scope: str, old: str, new: str) -> None:
         self.level_changes.labels(scope, new).inc()
+        if scope == "node" and new in LEVELS:
+            self.node_level.set(LEVELS.index(new))
 
     def thread_id_mismatch(self) -> None:
         self.mismatches.inc()
@@ -175,6 +305,25 @@ class MetricsObserver:
 
     def take_back(self, reason: str) -> None:
         self.takebacks.labels(reason).inc()
+
+    # --- the front's events (the event loop) -----------------------------------------------
+
+    def handshake(self, status: int | None, dropped: bool) -> None:
+        label = "dropped" if dropped or status is None else str(status)
+        self._child(self.handshakes, label if label in HANDSHAKE_STATUSES else "other").inc()
+        if dropped:
+            self._child(self.admission_failures, "open_timeout").inc()
+        elif status == 500:
+            self._child(self.admission_failures, "internal_error").inc()
+
+    def refused(self, result: str, reason: str) -> None:
+        outcome = refusal_outcome(result, reason)
+        if outcome is not None:
+            self._child(self.admission_failures, outcome).inc()
+
+    def closed(self, code: int | None) -> None:
+        label = "1006" if code is None else str(code)
+        self._child(self.closes, label if label in CLOSE_CODES else "other").inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""

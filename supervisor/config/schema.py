@@ -36,6 +36,7 @@ __all__ = [
     "Compression",
     "Config",
     "FailurePolicy",
+    "FaultsConfig",
     "ForwardedHeader",
     "JwtAlgorithm",
     "LimitsConfig",
@@ -283,6 +284,21 @@ class LoggingConfig:
 
 
 @attrs.frozen
+class FaultsConfig:
+    """Faults a test can switch on, to prove a detector end to end; all off by default.
+
+    ``close_under_foreign_id``: the front reports each connection's close
+    under a context built anew for its user (new thread and websocket
+    ids), as the seed's cleanup did, instead of the one it was admitted
+    with; the tree sees a close for a connection it never admitted and
+    counts a thread_id mismatch, and the connection's slot stays held until
+    a sweep finds it no longer live. Refused in the production profile.
+    """
+
+    close_under_foreign_id: bool = False
+
+
+@attrs.frozen
 class Config(Settings):
     """A whole node configuration; ``Config()`` is production.
 
@@ -298,6 +314,7 @@ class Config(Settings):
     redis: RedisConfig = attrs.field(factory=RedisConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+    faults: FaultsConfig = attrs.field(factory=FaultsConfig)
 
     def cross_section_problems(self) -> list[tuple[str, str]]:
         """(key path, problem) for values that contradict another value."""
@@ -316,4 +333,7 @@ class Config(Settings):
             if self.server.forwarded_header != "none":
                 problem = "needs server.trusted_proxies: the peers whose header to believe"
                 problems.append(("server.forwarded_header", problem))
+        if self.faults.close_under_foreign_id and self.profile == "production":
+            problem = "is a test-only fault and is refused in the production profile"
+            problems.append(("faults.close_under_foreign_id", problem))
         return problems

@@ -128,7 +128,9 @@ class WebSocketPort:
     """A websockets connection as a :class:`~actors.ports.Port`.
 
     ``send_text`` and ``close`` run on actor threads: they queue and wake the
-    loop once per batch (not once per frame). On the loop, a batch is written
+    loop once per batch (not once per frame). On the loop (a handler that
+    runs inline), a frame with nothing queued ahead of it is written at
+    once. On the loop, a batch is written
     straight into the connection's transport (websockets' own
     :func:`~websockets.asyncio.server.broadcast`, no task, no await) while
     the transport's buffer is below its high-water mark; past it, a drain
@@ -168,7 +170,26 @@ class WebSocketPort:
         return None if self._shed is None else self._shed[0]
 
     def send_text(self, text: str) -> None:
-        """Any thread: queue one frame; past ``max_outbound_queue`` shed with 4004."""
+        """Any thread: queue one frame; past ``max_outbound_queue`` shed with 4004.
+
+        On the loop, with nothing queued ahead of it and no drain, close or
+        shed under way, the frame is written at once: no queue, no lock.
+        (A frame a worker queued has set ``_scheduled`` before its turn
+        ended, and the manager's turns are ordered: it cannot be overtaken.)
+        """
+        if (
+            not self._scheduled
+            and self._started
+            and self._task is None
+            and self._shed is None
+            and running_loop() is self._loop
+        ):
+            connection = self._connection
+            if connection.protocol.state is not State.OPEN:
+                return  # closing: it could not be sent (as in _flush)
+            if not buffer_full(connection):
+                broadcast((connection,), text)
+                return
         overflow = False
         with self._lock:
             if self._shed is not None:

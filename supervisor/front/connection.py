@@ -10,7 +10,10 @@
   websockets' HTTP parser sees a byte, and makes its source the
   connection's ``remote_address``;
 - :func:`running_loop` is ``asyncio._get_running_loop``: the running loop
-  or None, without the exception ``get_running_loop`` raises off a loop.
+  or None, without the exception ``get_running_loop`` raises off a loop;
+- :meth:`AcyclicConnection.call_when_answered` reads websockets'
+  ``ServerConnection.response`` once its ``handshake`` ends, and sees that
+  handshake cancelled (``open_timeout``).
 
 Those names were read in websockets :data:`WEBSOCKETS_SERIES` and CPython
 3.11 to 3.13; importing this module with another websockets major release
@@ -108,6 +111,35 @@ class AcyclicConnection(ServerConnection):
     """
 
     _lost_callback: Callable[[bool], None] | None = None
+    _answered_callback: Callable[[int | None, bool], None] | None = None
+
+    def call_when_answered(self, callback: Callable[[int | None, bool], None]) -> None:
+        """Loop: call ``callback(status, dropped)`` once, when the opening handshake ends.
+
+        ``status`` is the HTTP status of the answer (101 for an upgrade),
+        the one websockets finally sent: its own 503 while the server shuts
+        down included. ``dropped`` is True when the handshake was cancelled
+        before any answer (``open_timeout``); ``status`` is then None.
+        Call it from ``process_request``, which websockets calls once the
+        request has been read: a request that never comes complete is
+        never reported.
+        """
+        self._answered_callback = callback
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        """Loop: websockets' opening handshake, then its answer reported (see above)."""
+        try:
+            await super().handshake(*args, **kwargs)
+        except asyncio.CancelledError:
+            self._answered(None, dropped=True)
+            raise
+        response = self.response
+        self._answered(None if response is None else response.status_code, dropped=False)
+
+    def _answered(self, status: int | None, *, dropped: bool) -> None:
+        callback, self._answered_callback = self._answered_callback, None
+        if callback is not None:
+            callback(status, dropped)
 
     def call_when_lost(self, callback: Callable[[bool], None]) -> None:
         """Loop: call ``callback`` once the peer is gone; at once if it is gone already.

@@ -13,8 +13,12 @@ Behind trusted proxies (``[server] trusted_proxies``) the client's address
 is the one the proxy gives, in a PROXY header (stripped by
 :class:`~supervisor.front.connection.ProxiedConnection`) or in the
 configured forwarding header (:class:`~supervisor.front.proxy.TrustedProxies`);
-it is what the handshake limiter counts, what the refusal's log line names
-and what the state dump shows (:meth:`WebSocketFront.clients`).
+it is what the handshake limiter counts, what the access lines name (with
+the proxy) and what the state dump shows (:meth:`WebSocketFront.clients`).
+
+What the front sees that the tree does not (every handshake's answer, the
+front's own refusals, every admitted connection's close code) goes to its
+:class:`FrontObserver`, on the event loop.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import functools
 import http
 import logging
 import math
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -36,10 +40,12 @@ from websockets.typing import Origin
 from actors.clock import Clock, SystemClock
 from actors.context import UserExecutionContext
 from actors.errors import InvalidIdError
-from actors.ports import Handle
+from actors.handle import ConnectionHandle
+from actors.ports import Admission, Handle
 from actors.tree import SupervisionTree
 from supervisor.config.schema import Config
 from supervisor.errors import AuthError
+from supervisor.front import access
 from supervisor.front.auth import Authenticator
 from supervisor.front.bridge import WebSocketPort, admit, serve_connection
 from supervisor.front.closing import DeferredCloses
@@ -48,15 +54,47 @@ from supervisor.front.keepalive import Keepalive
 from supervisor.front.limits import AddressLimiter, ConcurrencyGate, InboundRateLimit
 from supervisor.front.proxy import TrustedProxies
 
-__all__ = ["WebSocketFront"]
+__all__ = ["FrontObserver", "NullFrontObserver", "WebSocketFront"]
 
 log = logging.getLogger(__name__)
+
+Seen = tuple[str, str]
+"""Where a handshake came from: (the client's address, the socket peer's: its proxy, or itself)."""
 
 _REFUSALS = {
     "rejected_quota": http.HTTPStatus.TOO_MANY_REQUESTS,
     "rejected_node": http.HTTPStatus.SERVICE_UNAVAILABLE,
     "rejected_unavailable": http.HTTPStatus.SERVICE_UNAVAILABLE,
 }
+
+
+class FrontObserver(Protocol):
+    """What the front reports as it works; every method runs on the event loop, and is fast."""
+
+    def handshake(self, status: int | None, dropped: bool) -> None:
+        """An opening handshake whose request was read ended: the HTTP status answered
+        (101 for an upgrade), or ``dropped`` (cancelled at ``open_timeout``, no answer)."""
+
+    def refused(self, result: str, reason: str) -> None:
+        """The front refused an admission: the tree's ``(result, reason)`` as it answered,
+        the front's own ``rejected_unavailable`` (no answer in time) or ``rejected_busy``
+        (``max_concurrent_handshakes``)."""
+
+    def closed(self, code: int | None) -> None:
+        """An admitted connection ended: the close code received (None: no close handshake)."""
+
+
+class NullFrontObserver:
+    """A front observer that ignores everything."""
+
+    def handshake(self, status: int | None, dropped: bool) -> None:
+        pass
+
+    def refused(self, result: str, reason: str) -> None:
+        pass
+
+    def closed(self, code: int | None) -> None:
+        pass
 
 
 class WebSocketFront:
@@ -68,11 +106,13 @@ class WebSocketFront:
         tree: SupervisionTree,
         auth: Authenticator,
         clock: Clock | None = None,
+        observer: FrontObserver | None = None,
     ) -> None:
         self.config = config
         self.tree = tree
         self.auth = auth
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self.observer: FrontObserver = observer if observer is not None else NullFrontObserver()
         limits = config.limits
         self.handshake_rate = AddressLimiter(
             limits.handshakes_per_second_per_address,
@@ -87,7 +127,7 @@ class WebSocketFront:
             header=server.forwarded_header,
         )
         self._admitted: dict[ServerConnection, tuple[Handle, WebSocketPort]] = {}
-        self._addresses: dict[ServerConnection, tuple[str, str]] = {}  # admitted: (client, peer)
+        self._addresses: dict[ServerConnection, Seen] = {}  # the admitted ones
         self.server: Server | None = None
         self._closes: DeferredCloses | None = None
 
@@ -106,7 +146,7 @@ class WebSocketFront:
             ping_interval=None,  # the bridge's keepalive frees a dead peer's slot at once
             max_size=server.max_message_size,
             compression="deflate" if server.compression == "deflate" else None,
-            logger=logging.getLogger("supervisor.front.server.websockets"),
+            logger=_websockets_logger(),
             create_connection=proxied_connection(self.proxies)
             if self.proxies
             else AcyclicConnection,
@@ -134,7 +174,8 @@ class WebSocketFront:
         for connection, (client, peer) in self._addresses.items():
             admitted = self._admitted.get(connection)
             if admitted is not None:
-                entry = {"client": client} if client == peer else {"client": client, "proxy": peer}
+                proxy = _proxy(client, peer)
+                entry = {"client": client} if proxy is None else {"client": client, "proxy": proxy}
                 found[admitted[0].websocket_id] = entry
         return found
 
@@ -164,39 +205,36 @@ class WebSocketFront:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
+        assert isinstance(connection, AcyclicConnection)  # the server's create_connection
+        connection.call_when_answered(self.observer.handshake)
         peer = _remote_host(connection)  # the PROXY header's source, if any
         address = self._client(peer, request)
+        seen = (address, _host(getattr(connection, "peer_address", None)) or peer)
         if not self.handshake_rate.allow(address):
             wait = self.handshake_rate.retry_after(address)
-            socket_peer = _host(getattr(connection, "peer_address", None)) or peer
-            via = "" if socket_peer == address else f" (via proxy {socket_peer})"
-            log.info("handshake refused: too many from %s%s", address, via)
             too_many = http.HTTPStatus.TOO_MANY_REQUESTS
-            response = _respond(connection, too_many, "too many handshakes from this address")
+            text = "too many handshakes from this address"
+            response = _respond(connection, seen, too_many, text, flood=True)
             response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
             return response
         url = urlsplit(request.path)
         if url.path != self.config.server.path:
-            return _respond(connection, http.HTTPStatus.NOT_FOUND, "not found")
+            return _respond(connection, seen, http.HTTPStatus.NOT_FOUND, "not found")
         if not is_upgrade(request):
             return None  # websockets refuses it (400, 426) with the precise reason; no admission
         try:
             # websockets checks the Origin only after this hook: check it here, before any slot
             connection.protocol.process_origin(request.headers)
         except InvalidHandshake:
-            return _respond(connection, http.HTTPStatus.FORBIDDEN, "origin not allowed")
+            return _respond(connection, seen, http.HTTPStatus.FORBIDDEN, "origin not allowed")
         if not self.handshakes.try_enter():
-            return _respond(
-                connection, http.HTTPStatus.SERVICE_UNAVAILABLE, "too many handshakes in progress"
-            )
+            self.observer.refused("rejected_busy", "handshakes_in_progress")
+            busy = http.HTTPStatus.SERVICE_UNAVAILABLE
+            return _respond(connection, seen, busy, "too many handshakes in progress")
         try:
-            answer = await self._authenticate_and_admit(connection, request, url.query)
+            return await self._authenticate_and_admit(connection, seen, request, url.query)
         finally:
             self.handshakes.leave()
-        if answer is None and connection in self._admitted:
-            socket_peer = _host(getattr(connection, "peer_address", None)) or peer
-            self._addresses[connection] = (address, socket_peer)
-        return answer
 
     def _client(self, peer: str, request: Request) -> str:
         """The client's address: ``peer``, or what a trusted proxy's header says."""
@@ -206,24 +244,28 @@ class WebSocketFront:
         return self.proxies.client(peer, request.headers.get_all(header))
 
     async def _authenticate_and_admit(
-        self, connection: ServerConnection, request: Request, raw_query: str
+        self, connection: ServerConnection, seen: Seen, request: Request, raw_query: str
     ) -> Response | None:
         query = dict(parse_qsl(raw_query))
         try:
             user_id = self.auth.authenticate(request.headers, query)
             context = UserExecutionContext.from_websocket_request(user_id, query.get("thread_id"))
         except AuthError as error:
-            return _respond(connection, http.HTTPStatus.UNAUTHORIZED, error.reason)
+            return _respond(connection, seen, http.HTTPStatus.UNAUTHORIZED, error.reason)
         except InvalidIdError as error:
-            return _respond(connection, http.HTTPStatus.BAD_REQUEST, str(error))
+            return _respond(connection, seen, http.HTTPStatus.BAD_REQUEST, str(error))
         port = WebSocketPort(
             asyncio.get_running_loop(), connection, self.config.limits.max_outbound_queue
         )
         admission = await admit(self.tree, context, port, self.config.server.admission_timeout)
         if admission.handle is None:
-            return _refuse(connection, admission.result, admission.reason, admission.retry_after)
+            self.observer.refused(admission.result, admission.reason)
+            return _refuse(connection, seen, admission, context)
         handle = admission.handle
+        if self.config.faults.close_under_foreign_id and isinstance(handle, ConnectionHandle):
+            handle = handle.misreporting(UserExecutionContext.from_websocket_request(user_id))
         self._admitted[connection] = (handle, port)
+        self._addresses[connection] = seen
         # freed as the peer goes, before its handler (if it ever gets one) wakes up
         assert isinstance(connection, AcyclicConnection)  # the server's create_connection
         connection.call_when_lost(lambda abrupt: self._lost(connection, abrupt))
@@ -248,6 +290,7 @@ class WebSocketFront:
         admitted = self._admitted.get(connection)
         if admitted is None:  # pragma: no cover - the handshake always admits first
             return
+        client, peer = self._addresses.get(connection, ("", ""))
         try:
             timeouts = self.config.timeouts
             alive = Keepalive(timeouts.ping_interval, timeouts.ping_timeout)
@@ -259,6 +302,16 @@ class WebSocketFront:
         finally:
             self._admitted.pop(connection, None)
             self._addresses.pop(connection, None)
+            self.observer.closed(connection.close_code)
+            handle, port = admitted
+            access.connection_ended(
+                connection,
+                handle,
+                address=client,
+                proxy=_proxy(client, peer),
+                shed_code=port.shed_code,
+                now=self.tree.clock.wall(),
+            )
 
 
 def _close_dropped(connection: ServerConnection, handle: Handle) -> None:
@@ -284,6 +337,11 @@ def _host(address: Any) -> str:
     return str(address or "")
 
 
+def _proxy(client: str, peer: str) -> str | None:
+    """The trusted proxy that gave ``client`` (the socket's ``peer``); None for a direct client."""
+    return None if not peer or peer == client else peer
+
+
 def is_upgrade(request: Request) -> bool:
     """True if ``request`` asks for a WebSocket upgrade (checked again, fully, by websockets).
 
@@ -301,16 +359,43 @@ def is_upgrade(request: Request) -> bool:
     )
 
 
-def _respond(connection: ServerConnection, status: http.HTTPStatus, text: str) -> Response:
-    response = connection.respond(status, text + "\n")
-    return response
+def _respond(
+    connection: ServerConnection,
+    seen: Seen,
+    status: http.HTTPStatus,
+    text: str,
+    context: UserExecutionContext | None = None,
+    *,
+    flood: bool = False,
+) -> Response:
+    """The refusal of a handshake, with its one access line."""
+    client, peer = seen
+    proxy = _proxy(client, peer)
+    access.handshake_refused(client, status, text, context, flood=flood, proxy=proxy)
+    return connection.respond(status, text + "\n")
 
 
 def _refuse(
-    connection: ServerConnection, result: str, reason: str, retry_after: float | None
+    connection: ServerConnection,
+    seen: Seen,
+    admission: Admission,
+    context: UserExecutionContext,
 ) -> Response:
-    status = _REFUSALS.get(result, http.HTTPStatus.SERVICE_UNAVAILABLE)
-    response = _respond(connection, status, reason or result)
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    status = _REFUSALS.get(admission.result, http.HTTPStatus.SERVICE_UNAVAILABLE)
+    response = _respond(connection, seen, status, admission.reason or admission.result, context)
+    if admission.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(admission.retry_after)))
     return response
+
+
+def _websockets_logger() -> logging.Logger:
+    """websockets' own logger, its per-connection INFO lines silenced unless the daemon logs DEBUG.
+
+    ``connection open``, ``connection closed``, ``connection rejected`` and
+    ``HTTP response sent``: the access log (:mod:`supervisor.front.access`)
+    has one line of ours per connection instead. websockets' warnings and
+    errors still come through.
+    """
+    logger = logging.getLogger("supervisor.front.server.websockets")
+    logger.setLevel(logging.NOTSET if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
+    return logger

@@ -64,6 +64,95 @@ def make_context(**overrides: str) -> UserExecutionContext:
     )
 
 
+# The seed's own unit tests, as its remediation plan writes them ("Testing Strategy").
+# Only the factory is ours: the seed's WebSocketManagerFactory()._generate_isolation_key(context)
+# is the context's own isolation_key here, the one place a key is built.
+
+
+def create_test_context() -> UserExecutionContext:
+    """The seed's helper: a new connection's context for its test user."""
+    return UserExecutionContext.from_websocket_request("test-user")
+
+
+def test_single_context_generation() -> None:
+    """Verify SSOT context generation produces consistent IDs"""
+    context = UserExecutionContext.from_websocket_request(
+        user_id="test-user",
+        *UnifiedIdGenerator.generate_user_context_ids("test-user", "websocket_session"),  # noqa: B026 - the seed's call, verbatim
+    )
+    # Verify thread_id and run_id consistency
+    assert context.run_id in context.thread_id
+
+
+def test_isolation_key_consistency() -> None:
+    """Verify isolation keys match between creation and cleanup"""
+    context = create_test_context()
+    key1 = context.isolation_key
+    key2 = context.isolation_key
+    assert key1 == key2
+
+
+# The seed's call: user_id by name, the generated ids after it
+
+
+def test_the_seeds_call_builds_the_same_context_as_the_positional_form() -> None:
+    ids = UnifiedIdGenerator.generate_user_context_ids("test-user", "websocket_session")
+    seeds = UserExecutionContext.from_websocket_request(
+        user_id="test-user",
+        *ids,  # noqa: B026 - the seed's form
+        websocket_id="ws_1",
+        created_at=1.0,
+    )
+    positional = UserExecutionContext.from_websocket_request(
+        "test-user", *ids, websocket_id="ws_1", created_at=1.0
+    )
+    assert seeds == positional
+    assert (seeds.user_id, seeds.thread_id, seeds.run_id, seeds.request_id) == ("test-user", *ids)
+
+
+def test_the_seeds_call_with_only_a_thread_id_resumes_that_thread() -> None:
+    thread_id, _, _ = UnifiedIdGenerator.generate_user_context_ids("test-user", "websocket_session")
+    context = UserExecutionContext.from_websocket_request(thread_id, user_id="test-user")
+    assert (context.user_id, context.thread_id) == ("test-user", thread_id)
+    assert context.run_id.startswith("run_websocket_")
+
+
+def test_every_id_may_be_given_by_name() -> None:
+    context = UserExecutionContext.from_websocket_request(
+        user_id="u", thread_id="thread_t", run_id="run_r", request_id="req_q"
+    )
+    assert (context.user_id, context.thread_id, context.run_id, context.request_id) == (
+        "u",
+        "thread_t",
+        "run_r",
+        "req_q",
+    )
+
+
+def test_an_id_given_both_by_position_and_by_name_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="two values for thread_id"):
+        UserExecutionContext.from_websocket_request("u", "thread_a", thread_id="thread_b")  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="two values for thread_id"):
+        UserExecutionContext.from_websocket_request("thread_a", user_id="u", thread_id="thread_b")  # type: ignore[call-overload]
+
+
+def test_more_than_four_ids_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="at most 4 ids, got 5"):
+        UserExecutionContext.from_websocket_request("u", "t", "r", "q", "x")  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="at most 4 ids, got 5"):
+        UserExecutionContext.from_websocket_request("t", "r", "q", "x", user_id="u")
+
+
+def test_a_request_without_a_user_id_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="needs a user_id"):
+        UserExecutionContext.from_websocket_request()  # type: ignore[call-overload]
+
+
+def test_a_positional_user_id_that_is_not_a_string_is_an_invalid_id() -> None:
+    with pytest.raises(InvalidIdError, match="user_id"):
+        UserExecutionContext.from_websocket_request(None)  # type: ignore[call-overload]
+
+
 # Single context generation
 
 

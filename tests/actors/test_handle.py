@@ -12,7 +12,13 @@ from actors.context import UserExecutionContext
 from actors.handle import ConnectionHandle
 from actors.messages import ConnectionClosed, Inbound, PeerGone, ReapConnection
 from actors.ports import ManagerStats
+from actors.tree import SupervisionTree
+from supervisor.admin.backend import TreeAdminBackend
+from supervisor.admin.fanout import FanoutObserver
+from supervisor.admin.metrics import MetricsObserver
+from supervisor.admin.readiness import Readiness
 from tests.actors.probes import Inbox, asleep, ended
+from tests.helpers import connect, handle_of, make_config, wait_until
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -158,3 +164,54 @@ def test_a_supervisor_turn_lets_an_idle_supervisor_take_the_close_on_the_calling
     message, thread = wiring.supervisor.next_with_thread()
     assert isinstance(message, ConnectionClosed)
     assert (thread == threading.current_thread().name) is (turn > 0)
+
+
+# --- fault injection: an end reported under another context (the seed's bug) ------------------
+
+
+def test_a_misreporting_handle_carries_frames_as_its_own_and_its_end_under_the_foreign_ids(
+    managers: Dispatcher, clock: ManualClock
+) -> None:
+    wiring = Wiring(managers, clock)
+    foreign = UserExecutionContext.from_websocket_request("alice")
+    handle = wiring.handle.misreporting(foreign)
+    assert (handle.context, handle.websocket_id) == (wiring.context, wiring.context.websocket_id)
+    handle.deliver("hello")
+    assert wiring.manager.next(Inbound) == Inbound(wiring.context.websocket_id, "hello")
+    handle.timed_out()
+    assert wiring.supervisor.next(ReapConnection).websocket_id == wiring.context.websocket_id
+    handle.peer_gone()
+    assert wiring.supervisor.next(PeerGone).websocket_id == foreign.websocket_id
+    handle.closed(1000)
+    closed = wiring.supervisor.next(ConnectionClosed)
+    assert (closed.websocket_id, closed.code) == (foreign.websocket_id, 1000)
+    assert not handle.is_open and wiring.handle.is_open
+
+
+def test_a_closed_handle_cannot_misreport(wiring: Wiring) -> None:
+    wiring.handle.closed()
+    with pytest.raises(ValueError, match="no end left to report"):
+        wiring.handle.misreporting(wiring.context)
+
+
+def test_a_close_under_a_foreign_key_is_a_mismatch_the_counter_and_readiness_see(
+    metrics: MetricsObserver, clock: ManualClock
+) -> None:
+    readiness = Readiness(clock)
+    with SupervisionTree(
+        make_config(), clock=clock, observer=FanoutObserver(metrics, readiness), tick=False
+    ) as tree:
+        admission, _, ctx = connect(tree, "alice")
+        admitted = handle_of(admission)
+        assert isinstance(admitted, ConnectionHandle)
+        assert metrics.value("ws_supervisor_thread_id_mismatches_total") == 0
+        foreign = UserExecutionContext.from_websocket_request("alice")  # as the seed rebuilt it
+        admitted.misreporting(foreign).closed(1000)
+        wait_until(lambda: metrics.value("ws_supervisor_thread_id_mismatches_total") == 1)
+        backend = TreeAdminBackend(tree, metrics, readiness)
+        assert backend.readiness() == (False, ["thread_id mismatch seen (1)"])  # /readyz: 503
+        assert [trigger.id for trigger in backend.triggers()] == ["thread_id_mismatch"]
+        assert tree.ledger.holders("alice") == {ctx.isolation_key: ctx.websocket_id}  # the leak
+        admitted.closed(1000)  # the connection's own close still frees it
+        wait_until(lambda: tree.ledger.usage("alice") == 0)
+        assert metrics.value("ws_supervisor_thread_id_mismatches_total") == 1

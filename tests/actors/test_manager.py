@@ -23,6 +23,7 @@ from actors.messages import (
     ManagerIdle,
     Outbound,
 )
+from actors.policies.pool import PoolPolicy
 from actors.ports import Handler, ManagerStats, QueuePort
 from actors.tree import echo_handler
 from tests.actors.probes import Inbox, ended
@@ -48,9 +49,9 @@ class Connection:
 
 
 def start_manager(
-    supervisor: Inbox, clock: ManualClock, dispatcher: Dispatcher
+    supervisor: Inbox, clock: ManualClock, dispatcher: Dispatcher, pool: PoolPolicy | None = None
 ) -> pykka.ActorRef[Any]:
-    ref: pykka.ActorRef[Any] = ManagerActor.start(supervisor.ref, clock, dispatcher)
+    ref: pykka.ActorRef[Any] = ManagerActor.start(supervisor.ref, clock, dispatcher, pool)
     return ref
 
 
@@ -120,6 +121,76 @@ def test_a_reused_manager_keeps_nothing_of_its_previous_connection(
     assert second.port.frames.empty()
     assert (first.stats.messages_in, first.stats.messages_out) == (1, 1)
     assert (second.stats.messages_in, second.stats.messages_out) == (1, 1)
+
+
+def test_reset_for_new_connection_takes_on_the_new_connection_and_drops_the_old_ones_frames(
+    managers: Dispatcher, clock: ManualClock
+) -> None:
+    manager = start_manager(Inbox(managers), clock, managers)
+    first, second = Connection(clock), Connection(clock)
+    manager.tell(first.attach())
+    manager.ask(object(), timeout=2)
+    proxy = manager.proxy()
+    proxy.reset_for_new_connection(second.context, second.port, second.stats).get(timeout=2)
+    assert proxy.context.get(timeout=2) is second.context
+    assert proxy.state.get(timeout=2) == "connected"
+    assert proxy.served.get(timeout=2) == 2
+    manager.tell(Outbound(first.ws, "for the first"))
+    manager.tell(Outbound(second.ws, "for the second"))
+    assert second.port.frames.get(timeout=2) == "for the second"
+    manager.ask(object(), timeout=2)
+    assert first.port.frames.empty() and second.port.frames.empty()
+    assert (second.stats.messages_out, first.stats.messages_out) == (1, 0)
+
+
+def test_is_reusable_answers_false_while_a_connection_is_attached(
+    managers: Dispatcher, clock: ManualClock
+) -> None:
+    manager = start_manager(Inbox(managers), clock, managers)
+    conn = Connection(clock)
+    manager.tell(conn.attach())
+    assert manager.proxy().is_reusable().get(timeout=2) is False
+
+
+def test_is_reusable_answers_true_for_a_new_manager_and_after_a_clean_detach(
+    managers: Dispatcher, clock: ManualClock
+) -> None:
+    supervisor = Inbox(managers)
+    manager = start_manager(supervisor, clock, managers)
+    assert manager.proxy().is_reusable().get(timeout=2) is True
+    manager.tell(Connection(clock).attach())
+    manager.tell(Detach())
+    assert supervisor.take(ManagerIdle) == ManagerIdle(manager.actor_urn, reusable=True)
+    assert manager.proxy().is_reusable().get(timeout=2) is True
+
+
+def test_a_manager_whose_connection_ended_in_a_crash_says_it_is_not_reusable(
+    managers: Dispatcher, clock: ManualClock
+) -> None:
+    supervisor = Inbox(managers)
+    manager = start_manager(supervisor, clock, managers)
+    conn = Connection(clock)
+    conn.stats.restarts = 1  # it is the replacement of a manager that crashed on this connection
+    manager.tell(conn.attach())
+    manager.tell(Detach())
+    assert supervisor.take(ManagerIdle) == ManagerIdle(manager.actor_urn, reusable=False)
+    manager.tell(Connection(clock).attach())  # a clean connection after it: reusable again
+    manager.tell(Detach())
+    assert supervisor.take(ManagerIdle) == ManagerIdle(manager.actor_urn, reusable=True)
+
+
+def test_a_manager_that_has_served_its_configured_number_of_connections_is_not_reusable(
+    managers: Dispatcher, clock: ManualClock
+) -> None:
+    supervisor = Inbox(managers)
+    pool = PoolPolicy(size=4, idle_seconds=30.0, max_uses=2)
+    manager = start_manager(supervisor, clock, managers, pool)
+    answers = []
+    for _ in range(2):
+        manager.tell(Connection(clock).attach())
+        manager.tell(Detach())
+        answers.append(supervisor.take(ManagerIdle).reusable)
+    assert answers == [True, False]
 
 
 def test_a_crash_while_serving_reports_the_frames_still_waiting_for_its_connection(

@@ -27,6 +27,7 @@ def test_the_protocol_has_a_method_for_each_event() -> None:
         "abandoned",
         "admission",
         "cleanup",
+        "emergency_cleanup",
         "level_changed",
         "pool_reuse",
         "release_latency",
@@ -55,6 +56,7 @@ def test_the_null_observer_ignores_every_event() -> None:
     observer.restart()
     observer.abandoned()
     observer.pool_reuse()
+    observer.emergency_cleanup(31.0)
     assert vars(observer) == {}
 
 
@@ -95,6 +97,9 @@ class Recording:
 
     def pool_reuse(self) -> None:
         self._record("pool_reuse")
+
+    def emergency_cleanup(self, seconds: float) -> None:
+        self._record("emergency_cleanup", seconds)
 
 
 def crash_on_boom(context: UserExecutionContext, text: str, send: Callable[[str], None]) -> None:

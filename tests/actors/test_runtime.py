@@ -44,7 +44,7 @@ UNUSUAL = Settings(
     cleanup=CleanupConfig(
         emergency_cleanup_timeout=3.0, background_interval=11.0, empty_supervisor_ttl=13.0
     ),
-    pool=PoolConfig(size=2, idle_seconds=17.0),
+    pool=PoolConfig(size=2, idle_seconds=17.0, max_uses=23),
     timeouts=TimeoutsConfig(ping_interval=5.0, ping_timeout=2.0, idle_timeout=19.0),
 )
 
@@ -80,7 +80,7 @@ def test_the_reap_policy_takes_the_keepalive_deadline_as_ping_interval_plus_time
 
 def test_the_pool_schedule_and_thresholds_come_from_their_settings() -> None:
     rt = runtime()
-    assert rt.pool == PoolPolicy(size=2, idle_seconds=17.0)
+    assert rt.pool == PoolPolicy(size=2, idle_seconds=17.0, max_uses=23)
     assert rt.schedule == CleanupSchedule(background_interval=11.0, empty_supervisor_ttl=13.0)
     assert rt.thresholds == Thresholds(0.3, 0.6, 0.95, "none", "shed_idle")
 

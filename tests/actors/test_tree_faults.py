@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 
+import pykka
 import pytest
 
 from actors.clock import ManualClock
 from actors.codes import ServerCloseCode
 from actors.context import UserExecutionContext
-from actors.ports import Handler
+from actors.manager import ManagerActor
+from actors.ports import Handle, Handler, QueuePort
 from actors.tree import SupervisionTree, echo_handler
 from supervisor.admin.metrics import MetricsObserver
 from tests.helpers import connect, handle_of, make_config, wait_for_value, wait_until
@@ -37,19 +39,39 @@ def crashing_tree(metrics: MetricsObserver, clock: ManualClock) -> Iterator[Supe
         yield tree
 
 
-def test_a_crashed_manager_is_restarted_on_the_same_connection(
-    crashing_tree: SupervisionTree, metrics: MetricsObserver
-) -> None:
-    admission, port, _ = connect(crashing_tree, "alice")
+def crashed_and_restarted(
+    tree: SupervisionTree, metrics: MetricsObserver
+) -> tuple[Handle, QueuePort]:
+    """A connection of alice whose manager crashed once and was restarted; it answers again."""
+    admission, port, _ = connect(tree, "alice")
     handle = handle_of(admission)
     handle.deliver("boom")
     wait_until(lambda: metrics.value("ws_supervisor_restarts_total") == 1, what="restart")
     handle.deliver("still here")
     assert port.frames.get(timeout=2) == "still here"
+    return handle, port
+
+
+def test_a_crashed_manager_is_restarted_on_the_same_connection(
+    crashing_tree: SupervisionTree, metrics: MetricsObserver
+) -> None:
+    _, port = crashed_and_restarted(crashing_tree, metrics)
     assert not port.is_closed
     (user,) = crashing_tree.snapshot()["users"]
     assert user["restarts"] == 1 and user["managers"][0]["restarts"] == 1
     assert crashing_tree.ledger.usage("alice") == 1
+
+
+def test_a_connection_that_crashed_leaves_its_manager_stopped_not_pooled(
+    crashing_tree: SupervisionTree, metrics: MetricsObserver
+) -> None:
+    handle, _ = crashed_and_restarted(crashing_tree, metrics)
+    handle.closed()
+    wait_until(lambda: crashing_tree.ledger.usage("alice") == 0, what="slot freed")
+    wait_until(lambda: not pykka.ActorRegistry.get_by_class(ManagerActor), what="manager stopped")
+    assert crashing_tree.snapshot()["users"][0]["pool_idle"] == 0
+    connect(crashing_tree, "alice")
+    assert metrics.value("ws_supervisor_pool_reuses_total") == 0
 
 
 def test_a_manager_crashing_beyond_the_restart_intensity_is_reaped_with_1011(

@@ -5,7 +5,9 @@ from __future__ import annotations
 from actors.clock import ManualClock
 from actors.codes import ServerCloseCode
 from actors.tree import SupervisionTree
+from supervisor.admin.fanout import FanoutObserver
 from supervisor.admin.metrics import MetricsObserver
+from supervisor.admin.readiness import Readiness
 from tests.helpers import connect, handle_of, make_config, wait_until
 
 
@@ -125,3 +127,65 @@ def test_a_new_quota_applies_live_without_dropping_connections() -> None:
         tree.reconfigure(make_config({"quota": {"max_managers_per_user": 3}}))
         assert connect(tree, "alice")[0].admitted
         assert not any(p.is_closed for p in ports)
+
+
+def test_an_emergency_cleanup_stalled_past_30s_is_timed_to_its_end_and_trips_readiness() -> None:
+    """Closes never confirmed, abandoned only at a 45 s cleanup timeout: the cleanup took 45 s."""
+    clock, metrics = ManualClock(), MetricsObserver()
+    readiness = Readiness(clock)
+    config = make_config(
+        {
+            "quota": {"max_managers_per_user": 10, "proactive_cleanup_ratio": 1.0},
+            "timeouts": {"idle_timeout": 30.0},
+            "cleanup": {"emergency_cleanup_timeout": 45.0},
+        }
+    )
+    observer = FanoutObserver(metrics, readiness)
+    with SupervisionTree(config, clock=clock, observer=observer, tick=False) as tree:
+        stale = [connect(tree, "alice", confirm_close=False)[1] for _ in range(4)]
+        clock.advance(31.0)
+        for _ in range(4):
+            connect(tree, "alice")  # the 8th makes alice critical: the 4 stale ones are reaped
+        assert [port.wait_closed(2) for port in stale] == [ServerCloseCode.IDLE_TIMEOUT] * 4
+        assert metrics.value("ws_supervisor_emergency_cleanup_seconds_count") == 0  # under way
+        clock.advance(44.0)
+        tree.tick()
+        tree.snapshot()  # the tick has been handled
+        assert metrics.value("ws_supervisor_emergency_cleanup_seconds_count") == 0
+        assert readiness.evaluate() == (True, [])
+        clock.advance(1.0)  # 45 s after the start: the stalled closes are abandoned
+        tree.tick()
+        wait_until(lambda: metrics.value("ws_supervisor_emergency_cleanup_seconds_count") == 1)
+        assert metrics.value("ws_supervisor_emergency_cleanup_seconds_sum") == 45.0
+        assert metrics.value("ws_supervisor_abandoned_actors_total") == 4
+        assert readiness.evaluate() == (False, ["emergency cleanup took 45.0s"])
+
+
+def test_a_shed_at_emergency_is_part_of_the_emergency_cleanup_and_timed_to_its_abandonment() -> (
+    None
+):
+    clock, metrics = ManualClock(), MetricsObserver()
+    config = make_config(
+        {
+            "quota": {"max_managers_per_user": 10, "proactive_cleanup_ratio": 1.0},
+            "thresholds": {"shed_min_idle": 5.0},
+            "cleanup": {"emergency_cleanup_timeout": 15.0},
+        }
+    )
+    with SupervisionTree(config, clock=clock, observer=metrics, tick=False) as tree:
+        ports = []
+        for _ in range(8):
+            clock.advance(1.0)
+            ports.append(connect(tree, "alice", confirm_close=False)[1])
+        # critical at the 8th reaps nothing (all live): that cleanup ends at once
+        wait_until(lambda: metrics.value("ws_supervisor_emergency_cleanup_seconds_count") == 1)
+        assert metrics.value("ws_supervisor_emergency_cleanup_seconds_sum") == 0.0
+        clock.advance(1.0)
+        ports.append(connect(tree, "alice", confirm_close=False)[1])
+        # emergency at the 9th sheds the 2 idlest; their closes are never confirmed
+        assert [p.wait_closed(2) for p in ports[:2]] == [ServerCloseCode.EVICTED] * 2
+        assert not any(p.is_closed for p in ports[2:])
+        clock.advance(15.0)
+        tree.tick()
+        wait_until(lambda: metrics.value("ws_supervisor_emergency_cleanup_seconds_count") == 2)
+        assert metrics.value("ws_supervisor_emergency_cleanup_seconds_sum") == 15.0

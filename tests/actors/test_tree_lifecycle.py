@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import pykka
 import pytest
 
 from actors.clock import ManualClock
 from actors.codes import ServerCloseCode
-from actors.context import UserExecutionContext
+from actors.context import UnifiedIdGenerator, UserExecutionContext
+from actors.manager import ManagerActor
 from actors.ports import QueuePort
 from actors.tree import SupervisionTree
 from supervisor.admin.metrics import MetricsObserver
@@ -20,6 +22,28 @@ from tests.helpers import actor_threads, connect, handle_of, make_config, wait_u
 def tree(metrics: MetricsObserver, clock: ManualClock) -> Iterator[SupervisionTree]:
     with SupervisionTree(make_config(), clock=clock, observer=metrics, tick=False) as tree:
         yield tree
+
+
+def test_end_to_end_manager_lifecycle(tree: SupervisionTree) -> None:
+    """Test complete manager lifecycle with SSOT context
+
+    The seed's integration test as it is written; only its factory is the tree:
+    ``factory.create_manager(context)`` is an admission, ``manager.close()`` the
+    handle's close, ``factory.get_user_manager_count`` the ledger's count.
+    """
+    # Create manager with single context
+    context = UserExecutionContext.from_websocket_request(
+        user_id="test-user",
+        *UnifiedIdGenerator.generate_user_context_ids("test-user", "websocket_session"),  # noqa: B026 - the seed's call
+    )
+    manager = handle_of(tree.admit(context, QueuePort()))
+
+    # Simulate connection close
+    manager.closed()
+
+    # Verify immediate cleanup
+    remaining = tree.ledger.usage(context.user_id)
+    assert remaining == 0
 
 
 def test_a_manager_created_then_closed_leaves_the_users_count_at_zero(
@@ -122,6 +146,24 @@ def test_a_closed_connections_manager_is_pooled_and_reused_without_leftovers(
     manager = tree.snapshot()["users"][0]["managers"][0]
     assert (manager["messages_in"], manager["messages_out"], manager["restarts"]) == (1, 1, 0)
     assert second_port.frames.empty()
+
+
+def test_a_manager_that_has_served_pool_max_uses_connections_is_stopped_not_pooled(
+    metrics: MetricsObserver, clock: ManualClock
+) -> None:
+    config = make_config({"pool": {"size": 4, "max_uses": 2}})
+    with SupervisionTree(config, clock=clock, observer=metrics, tick=False) as tree:
+        first, _, _ = connect(tree, "alice")
+        handle_of(first).closed()
+        wait_until(lambda: tree.snapshot()["users"][0]["pool_idle"] == 1, what="pooled")
+        second, _, _ = connect(tree, "alice")
+        assert metrics.value("ws_supervisor_pool_reuses_total") == 1  # its second connection
+        handle_of(second).closed()
+        wait_until(lambda: tree.ledger.usage("alice") == 0, what="slot freed")
+        wait_until(lambda: not pykka.ActorRegistry.get_by_class(ManagerActor), what="stopped")
+        assert tree.snapshot()["users"][0]["pool_idle"] == 0
+        connect(tree, "alice")
+        assert metrics.value("ws_supervisor_pool_reuses_total") == 1
 
 
 def test_a_peer_gone_frees_only_the_slot_and_the_close_that_follows_retires_the_manager(

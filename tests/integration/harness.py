@@ -209,3 +209,17 @@ class DaemonProcess:
 def python() -> str:
     """This interpreter, for client processes."""
     return sys.executable
+
+
+async def admin_get(daemon: Daemon, path: str) -> tuple[int, str]:
+    """GET an admin path of an in-process daemon, off its loop: (status, body text)."""
+
+    def get() -> tuple[int, str]:
+        target = f"http://127.0.0.1:{daemon.admin.port}{path}"
+        try:
+            with urllib.request.urlopen(target, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    return await asyncio.to_thread(get)

@@ -22,6 +22,7 @@ POSITIVE = (
     "connect_p50_ms",
     "connect_p99_ms",
     "cpu_ms_per_conn",
+    "switches_per_conn",
     "msgs_per_s",
     "cpu_us_per_msg",
     "rtt_p50_us",
@@ -58,5 +59,10 @@ def test_a_quick_bench_writes_figures_for_both_servers_and_plots_them(tmp_path: 
         assert data["ratios_paired"][key] == pytest.approx(data["ratios"][key])
     assert data["meta"]["rounds"] == 1 and data["meta"]["cpu_count"] >= 1
     assert data["meta"]["app"] == "supervisor.front.apps:EchoApp"
+    assert data["meta"]["log_level"] == "INFO"  # the level the profiles ship
+    assert data["bare"]["log_lines_per_conn"] == 0  # bare websockets logs nothing
+    assert data["supervised"]["log_lines_per_conn"] == pytest.approx(
+        1.0, abs=0.05
+    )  # the access line
     assert "ratio" in done.stdout and "supervised" in done.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

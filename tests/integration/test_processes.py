@@ -124,19 +124,26 @@ async def test_a_daemon_whose_log_pipe_is_not_read_keeps_admitting_and_loses_no_
         assert proc.proc.stdout is not None
         fcntl.fcntl(proc.proc.stdout.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
         proc.wait_ready()
-        for n in range(300):  # an INFO line per admission: far more than the pipe holds
+        ids = []
+        for n in range(300):  # an INFO line per connection: far more than the pipe holds
             async with connect(proc.url(f"user{n % 10}"), open_timeout=5) as ws:
                 welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
                 assert welcome["type"] == "welcome" and welcome["user_id"] == f"user{n % 10}"
+                ids.append(welcome["websocket_id"])
         proc.signal(signal.SIGTERM)
         out = await asyncio.get_running_loop().run_in_executor(None, proc.read_to_end, 30)
     finally:
         proc.kill()
     assert proc.proc.returncode == 0
-    admitted = [line for line in out.splitlines() if "admitted user_id=" in line]
-    assert len(admitted) == 300
-    assert sum(len(line) + 1 for line in admitted) > 4 * PIPE_BYTES
+    closed = [line for line in out.splitlines() if " supervisor.access: closed user_id=" in line]
+    assert len(closed) == 300
+    assert sum(len(line) + 1 for line in closed) > 4 * PIPE_BYTES
     assert "dropped" not in out  # the writer's queue held every line the pipe could not
+    lines = out.splitlines()
+    for websocket_id in ids:  # one line per connection, ours: websockets' own are silenced
+        [line] = [line for line in lines if websocket_id in line]
+        assert line in closed and f" websocket_id={websocket_id} " in line
+    assert "connection open" not in out and "connection closed" not in out
 
 
 @pytest.mark.asyncio

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
@@ -75,3 +76,14 @@ def test_the_push_verdict_compares_the_added_latency_with_one_redis_round_trip(
     verdict = bench.cluster_verdict({"cluster": cluster})
     assert "(p50): +0.200 ms to the frame, one round trip 0.250 ms (met)" in verdict
     assert "(p99): +1.000 ms to the frame, one round trip 0.500 ms (NOT met)" in verdict
+
+
+def test_the_bench_runs_the_supervised_server_at_the_log_level_every_profile_ships(
+    bench: ModuleType,
+) -> None:
+    profiles = sorted((SCRIPTS.parent / "config").glob("*.toml"))
+    assert profiles
+    for profile in profiles:
+        level = tomllib.loads(profile.read_text())["logging"]["level"]
+        assert level == bench.SHIPPED_LOG_LEVEL, profile.name
+    assert bench.parse_args([]).log_level == bench.SHIPPED_LOG_LEVEL

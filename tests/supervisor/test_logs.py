@@ -127,6 +127,20 @@ def test_a_blocked_stream_never_blocks_the_logger_lines_past_the_limit_are_count
 
 
 @pytest.mark.timeout(10)
+def test_lines_logged_within_the_gathering_time_go_out_in_one_wake_up_and_one_write() -> None:
+    stream = Stream()
+    writer = LogWriter(cast(TextIO, stream), logging.Formatter("%(message)s")).start()
+    writer.put(record("first"))  # wakes the writer, which then waits GATHER_SECONDS
+    for n in range(20):
+        writer.put(record(f"line {n}"))  # microseconds later: gathered with the first
+    wait_for_lines(stream, 21)
+    assert stream.writes == 1
+    writer.put(record("later"))
+    writer.stop()  # writes what waits
+    assert stream.lines[-1] == "later" and stream.writes == 2
+
+
+@pytest.mark.timeout(10)
 def test_stopping_with_the_stream_blocked_gives_up_after_its_timeout() -> None:
     stream = Stream(blocked=True)
     writer = LogWriter(cast(TextIO, stream), logging.Formatter("%(message)s"), limit=1).start()

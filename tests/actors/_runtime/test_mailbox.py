@@ -1,4 +1,4 @@
-"""``tell_here``: a message to a sleeping dispatched actor is handled on the sender's thread."""
+"""``tell_here`` and ``call_here``: a sleeping dispatched actor's turn on the sender's thread."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class Echo(DispatchedActor):
         self.seen: list[tuple[Any, str]] = []
         self.turns = 0
         self.stopped_on = ""
+        self.failed_with = ""
 
     def on_receive(self, message: Any) -> Any:
         self.seen.append((message, threading.current_thread().name))
@@ -45,6 +46,15 @@ class Echo(DispatchedActor):
 
     def on_stop(self) -> None:
         self.stopped_on = threading.current_thread().name
+
+    def on_failure(self, *exc_info: object) -> None:
+        self.failed_with = repr(exc_info[1])
+
+    def note(self, first: str, second: str) -> None:
+        """A call to run as a turn of its own (:meth:`Mailbox.call_here`)."""
+        self.seen.append(((first, second), threading.current_thread().name))
+        if first == "raise":
+            raise ValueError(second)
 
 
 class Threaded(pykka.ThreadingActor):
@@ -83,6 +93,16 @@ def asleep(ref: pykka.ActorRef[Any]) -> None:
     wait_until(lambda: state_of(ref) == "idle", what="the actor asleep")
 
 
+def busy_echo(dispatcher: Dispatcher) -> tuple[pykka.ActorRef[Any], threading.Event]:
+    """An :class:`Echo` whose worker's turn holds it until the event returned is set."""
+    ref = Echo.start(dispatcher)
+    asleep(ref)
+    gate = threading.Event()
+    ref.tell(gate)
+    wait_until(lambda: len(actor_of(ref).seen) == 1, what="the gate reached")
+    return ref, gate
+
+
 def test_a_message_to_a_sleeping_actor_is_handled_on_the_senders_thread_before_tell_returns(
     dispatchers: tuple[Dispatcher, Dispatcher],
 ) -> None:
@@ -96,11 +116,7 @@ def test_a_message_to_a_sleeping_actor_is_handled_on_the_senders_thread_before_t
 def test_a_message_to_a_busy_actor_waits_for_a_worker_behind_what_is_queued(
     dispatchers: tuple[Dispatcher, Dispatcher],
 ) -> None:
-    ref = Echo.start(dispatchers[0])
-    asleep(ref)
-    gate = threading.Event()
-    ref.tell(gate)  # the worker's turn holds the actor until the gate opens
-    wait_until(lambda: len(actor_of(ref).seen) == 1, what="the gate reached")
+    ref, gate = busy_echo(dispatchers[0])
     assert tell_here(ref, "second") is True
     assert [message for message, _ in actor_of(ref).seen] == [gate]  # not handled here
     gate.set()
@@ -143,6 +159,65 @@ def test_messages_that_arrive_during_the_inline_turn_go_to_a_worker_after_it(
     sender.join(5)
     wait_until(lambda: len(actor_of(ref).seen) == 2, what="the later message handled")
     assert actor_of(ref).seen[0] == (gate, sender.name)
+    assert actor_of(ref).seen[1][0] == "later"
+    assert actor_of(ref).seen[1][1].startswith("first")
+
+
+def call_here(ref: pykka.ActorRef[Any], first: str, second: str) -> bool:
+    inbox = ref.actor_inbox
+    assert isinstance(inbox, Mailbox)
+    return inbox.call_here(Echo.note, first, second)
+
+
+def test_a_call_to_a_sleeping_actor_is_a_turn_of_its_own_on_the_callers_thread(
+    dispatchers: tuple[Dispatcher, Dispatcher],
+) -> None:
+    ref = Echo.start(dispatchers[0])
+    asleep(ref)
+    turns_before = actor_of(ref).turns
+    assert call_here(ref, "a", "b") is True
+    assert actor_of(ref).seen == [(("a", "b"), threading.current_thread().name)]
+    assert actor_of(ref).turns == turns_before + 1  # on_turn_end ran, as after any turn
+    assert state_of(ref) == "idle"
+
+
+def test_a_call_to_a_busy_actor_is_refused_and_nothing_runs(
+    dispatchers: tuple[Dispatcher, Dispatcher],
+) -> None:
+    ref, gate = busy_echo(dispatchers[0])
+    assert call_here(ref, "a", "b") is False
+    gate.set()
+    wait_until(lambda: state_of(ref) == "idle", what="the actor asleep again")
+    assert [message for message, _ in actor_of(ref).seen] == [gate]
+
+
+def test_a_call_that_raises_fails_the_actor_as_a_told_message_that_raises(
+    dispatchers: tuple[Dispatcher, Dispatcher],
+) -> None:
+    ref = Echo.start(dispatchers[0])
+    asleep(ref)
+    actor = actor_of(ref)
+    assert call_here(ref, "raise", "boom") is True
+    assert actor.failed_with == "ValueError('boom')"  # on_failure ran, here
+    assert not ref.is_alive()
+    assert state_of(ref) == "dead"
+    assert call_here(ref, "a", "b") is False  # a dead actor takes no call
+
+
+def test_messages_that_arrive_during_a_call_go_to_a_worker_after_it(
+    dispatchers: tuple[Dispatcher, Dispatcher],
+) -> None:
+    ref = Echo.start(dispatchers[0])
+    asleep(ref)
+    inbox = ref.actor_inbox
+    assert isinstance(inbox, Mailbox)
+
+    def tell_during(actor: Any, first: str, second: str) -> None:
+        Echo.note(actor, first, second)
+        ref.tell("later")  # queued behind the call's turn: it must wake a worker
+
+    assert inbox.call_here(tell_during, "a", "b") is True
+    wait_until(lambda: len(actor_of(ref).seen) == 2, what="the later message handled")
     assert actor_of(ref).seen[1][0] == "later"
     assert actor_of(ref).seen[1][1].startswith("first")
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.clock import ManualClock
-from actors.policies.reaping import ChildView, ReapPolicy, ReapReason
+from actors.policies.reaping import ChildView, EmergencyCleanup, ReapPolicy, ReapReason
 
 POLICY = ReapPolicy(idle_timeout=60.0, keepalive_deadline=30.0, cleanup_timeout=5.0)
 NOW = 1_000.0
@@ -200,3 +200,55 @@ def test_a_close_is_overdue_from_the_time_overdue_at_gives_and_not_before(
     at = POLICY.overdue_at(since)
     assert POLICY.is_overdue(since, at + later)
     assert not POLICY.is_overdue(since, since + POLICY.cleanup_timeout * 0.999)
+
+
+# --- an emergency cleanup's wall time -----------------------------------------------------------
+
+
+def test_an_emergency_cleanup_lasts_from_its_start_to_the_last_connection_let_go() -> None:
+    cleanup = EmergencyCleanup()
+    cleanup.begin(100.0, ["ws_a", "ws_b"])
+    assert cleanup.running and cleanup.pending == 2
+    assert cleanup.settle(100.0) is None
+    assert cleanup.let_go("ws_a", 101.0) is None
+    assert cleanup.let_go("ws_b", 115.0) == 15.0
+    assert not cleanup.running and cleanup.pending == 0
+
+
+def test_an_emergency_cleanup_that_reaped_nothing_ends_when_it_settles() -> None:
+    cleanup = EmergencyCleanup()
+    cleanup.begin(100.0, [])
+    assert cleanup.settle(100.5) == 0.5
+    assert cleanup.settle(200.0) is None  # ended: nothing more to report
+
+
+def test_a_cleanup_started_before_it_was_handled_counts_the_wait() -> None:
+    cleanup = EmergencyCleanup()
+    cleanup.begin(60.0, [])  # the root decided at 60; the supervisor got to it at 95
+    assert cleanup.settle(95.0) == 35.0
+
+
+def test_a_cleanup_asked_while_one_runs_joins_it_and_the_whole_is_timed() -> None:
+    """A critical cleanup, then a shed at emergency: one cleanup, beyond any one close's cap."""
+    cleanup = EmergencyCleanup()
+    cleanup.begin(0.0, ["ws_a"])
+    cleanup.begin(14.0, ["ws_b"])  # a shed while ws_a's close is still pending
+    assert cleanup.let_go("ws_a", 15.0) is None  # abandoned at the 15 s cap
+    cleanup.begin(28.0, ["ws_c"])
+    assert cleanup.let_go("ws_b", 29.0) is None
+    assert cleanup.let_go("ws_c", 43.0) == 43.0
+
+
+def test_a_connection_let_go_that_the_cleanup_did_not_reap_changes_nothing() -> None:
+    cleanup = EmergencyCleanup()
+    assert cleanup.let_go("ws_a", 5.0) is None
+    cleanup.begin(0.0, ["ws_a"])
+    assert cleanup.let_go("ws_other", 5.0) is None
+    assert cleanup.pending == 1
+
+
+def test_an_earlier_start_given_later_moves_the_start_back() -> None:
+    cleanup = EmergencyCleanup()
+    cleanup.begin(10.0, ["ws_a"])
+    cleanup.begin(5.0, [])
+    assert cleanup.let_go("ws_a", 20.0) == 15.0

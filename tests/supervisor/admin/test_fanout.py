@@ -1,4 +1,4 @@
-"""The fan-out observer: every event the tree reports reaches every observer, in order."""
+"""The fan-out observer: every event of the tree or the front reaches every observer, in order."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from actors.observer import AdmissionResult, CleanupReason, NullObserver, Observer
+from actors.observer import AdmissionResult, CleanupReason, Observer
 from actors.tree import SupervisionTree
 from supervisor.admin.fanout import FanoutObserver
 from supervisor.admin.metrics import MetricsObserver
+from supervisor.front.server import FrontObserver
 from tests.helpers import connect, make_config
 
 Heard = list[tuple[str, str, tuple[Any, ...]]]
@@ -26,6 +27,13 @@ CALLS: list[tuple[str, tuple[Any, ...]]] = [
     ("restart", ()),
     ("abandoned", ()),
     ("pool_reuse", ()),
+    ("emergency_cleanup", (31.5,)),
+]
+
+FRONT_CALLS: list[tuple[str, tuple[Any, ...]]] = [
+    ("handshake", (101, False)),
+    ("refused", ("rejected_busy", "handshakes_in_progress")),
+    ("closed", (1000,)),
 ]
 
 
@@ -66,17 +74,32 @@ class Recorder:
     def pool_reuse(self) -> None:
         self._note("pool_reuse")
 
+    def emergency_cleanup(self, seconds: float) -> None:
+        self._note("emergency_cleanup", seconds)
+
+    def handshake(self, status: int | None, dropped: bool) -> None:
+        self._note("handshake", status, dropped)
+
+    def refused(self, result: str, reason: str) -> None:
+        self._note("refused", result, reason)
+
+    def closed(self, code: int | None) -> None:
+        self._note("closed", code)
+
 
 def events_of(cls: type) -> set[str]:
     return {name for name, _ in inspect.getmembers(cls, inspect.isfunction) if name[0] != "_"}
 
 
-def test_the_calls_here_are_every_call_of_the_observer_protocol() -> None:
+def test_the_calls_here_are_every_call_of_the_tree_s_and_the_front_s_observer_protocols() -> None:
     assert {name for name, _ in CALLS} == events_of(Observer)
-    assert events_of(FanoutObserver) == events_of(Observer)
+    assert {name for name, _ in FRONT_CALLS} == events_of(FrontObserver)
+    assert events_of(FanoutObserver) == events_of(Observer) | events_of(FrontObserver)
 
 
-@pytest.mark.parametrize(("event", "args"), CALLS, ids=[name for name, _ in CALLS])
+@pytest.mark.parametrize(
+    ("event", "args"), CALLS + FRONT_CALLS, ids=[name for name, _ in CALLS + FRONT_CALLS]
+)
 def test_every_observer_call_reaches_every_observer_in_the_order_given(
     event: str, args: tuple[Any, ...]
 ) -> None:
@@ -88,14 +111,14 @@ def test_every_observer_call_reaches_every_observer_in_the_order_given(
 
 def test_a_fanout_of_no_observer_hears_everything_and_does_nothing() -> None:
     fanout = FanoutObserver()
-    for event, args in CALLS:
+    for event, args in CALLS + FRONT_CALLS:
         getattr(fanout, event)(*args)
     assert fanout.observers == ()
 
 
 def test_a_tree_reporting_to_a_fanout_reaches_the_metrics_and_every_other_observer() -> None:
     metrics, heard = MetricsObserver(), Heard()
-    observer: Observer = FanoutObserver(metrics, Recorder("other", heard), NullObserver())
+    observer: Observer = FanoutObserver(metrics, Recorder("other", heard))
     tree = SupervisionTree(make_config(), observer=observer).start()
     try:
         admission, _, _ = connect(tree, "alice")

@@ -25,7 +25,39 @@ METRIC_NAMES = (
     "ws_supervisor_restarts_total",
     "ws_supervisor_abandoned_actors_total",
     "ws_supervisor_pool_reuses_total",
+    "ws_supervisor_handshakes_total",
+    "ws_supervisor_closes_total",
+    "ws_supervisor_admission_failures_total",
+    "ws_supervisor_emergency_cleanup_seconds",
+    "ws_supervisor_node_level",
+    "ws_supervisor_ready",
+    "ws_supervisor_build_info",
+    "process_open_fds",
+    "process_max_fds",
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+    "python_info",
 )
+
+LABEL_NAMES = {
+    "result",
+    "reason",
+    "level",
+    "scope",
+    "le",
+    "operation",
+    "status",
+    "code",
+    "outcome",
+    "trigger",
+    "version",  # build_info and python_info
+    "python",
+    "implementation",  # python_info
+    "major",
+    "minor",
+    "patchlevel",
+}
+""" Every label name exposed; each one's values are listed in supervisor/admin/metrics.py."""
 
 FORBIDDEN_LABELS = {"user_id", "thread_id", "isolation_key", "websocket_id"}
 
@@ -50,6 +82,14 @@ def exercise(observer: MetricsObserver) -> None:
     observer.restart()
     observer.abandoned()
     observer.pool_reuse()
+    observer.emergency_cleanup(31.0)
+    for status in (101, 400, 401, 403, 404, 426, 429, 500, 503, 418):
+        observer.handshake(status, False)
+    observer.handshake(None, True)
+    for result, reason in (("rejected_busy", ""), ("rejected_unavailable", "no answer in time")):
+        observer.refused(result, reason)
+    for code in (1000, 1001, None, 1008, 4001, 4002, 4003, 4004, 3001):
+        observer.closed(code)
 
 
 def test_the_observer_uses_the_registry_it_is_given() -> None:
@@ -210,7 +250,7 @@ def test_no_label_in_the_exposition_holds_a_user_or_connection_id(
     }
     assert label_names
     assert not label_names & FORBIDDEN_LABELS
-    assert label_names <= {"result", "reason", "level", "scope", "le"}
+    assert label_names <= LABEL_NAMES
 
 
 def test_two_observers_on_two_registries_do_not_share_values() -> None:

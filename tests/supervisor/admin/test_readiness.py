@@ -8,9 +8,14 @@ from typing import Any
 import pytest
 
 from actors.clock import ManualClock
-from actors.observer import AdmissionResult, Observer
-from supervisor.admin.fanout import FanoutObserver
-from supervisor.admin.readiness import Readiness
+from actors.observer import AdmissionResult
+from supervisor.admin.fanout import FanoutObserver, NodeObserver
+from supervisor.admin.readiness import (
+    TRIGGERS,
+    Readiness,
+    handshake_outcome,
+    refusal_outcome,
+)
 
 
 def _readiness(clock: ManualClock, **kwargs: Any) -> Readiness:
@@ -28,7 +33,7 @@ def test_a_fresh_node_is_ready() -> None:
 
 def test_it_is_an_observer_that_fits_in_a_fanout() -> None:
     readiness = Readiness(ManualClock())
-    observer: Observer = readiness
+    observer: NodeObserver = readiness
     fanout = FanoutObserver(observer)
     fanout.release_latency(0.1)
     fanout.usage(1, 1, {"ok": 1})
@@ -36,7 +41,11 @@ def test_it_is_an_observer_that_fits_in_a_fanout() -> None:
     fanout.restart()
     fanout.abandoned()
     fanout.pool_reuse()
-    fanout.cleanup("close", "ok", 99.0)
+    fanout.cleanup("emergency", "abandoned", 99.0)
+    fanout.emergency_cleanup(1.0)
+    fanout.handshake(101, False)
+    fanout.refused("rejected_quota", "quota_full")
+    fanout.closed(1000)
     assert readiness.evaluate() == (True, [])
     fanout.thread_id_mismatch()
     assert readiness.evaluate()[0] is False
@@ -168,8 +177,9 @@ def test_memory_stays_bounded_whatever_the_rate() -> None:
 def test_a_slow_emergency_cleanup_holds_not_ready_for_the_window() -> None:
     clock = ManualClock()
     readiness = Readiness(clock)
-    readiness.cleanup("emergency", "ok", 31.2)
+    readiness.emergency_cleanup(31.2)
     assert readiness.evaluate() == (False, ["emergency cleanup took 31.2s"])
+    assert [trigger.id for trigger in readiness.triggers()] == ["cleanup_slow"]
     clock.advance(299.9)
     assert readiness.evaluate()[0] is False
     clock.advance(0.1)
@@ -178,29 +188,123 @@ def test_a_slow_emergency_cleanup_holds_not_ready_for_the_window() -> None:
 
 def test_an_emergency_cleanup_of_exactly_the_limit_is_fine() -> None:
     readiness = Readiness(ManualClock())
-    readiness.cleanup("emergency", "ok", 30.0)
+    readiness.emergency_cleanup(30.0)
     assert readiness.evaluate() == (True, [])
-    readiness.cleanup("emergency", "abandoned", 30.01)
+    readiness.emergency_cleanup(30.01)
     assert readiness.evaluate() == (False, ["emergency cleanup took 30.0s"])
 
 
-@pytest.mark.parametrize("reason", ["close", "timeout", "crash", "proactive", "shutdown"])
-def test_slow_cleanups_for_other_reasons_do_not_count(reason: str) -> None:
+@pytest.mark.parametrize(
+    "reason", ["close", "timeout", "crash", "proactive", "emergency", "evict", "shutdown"]
+)
+def test_one_connection_s_cleanup_is_no_readiness_signal_whatever_its_reason(reason: str) -> None:
     readiness = Readiness(ManualClock())
-    readiness.cleanup(reason, "ok", 120.0)  # type: ignore[arg-type]
+    readiness.cleanup(reason, "abandoned", 120.0)  # type: ignore[arg-type]
     assert readiness.evaluate() == (True, [])
 
 
 def test_a_later_slow_cleanup_restarts_the_hold() -> None:
     clock = ManualClock()
     readiness = Readiness(clock)
-    readiness.cleanup("emergency", "ok", 40.0)
+    readiness.emergency_cleanup(40.0)
     clock.advance(200)
-    readiness.cleanup("emergency", "ok", 35.0)
+    readiness.emergency_cleanup(35.0)
     clock.advance(200)  # 400 s after the first, 200 s after the second
     assert readiness.evaluate() == (False, ["emergency cleanup took 35.0s"])
     clock.advance(100)
     assert readiness.evaluate() == (True, [])
+
+
+# --- the front's failures -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("result", "reason", "outcome"),
+    [
+        ("rejected_node", "node_emergency", "emergency"),
+        ("rejected_node", "node_full", "node_cap"),
+        ("rejected_unavailable", "ledger_unavailable", "ledger_unavailable"),
+        ("rejected_unavailable", "no answer in time", "timeout"),
+        ("rejected_busy", "handshakes_in_progress", "handshakes_busy"),
+        ("rejected_quota", "quota_full", None),
+    ],
+)
+def test_each_refusal_counts_as_its_outcome_and_a_full_user_quota_as_none(
+    result: str, reason: str, outcome: str | None
+) -> None:
+    assert refusal_outcome(result, reason) == outcome
+
+
+@pytest.mark.parametrize(
+    ("status", "dropped", "outcome"),
+    [
+        (None, True, "open_timeout"),
+        (500, False, "internal_error"),
+        (101, False, None),
+        (503, False, None),  # counted where it is decided: refusal_outcome
+        (429, False, None),
+        (404, False, None),
+        (401, False, None),
+    ],
+)
+def test_a_handshake_counts_as_a_failure_only_when_dropped_or_answered_500(
+    status: int | None, dropped: bool, outcome: str | None
+) -> None:
+    assert handshake_outcome(status, dropped) == outcome
+
+
+@pytest.mark.parametrize(
+    ("result", "reason"),
+    [("rejected_unavailable", "no answer in time"), ("rejected_busy", "handshakes_in_progress")],
+)
+def test_failures_only_the_front_saw_count_against_the_success_rate(
+    result: str, reason: str
+) -> None:
+    readiness = Readiness(ManualClock())
+    _admit(readiness, "admitted", 18)
+    readiness.refused(result, reason)
+    readiness.refused(result, reason)
+    assert readiness.admission_counts() == (18, 20)
+    assert [trigger.id for trigger in readiness.triggers()] == ["success_rate"]
+
+
+@pytest.mark.parametrize(
+    ("result", "reason"),
+    [
+        ("rejected_node", "node_full"),
+        ("rejected_node", "node_emergency"),
+        ("rejected_unavailable", "ledger_unavailable"),
+        ("rejected_quota", "quota_full"),
+    ],
+)
+def test_refusals_the_tree_reported_itself_or_of_a_full_user_quota_are_not_counted_again(
+    result: str, reason: str
+) -> None:
+    readiness = Readiness(ManualClock())
+    readiness.refused(result, reason)
+    assert readiness.admission_counts() == (0, 0)
+
+
+def test_dropped_and_500_handshakes_count_as_failures_and_other_answers_do_not() -> None:
+    readiness = Readiness(ManualClock())
+    readiness.handshake(None, True)
+    readiness.handshake(500, False)
+    for status in (101, 400, 401, 403, 404, 429, 503):
+        readiness.handshake(status, False)
+    readiness.closed(1006)
+    assert readiness.admission_counts() == (0, 2)
+
+
+def test_forty_handshakes_of_which_nineteen_timed_out_make_the_node_not_ready() -> None:
+    """The issue's measurement: 19 of 40 answered 503 "no answer in time" left /readyz at 200."""
+    readiness = Readiness(ManualClock())
+    _admit(readiness, "admitted", 21)
+    for _ in range(19):
+        readiness.refused("rejected_unavailable", "no answer in time")
+    assert readiness.evaluate() == (
+        False,
+        ["admission success 0.53 < 0.95 over the last 300s (n=40)"],
+    )
 
 
 # --- thread id mismatches ---------------------------------------------------------------------
@@ -220,21 +324,23 @@ def test_a_thread_id_mismatch_is_sticky() -> None:
 # --- all together -----------------------------------------------------------------------------
 
 
-def test_every_reason_is_listed_in_order() -> None:
+def test_every_trigger_is_listed_in_order_with_its_id() -> None:
     readiness = Readiness(ManualClock())
     readiness.set_draining(True)
     _admit(readiness, "rejected_node", 20)
-    readiness.cleanup("emergency", "ok", 45.0)
+    readiness.emergency_cleanup(45.0)
     readiness.thread_id_mismatch()
-    assert readiness.evaluate() == (
-        False,
-        [
-            "draining",
-            "admission success 0.00 < 0.95 over the last 300s (n=20)",
-            "emergency cleanup took 45.0s",
-            "thread_id mismatch seen (1)",
-        ],
-    )
+    found = readiness.triggers(tree_running=False, ledger_unavailable="redis ledger unavailable")
+    assert [(trigger.id, trigger.reason) for trigger in found] == [
+        ("success_rate", "admission success 0.00 < 0.95 over the last 300s (n=20)"),
+        ("cleanup_slow", "emergency cleanup took 45.0s"),
+        ("thread_id_mismatch", "thread_id mismatch seen (1)"),
+        ("draining", "draining"),
+        ("ledger_unavailable", "redis ledger unavailable"),
+        ("tree_stopped", "supervision tree not running"),
+    ]
+    assert tuple(trigger.id for trigger in found) == TRIGGERS
+    assert readiness.evaluate() == (False, [trigger.reason for trigger in found[:4]])
 
 
 def test_concurrent_observers_lose_no_admission() -> None:

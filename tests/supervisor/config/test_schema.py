@@ -12,12 +12,14 @@ from supervisor.config.schema import (
     AdminConfig,
     AuthConfig,
     Config,
+    FaultsConfig,
     LimitsConfig,
     LoggingConfig,
     RedisConfig,
     ServerConfig,
     parse_origins,
 )
+from supervisor.errors import ConfigError
 
 
 def test_the_default_config_equals_the_production_profile() -> None:
@@ -105,6 +107,34 @@ def test_an_admission_timeout_not_below_the_open_timeout_is_a_cross_section_prob
     [(path, problem)] = config.cross_section_problems()
     assert path == "server.admission_timeout"
     assert problem.startswith(f"must be below limits.open_timeout ({opening:g}), got {admission:g}")
+
+
+def test_a_test_only_fault_is_refused_in_the_production_profile_naming_its_key() -> None:
+    config = Config(faults=FaultsConfig(close_under_foreign_id=True))
+    assert config.cross_section_problems() == [
+        (
+            "faults.close_under_foreign_id",
+            "is a test-only fault and is refused in the production profile",
+        )
+    ]
+
+
+@pytest.mark.parametrize("profile", ["staging", "ci", "dev"])
+def test_a_test_only_fault_may_be_switched_on_outside_production(profile: str) -> None:
+    faults = FaultsConfig(close_under_foreign_id=True)
+    config = attrs.evolve(load_profile(profile, env={}), faults=faults)
+    assert config.cross_section_problems() == []
+
+
+def test_no_fault_is_on_in_any_profile() -> None:
+    for profile in ("production", "staging", "ci", "dev"):
+        assert load_profile(profile, env={}).faults == FaultsConfig()
+
+
+def test_the_fault_from_the_environment_is_refused_in_production_by_the_loader() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_profile("production", env={"WS_SUPERVISOR_FAULTS_CLOSE_UNDER_FOREIGN_ID": "true"})
+    assert [issue.path for issue in caught.value.issues] == ["faults.close_under_foreign_id"]
 
 
 def test_origins_are_split_on_commas_and_empty_means_any_origin() -> None:

@@ -22,7 +22,7 @@ from actors.tree import SupervisionTree
 from supervisor.admin.metrics import MetricsObserver
 from supervisor.front.auth import Authenticator
 from supervisor.front.bridge import off_loop
-from supervisor.front.server import WebSocketFront, is_upgrade
+from supervisor.front.server import FrontObserver, WebSocketFront, is_upgrade
 from tests.integration.harness import loopback_config, open_client, open_ws, wait_for
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
@@ -35,13 +35,18 @@ ADMISSIONS = "ws_supervisor_admissions_total"
 
 @contextlib.asynccontextmanager
 async def running_front(
-    overrides: Mapping[str, Any] | None = None, observer: Observer | None = None
+    overrides: Mapping[str, Any] | None = None,
+    observer: Observer | None = None,
+    *,
+    front_observer: FrontObserver | None = None,
+    auth: Authenticator | None = None,
 ) -> AsyncIterator[WebSocketFront]:
     """A started tree and its front; stopped as the daemon stops them (tree, then sockets)."""
     config = loopback_config(overrides)
     tree = SupervisionTree(config, observer=observer)
     await off_loop(tree.start)
-    front = WebSocketFront(config, tree, Authenticator.from_config(config.auth, config.profile, {}))
+    auth = auth or Authenticator.from_config(config.auth, config.profile, {})
+    front = WebSocketFront(config, tree, auth, observer=front_observer)
     try:
         await front.start()
         yield front

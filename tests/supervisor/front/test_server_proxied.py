@@ -49,7 +49,7 @@ async def test_behind_a_proxy_protocol_balancer_each_client_address_has_its_own_
     }
     async with running_front(overrides) as front:
         port = front.port
-        with caplog.at_level(logging.INFO, "supervisor.front.server"):
+        with caplog.at_level(logging.DEBUG, "supervisor.access"):
             over = [
                 await upgrade_status(front, v2(("127.0.0.2", 1000 + i), ("127.0.0.1", port)), "a")
                 for i in range(3)
@@ -60,7 +60,36 @@ async def test_behind_a_proxy_protocol_balancer_each_client_address_has_its_own_
             ]
         assert over == [101, 101, 429]
         assert other == [101, 101]
-        assert "handshake refused: too many from 127.0.0.2 (via proxy 127.0.0.9)" in caplog.text
+        refused = "refused address=127.0.0.2 proxy=127.0.0.9 status=429"  # DEBUG: a flood
+        assert [r.getMessage() for r in caplog.records if refused in r.getMessage()] != []
+
+
+async def test_the_access_line_names_the_client_and_the_proxy_it_came_through(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    overrides = {"server": {"trusted_proxies": PROXY, "forwarded_header": "x-forwarded-for"}}
+    with caplog.at_level(logging.INFO, "supervisor.access"):
+        async with running_front(overrides) as front:
+            via_proxy = await open_ws(
+                url(front, query="user_id=u1"),
+                additional_headers={"X-Forwarded-For": "127.0.0.2"},
+                local_addr=(PROXY, 0),
+            )
+            direct = await open_ws(
+                url(front, query="user_id=u2"),
+                additional_headers={"X-Forwarded-For": "6.6.6.6"},  # forged: not believed
+                local_addr=("127.0.0.5", 0),
+            )
+            await via_proxy.close()
+            await direct.close()
+            for _ in range(200):
+                if len([r for r in caplog.records if r.name == "supervisor.access"]) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+    lines = sorted(r.getMessage() for r in caplog.records if r.name == "supervisor.access")
+    assert len(lines) == 2, lines
+    assert "user_id=u1 " in lines[0] and " address=127.0.0.2 proxy=127.0.0.9 code=1000" in lines[0]
+    assert "user_id=u2 " in lines[1] and " address=127.0.0.5 code=1000" in lines[1]
 
 
 async def test_the_state_dump_shows_the_client_and_the_proxy_it_came_through() -> None:
