@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from actors._runtime.dispatch import DispatchedActor, Dispatcher
 from actors.clock import SystemClock
 from actors.errors import InvalidIdError
 from actors.tree import SupervisionTree
@@ -27,6 +25,7 @@ from supervisor.cluster.push_tally import PushAnswer
 from supervisor.config.schema import RedisConfig
 from supervisor.errors import BackendUnavailable
 from supervisor.front.bridge import off_loop
+from tests.actors.probes import Blocker
 from tests.cluster.redis_server import RedisServer
 from tests.helpers import connect as admit
 from tests.helpers import make_config
@@ -36,27 +35,15 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
 NOT_RUNNING = "the supervision tree is not running"
 
 
-class Blocker(DispatchedActor):
-    """Holds its dispatcher's worker while ``gate`` is closed."""
-
-    def __init__(self, dispatcher: Dispatcher, gate: threading.Event) -> None:
-        super().__init__(dispatcher)
-        self.gate = gate
-
-    def on_receive(self, message: Any) -> None:
-        self.gate.wait(10)
-
-
 @contextlib.contextmanager
 def supervisors_held(tree: SupervisionTree) -> Iterator[None]:
     """The root and the supervisors' one worker blocked for the block: the tree cannot answer."""
     assert tree.system_dispatcher.workers == 1
-    gate = threading.Event()
-    Blocker.start(tree.system_dispatcher, gate).tell("block")
+    release = Blocker.hold(tree.system_dispatcher)  # returns once the worker is held
     try:
         yield
     finally:
-        gate.set()
+        release.set()
 
 
 @contextlib.asynccontextmanager
