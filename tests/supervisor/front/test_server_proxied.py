@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from supervisor.front.server import WebSocketFront
 from tests.integration.harness import open_ws
 from tests.supervisor.front.proxy_headers import upgrade_request, v1, v2
+from tests.supervisor.front.test_access import access_lines
 from tests.supervisor.front.test_server import refusal, running_front, said, url
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
@@ -61,10 +62,10 @@ async def test_behind_a_proxy_protocol_balancer_each_client_address_has_its_own_
         assert over == [101, 101, 429]
         assert other == [101, 101]
         refused = "refused address=127.0.0.2 proxy=127.0.0.9 status=429"  # DEBUG: a flood
-        assert [r.getMessage() for r in caplog.records if refused in r.getMessage()] != []
+        assert any(line.startswith(refused) for line in access_lines(caplog))
 
 
-async def test_the_access_line_names_the_client_and_the_proxy_it_came_through(
+async def test_the_state_dump_and_the_access_lines_show_the_client_and_the_proxy_it_came_through(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     overrides = {"server": {"trusted_proxies": PROXY, "forwarded_header": "x-forwarded-for"}}
@@ -72,48 +73,26 @@ async def test_the_access_line_names_the_client_and_the_proxy_it_came_through(
         async with running_front(overrides) as front:
             via_proxy = await open_ws(
                 url(front, query="user_id=u1"),
-                additional_headers={"X-Forwarded-For": "127.0.0.2"},
+                additional_headers={"X-Forwarded-For": "6.6.6.6, 127.0.0.2"},
                 local_addr=(PROXY, 0),
             )
             direct = await open_ws(
                 url(front, query="user_id=u2"),
-                additional_headers={"X-Forwarded-For": "6.6.6.6"},  # forged: not believed
+                additional_headers={"X-Forwarded-For": "6.6.6.6"},  # forged, from an untrusted peer
                 local_addr=("127.0.0.5", 0),
             )
+            addresses = sorted(front.clients().values(), key=lambda entry: entry["client"])
+            assert addresses == [{"client": "127.0.0.2", "proxy": PROXY}, {"client": "127.0.0.5"}]
             await via_proxy.close()
             await direct.close()
             for _ in range(200):
-                if len([r for r in caplog.records if r.name == "supervisor.access"]) >= 2:
+                if not front.clients() and len(access_lines(caplog)) == 2:
                     break
                 await asyncio.sleep(0.01)
-    lines = sorted(r.getMessage() for r in caplog.records if r.name == "supervisor.access")
-    assert len(lines) == 2, lines
-    assert "user_id=u1 " in lines[0] and " address=127.0.0.2 proxy=127.0.0.9 code=1000" in lines[0]
-    assert "user_id=u2 " in lines[1] and " address=127.0.0.5 code=1000" in lines[1]
-
-
-async def test_the_state_dump_shows_the_client_and_the_proxy_it_came_through() -> None:
-    overrides = {"server": {"trusted_proxies": PROXY, "forwarded_header": "x-forwarded-for"}}
-    async with running_front(overrides) as front:
-        via_proxy = await open_ws(
-            url(front, query="user_id=u1"),
-            additional_headers={"X-Forwarded-For": "6.6.6.6, 127.0.0.2"},
-            local_addr=(PROXY, 0),
-        )
-        direct = await open_ws(
-            url(front, query="user_id=u2"),
-            additional_headers={"X-Forwarded-For": "6.6.6.6"},  # forged, from an untrusted peer
-            local_addr=("127.0.0.5", 0),
-        )
-        addresses = sorted(front.clients().values(), key=lambda entry: entry["client"])
-        assert addresses == [{"client": "127.0.0.2", "proxy": PROXY}, {"client": "127.0.0.5"}]
-        await via_proxy.close()
-        await direct.close()
-        for _ in range(200):
-            if not front.clients():
-                break
-            await asyncio.sleep(0.01)
-        assert front.clients() == {}
+            assert front.clients() == {}
+    first, second = sorted(access_lines(caplog))  # one line each, at its end
+    assert "user_id=u1 " in first and " address=127.0.0.2 proxy=127.0.0.9 code=1000 " in first
+    assert "user_id=u2 " in second and " address=127.0.0.5 code=1000 " in second
 
 
 async def test_a_forged_forwarding_header_from_an_untrusted_peer_changes_no_limit() -> None:
