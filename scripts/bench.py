@@ -78,11 +78,11 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from _cluster_bench import push_latency, wait_cost  # scripts/ is on sys.path, as below
+from _sentinels import SentinelSet
 from _toolkit import (  # scripts/ is on sys.path when run as a script
     HOST,
     ROOT,
     RedisServer,
-    SentinelSet,
     exec_child,
     free_port,
     http_get,
