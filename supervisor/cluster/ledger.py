@@ -117,7 +117,6 @@ class RedisLedger(LeaseUpkeep):
         self._pending: dict[str, dict[str, PendingAcquire]] = {}
         self._reserved = 0
         self._link = ScriptLink(client, redis_scripts.BY_NAME)
-        self._renew_script = client.register_script(redis_scripts.RENEW)  # pipelined
 
     # --- keys -------------------------------------------------------------------------
 
