@@ -85,6 +85,15 @@ ensure_redis_server() {
     ensure_debian_command redis-server redis-server
 }
 
+# The cluster tests put a real HAProxy in front of the daemons
+# (tests/cluster/test_cluster_haproxy.py): Debian's haproxy, in /usr/sbin.
+ensure_haproxy() {
+    if [ -x /usr/sbin/haproxy ]; then
+        return
+    fi
+    ensure_debian_command haproxy haproxy
+}
+
 # The page's browser tests (tests/integration/test_ui.py) drive a headless
 # Chromium over the DevTools protocol: Debian's chromium, run as
 # /usr/lib/chromium/chromium.

@@ -27,6 +27,13 @@ bench starts on a free loopback port and stops at the end: connections/s,
 connect latency and server CPU as ratios to bare websockets and to the
 in-memory ledger, and the Redis requests per connection (from the server's
 slow log, with every command logged: ACQUIRE per admission, RELEASE, renewals).
+Each round then churns the same way on a master with one replica watched by
+three sentinels (of its own; the sentinels at Redis's own periods), once with
+``[redis] url`` a plain URL of the master and once a ``redis+sentinel://``
+URL, in alternating order, and reports their paired ratio: what configuring
+Sentinel costs in steady state.
+After the rounds: local and cross-node pushes' latencies on two nodes, and
+what a ``WAIT 1`` after every admission would add (``scripts/_cluster_bench.py``).
 
 The supervised server runs its built-in ``EchoApp``, whose frames are
 handled on the event loop (``runs_inline``); ``--app
@@ -76,6 +83,8 @@ from types import FrameType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
+from _cluster_bench import push_latency, wait_cost  # scripts/ is on sys.path, as below
+from _sentinels import SentinelSet
 from _toolkit import (  # scripts/ is on sys.path when run as a script
     HOST,
     ROOT,
@@ -847,6 +856,8 @@ def workers_verdict(summary: dict[str, dict[str, float]], workers: int) -> str:
 # --- the Redis-backed run (--redis) ---------------------------------------------------
 
 REDIS_KIND = "supervised_redis"
+MASTER_KIND = "supervised_master"  # the Sentinel set's master, by a plain URL
+SENTINEL_KIND = "supervised_sentinel"  # the same master, through the sentinels
 _BENCH_CLIENT = "ws-bench"
 _SLOWLOG_MAX = 500_000
 _CALLED = re.compile(r"redis\.call\('(\w+)'")
@@ -877,7 +888,7 @@ class RedisCalls:
     """What the daemon asked of Redis between :meth:`start` and :meth:`per_connection`."""
 
     def __init__(self, server: RedisServer) -> None:
-        from supervisor import redis_scripts  # noqa: PLC0415  (the venv has the project)
+        from supervisor.cluster import scripts as redis_scripts  # noqa: PLC0415  (the venv's)
 
         self.server = server
         texts = redis_scripts.BY_NAME
@@ -927,25 +938,53 @@ class RedisCalls:
         }
 
 
+def redis_env(url: str, node_id: str = "") -> dict[str, str]:
+    """The overrides of a supervised server on the Redis ledger at ``url``."""
+    env = {"WS_SUPERVISOR_QUOTA_BACKEND": "redis", "WS_SUPERVISOR_REDIS_URL": url}
+    return {**env, "WS_SUPERVISOR_SERVER_NODE_ID": node_id} if node_id else env
+
+
 def bench_redis(
-    children: Children, settings: Settings, logdir: Path, redis_server: RedisServer
+    children: Children,
+    settings: Settings,
+    logdir: Path,
+    redis_server: RedisServer,
+    sentinels: SentinelSet | None = None,
+    *,
+    via_sentinels: bool = False,
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """ws-supervisor with the Redis ledger, churn only: (metrics, latency samples)."""
-    extra_env = {
-        "WS_SUPERVISOR_QUOTA_BACKEND": "redis",
-        "WS_SUPERVISOR_REDIS_URL": redis_server.url,
-    }
-    server = start_server(REDIS_KIND, children, settings.compression, logdir, overrides=extra_env)
-    calls = RedisCalls(redis_server)
+    """ws-supervisor with the Redis ledger, churn only: (metrics, latency samples).
+
+    With ``sentinels`` the ledger is the Sentinel set's master, through the
+    sentinels (``via_sentinels``) or by a plain URL, and Redis's own calls
+    are not counted.
+    """
+    if sentinels is None:
+        kind, url = REDIS_KIND, redis_server.url
+    elif via_sentinels:
+        kind, url = SENTINEL_KIND, sentinels.url
+    else:
+        kind, url = MASTER_KIND, f"redis://{HOST}:{sentinels.named_master()}/0"
+    server = start_server(
+        kind,
+        children,
+        settings.compression,
+        logdir,
+        overrides=redis_env(url),
+        log_level=settings.log_level,
+    )
+    calls = RedisCalls(redis_server) if sentinels is None else None
     try:
         server.wait_ready()
         run_scenario(
             children, server, settings, "churn", concurrency=10, duration=settings.warmup_seconds
         )
         server.quiesce()
-        calls.start()
+        if calls is not None:
+            calls.start()
         metrics, latencies = churn_metrics(children, server, settings)
-        metrics.update(calls.per_connection(int(metrics["churn_conns"])))
+        if calls is not None:
+            metrics.update(calls.per_connection(int(metrics["churn_conns"])))
     finally:
         server.stop()
     return metrics, {"connect_ms": [value * 1000 for value in latencies]}
@@ -975,14 +1014,58 @@ def redis_round(
     *,
     per_round: dict[str, list[dict[str, float]]],
     samples: dict[str, dict[str, list[float]]],
+    sentinels: SentinelSet | None = None,
 ) -> None:
-    """One round of the Redis-backed run, after the round's bare and memory runs."""
-    print(f"== round {len(per_round[REDIS_KIND]) + 1}: {REDIS_KIND} (churn)", file=sys.stderr)
-    metrics, found = bench_redis(children, settings, logdir, redis_server)
-    per_round[REDIS_KIND].append(metrics)
-    for key, values in found.items():
-        samples[REDIS_KIND].setdefault(key, []).extend(values)
-    print("   " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()), file=sys.stderr)
+    """One round of the Redis-backed runs, after the others.
+
+    A lone redis-server; then, with ``sentinels``, its master by a plain URL
+    and through the sentinels, in alternating order.
+    """
+    number = len(per_round[REDIS_KIND])
+    runs: list[tuple[str, SentinelSet | None, bool]] = [(REDIS_KIND, None, False)]
+    if sentinels is not None:
+        pair = [(MASTER_KIND, sentinels, False), (SENTINEL_KIND, sentinels, True)]
+        runs += pair if number % 2 == 0 else pair[::-1]
+    for kind, target, via_sentinels in runs:
+        print(f"== round {number + 1}: {kind} (churn)", file=sys.stderr)
+        metrics, found = bench_redis(
+            children, settings, logdir, redis_server, target, via_sentinels=via_sentinels
+        )
+        per_round[kind].append(metrics)
+        for key, values in found.items():
+            samples[kind].setdefault(key, []).extend(values)
+        print("   " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()), file=sys.stderr)
+
+
+def cluster_extras(
+    children: Children,
+    settings: Settings,
+    logdir: Path,
+    redis_server: RedisServer,
+    sentinels: SentinelSet,
+) -> dict[str, float]:
+    """After the rounds: pushes across two nodes, and the cost of WAIT on the Sentinel master."""
+    from supervisor.cluster import scripts  # noqa: PLC0415  (the venv has the project)
+
+    def start_node(node_id: str) -> Server:
+        overrides = redis_env(redis_server.url, node_id)
+        server = start_server(
+            node_id,
+            children,
+            settings.compression,
+            logdir,
+            overrides=overrides,
+            log_level=settings.log_level,
+        )
+        server.wait_ready()
+        return server
+
+    samples = 100 if settings.rounds == 1 else 500
+    print(f"== pushes: local and cross-node, {samples} each", file=sys.stderr)
+    found = push_latency(start_node, redis_server.port, samples)
+    print(f"== WAIT 1 after each admission, {samples * 4} pairs", file=sys.stderr)
+    found.update(wait_cost(sentinels.named_master(), scripts.ACQUIRE, scripts.RELEASE, samples * 4))
+    return found
 
 
 def print_redis(summary: dict[str, dict[str, float]]) -> None:
@@ -995,10 +1078,23 @@ def print_redis(summary: dict[str, dict[str, float]]) -> None:
     print(redis_table(summary))
     print("memory = ws-supervisor with the in-memory ledger (the table above).")
     print(redis_verdict(summary))
+    if summary.get(SENTINEL_KIND):
+        print()
+        print(
+            "the same churn on a master with a replica and three sentinels: "
+            "the master's URL, or the sentinels'"
+        )
+        print(sentinel_table(summary))
+    if summary.get("cluster"):
+        print()
+        print(cluster_table(summary["cluster"]))
+    print(cluster_verdict(summary))
 
 
-def redis_ratios(summary: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """redis/bare and redis/memory ratios of the churn metrics."""
+def redis_ratios(
+    summary: dict[str, dict[str, float]], per_round: dict[str, list[dict[str, float]]]
+) -> dict[str, dict[str, float]]:
+    """redis/bare and redis/memory ratios of the churn metrics; sentinel/master URL, paired."""
     found: dict[str, dict[str, float]] = {"ratios_redis_bare": {}, "ratios_redis_memory": {}}
     redis_run = summary.get(REDIS_KIND, {})
     for key in REDIS_COMPARED:
@@ -1006,7 +1102,77 @@ def redis_ratios(summary: dict[str, dict[str, float]]) -> dict[str, dict[str, fl
             value, reference = redis_run.get(key), summary[base].get(key)
             if reference and value is not None:
                 found[name][key] = value / reference
+    found["ratios_sentinel_redis_paired"] = {}
+    for key in REDIS_COMPARED:
+        pairs = [
+            s[key] / r[key]
+            for r, s in zip(
+                per_round.get(MASTER_KIND, []), per_round.get(SENTINEL_KIND, []), strict=False
+            )
+            if r.get(key) and key in s
+        ]
+        if pairs:
+            found["ratios_sentinel_redis_paired"][key] = statistics.median(pairs)
     return found
+
+
+def sentinel_table(summary: dict[str, dict[str, float]]) -> str:
+    rows: list[tuple[str, ...]] = [("metric", "master URL", "sentinel", "paired s/m", "better")]
+    for key, label, better in (row for row in METRICS if row[0] in REDIS_COMPARED):
+        paired = summary["ratios_sentinel_redis_paired"].get(key)
+        rows.append(
+            (
+                label,
+                _fmt(summary[MASTER_KIND].get(key, math.nan)),
+                _fmt(summary[SENTINEL_KIND].get(key, math.nan)),
+                "n/a" if paired is None else f"{paired:.2f}x",
+                better,
+            )
+        )
+    return _grid(rows)
+
+
+def cluster_table(cluster: dict[str, float]) -> str:
+    """Pushes' latencies (ms) and WAIT's cost, from :func:`cluster_extras`."""
+    rows: list[tuple[str, ...]] = [("ms", "p50", "p99")]
+    for key, label in (
+        ("push_local_frame", "local push: request -> frame at the client"),
+        ("push_cross_frame", "cross-node push: request -> frame at the client"),
+        ("push_local_answer", "local push: request -> answer"),
+        ("push_cross_answer", "cross-node push: request -> answer (the other node confirmed)"),
+        ("redis_ping", "Redis PING round trip (reference)"),
+        ("wait_plain", "one admission (ACQUIRE) per round trip"),
+        ("wait_waited", "the same, with WAIT 1 100 in its pipeline"),
+    ):
+        p50, p99 = cluster.get(f"{key}_p50_ms", math.nan), cluster.get(f"{key}_p99_ms", math.nan)
+        rows.append((label, f"{p50:.3f}", f"{p99:.3f}"))
+    return _grid(rows)
+
+
+def cluster_verdict(summary: dict[str, dict[str, float]]) -> str:
+    """The targets of issue #25, met or not."""
+    paired = summary.get("ratios_sentinel_redis_paired", {}).get("conns_per_s", math.nan)
+    lines = [
+        f"target: churn through Sentinel >= 0.95x the master's plain URL (paired): {paired:.2f}x "
+        f"({'met' if paired >= 0.95 else 'NOT met'})",
+    ]
+    cluster = summary.get("cluster", {})
+    if cluster:
+        ping = cluster["redis_ping_p50_ms"]
+        for pct in ("p50", "p99"):
+            added = cluster[f"push_cross_frame_{pct}_ms"] - cluster[f"push_local_frame_{pct}_ms"]
+            bound = cluster[f"redis_ping_{pct}_ms"]
+            lines.append(
+                f"target: a cross-node push adds <= one Redis round trip ({pct}): "
+                f"{added:+.3f} ms to the frame, one round trip {bound:.3f} ms "
+                f"({'met' if added <= bound else 'NOT met'})"
+            )
+        lines.append(
+            f"WAIT 1 100 adds {cluster['wait_added_p50_ms']:.3f} ms (paired p50) to an admission"
+            f" (Redis PING {ping:.3f} ms); not replicated in time: "
+            f"{cluster['wait_unreplicated']:.0f}"
+        )
+    return "\n".join(lines)
 
 
 def redis_table(summary: dict[str, dict[str, float]]) -> str:
@@ -1197,6 +1363,61 @@ def print_tables(
         print(workers_verdict(summary, settings.workers))
 
 
+@dataclass
+class RedisTargets:
+    """The Redis of ``--redis``: a plain redis-server and a Sentinel set, both the bench's own."""
+
+    server: RedisServer
+    sentinels: SentinelSet
+
+    @classmethod
+    def start(cls, logdir: Path) -> RedisTargets:
+        server = start_redis(logdir)
+        try:
+            launcher = [sys.executable, str(Path(__file__).resolve()), "--exec"]
+            return cls(server, SentinelSet(launcher=launcher, fast=False).start())
+        except BaseException:
+            server.stop()
+            raise
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.sentinels.cleanup()
+
+
+def run_rounds(
+    children: Children,
+    settings: Settings,
+    logdir: Path,
+    targets: RedisTargets | None,
+    *,
+    kinds: tuple[str, ...],
+    per_round: dict[str, list[dict[str, float]]],
+    samples: dict[str, dict[str, list[float]]],
+) -> None:
+    """Every round: bare and supervised in alternating order, then the Redis runs."""
+    for number in range(settings.rounds):
+        order = kinds if number % 2 == 0 else kinds[::-1]
+        for kind in order:
+            print(f"== round {number + 1}/{settings.rounds}: {kind}", file=sys.stderr)
+            metrics, found = bench_one(kind, children, settings, logdir)
+            per_round[kind].append(metrics)
+            for key, values in found.items():
+                samples[kind].setdefault(key, []).extend(values)
+            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
+            print(f"   {shown}", file=sys.stderr)
+        if targets is not None:
+            redis_round(
+                children,
+                settings,
+                logdir,
+                targets.server,
+                per_round=per_round,
+                samples=samples,
+                sentinels=targets.sentinels,
+            )
+
+
 def orchestrate(args: argparse.Namespace) -> int:
     if args.plot and not matplotlib_available():
         print(
@@ -1228,40 +1449,38 @@ def orchestrate(args: argparse.Namespace) -> int:
     per_round: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     samples: dict[str, dict[str, list[float]]] = {kind: {} for kind in kinds}
     started = time.monotonic()
-    redis_server: RedisServer | None = None
+    targets: RedisTargets | None = None
+    cluster: dict[str, float] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="ws-bench-") as logdir:
             if args.redis:
-                redis_server = start_redis(Path(logdir))
-                per_round[REDIS_KIND], samples[REDIS_KIND] = [], {}
-            for number in range(settings.rounds):
-                order = kinds if number % 2 == 0 else kinds[::-1]
-                for kind in order:
-                    print(f"== round {number + 1}/{settings.rounds}: {kind}", file=sys.stderr)
-                    metrics, found = bench_one(kind, children, settings, Path(logdir))
-                    per_round[kind].append(metrics)
-                    for key, values in found.items():
-                        samples[kind].setdefault(key, []).extend(values)
-                    shown = ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
-                    print(f"   {shown}", file=sys.stderr)
-                if redis_server is not None:
-                    redis_round(
-                        children,
-                        settings,
-                        Path(logdir),
-                        redis_server,
-                        per_round=per_round,
-                        samples=samples,
-                    )
+                targets = RedisTargets.start(Path(logdir))
+                for kind in (REDIS_KIND, MASTER_KIND, SENTINEL_KIND):
+                    per_round[kind], samples[kind] = [], {}
+            run_rounds(
+                children,
+                settings,
+                Path(logdir),
+                targets,
+                kinds=kinds,
+                per_round=per_round,
+                samples=samples,
+            )
+            if targets is not None:
+                cluster = cluster_extras(
+                    children, settings, Path(logdir), targets.server, targets.sentinels
+                )
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
     finally:
         children.stop_all()
-        if redis_server is not None:
-            redis_server.stop()
+        if targets is not None:
+            targets.stop()
     summary = summarize(per_round)
-    summary.update(redis_ratios(summary) if args.redis else {})
+    if args.redis:
+        summary.update(redis_ratios(summary, per_round))
+        summary["cluster"] = cluster
     summary.update(workers_ratios(per_round) if settings.workers > 1 else {})
     print_tables(summary, settings, args, time.monotonic() - started)
     if args.json:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from actors.ports import Handle, Port, QueuePort
     from actors.tree import SupervisionTree
     from supervisor.admin.metrics import MetricsObserver
+    from supervisor.cluster.push_tally import PushAnswer
     from supervisor.config.load import load_config, load_profile, parse_config
     from supervisor.config.schema import Config
     from supervisor.daemon import Daemon
@@ -39,6 +40,7 @@ _EXPORTS = {
     **dict.fromkeys(["Handle", "Port", "QueuePort"], "actors.ports"),
     "SupervisionTree": "actors.tree",
     "MetricsObserver": "supervisor.admin.metrics",
+    "PushAnswer": "supervisor.cluster.push_tally",
     **dict.fromkeys(["load_config", "load_profile", "parse_config"], "supervisor.config.load"),
     "Config": "supervisor.config.schema",
     "Daemon": "supervisor.daemon",
@@ -60,6 +62,7 @@ __all__ = [
     "Handle",
     "MetricsObserver",
     "Port",
+    "PushAnswer",
     "QueuePort",
     "SupervisionTree",
     "UserExecutionContext",

@@ -124,6 +124,12 @@ def _master(
     from supervisor.daemon import read_environment  # noqa: PLC0415
     from supervisor.workers.master import Master  # noqa: PLC0415
 
+    if config.server.trusted_proxies.strip():  # the master reads request heads as they come
+        problem = (
+            "serve --workers N reads no PROXY header and no forwarding header: behind a "
+            "balancer, run one process per port (--workers 1), each a node of the cluster"
+        )
+        raise ConfigError([ConfigIssue("server.trusted_proxies", problem)])
     environment = read_environment(config, os.environ)  # refused here, not in N workers
     return Master(
         config,

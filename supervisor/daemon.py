@@ -46,6 +46,8 @@ from supervisor.admin.metrics import MetricsObserver
 from supervisor.admin.readiness import Readiness
 from supervisor.cluster.ledger import RedisLedger, connect
 from supervisor.cluster.link import ClusterLink
+from supervisor.cluster.push import ClusterPush
+from supervisor.cluster.push_tally import PushAnswer
 from supervisor.config.load import config_to_dict, load_config
 from supervisor.config.schema import Config
 from supervisor.errors import ConfigError, ConfigIssue, ForcedExit
@@ -154,12 +156,11 @@ class Daemon:
         self.readiness = Readiness(SystemClock())
         self.shared_ledger: RedisLedger | None = None
         self.cluster: ClusterLink | None = None
-        if config.quota.backend == "redis":
-            client = connect(config.redis)
+        client = connect(config.redis) if config.quota.backend == "redis" else None
+        if client is not None:
             self.shared_ledger = RedisLedger(
                 client, self.node_id, config.redis, config.quota.node_max_managers, self.metrics
             )
-            self.cluster = ClusterLink(self.shared_ledger, client, self._take_back)
         observers = FanoutObserver(self.metrics, self.readiness)  # the tree's and the front's
         self.tree = SupervisionTree(
             config,
@@ -168,17 +169,26 @@ class Daemon:
             node_id=self.node_id,
             ledger=self.shared_ledger,
         )
+        pushes = None
+        if client is not None and self.shared_ledger is not None:
+            pushes = ClusterPush(self.shared_ledger, client, self.tree.push_nowait)
+            self.cluster = ClusterLink(self.shared_ledger, client, self._take_back, pushes)
         self.front = WebSocketFront(
             config, self.tree, environment.authenticator, observer=observers
         )
-        backend = TreeAdminBackend(
-            self.tree, self.metrics, self.readiness, shared_ledger=self.shared_ledger
+        self.backend = TreeAdminBackend(
+            self.tree,
+            self.metrics,
+            self.readiness,
+            shared_ledger=self.shared_ledger,
+            clients=self.front.clients,
+            pushes=pushes,
         )
-        self.metrics.watch_readiness(lambda: {trigger.id for trigger in backend.triggers()})
+        self.metrics.watch_readiness(lambda: {trigger.id for trigger in self.backend.triggers()})
         self.admin = AdminServer(
             config.admin.host,
             config.admin.port,
-            backend,
+            self.backend,
             environment.admin_token if seat is None else None,  # the master's socket is private
             path=None if seat is None else seat.admin_path,
         )
@@ -250,6 +260,17 @@ class Daemon:
         if not await self.front.wait_closed(self.config.server.drain_timeout):
             log.warning("connections still open after the drain timeout: aborting them")
             self.front.abort()
+
+    async def push(self, user_id: str, thread_id: str | None, message: object) -> PushAnswer:
+        """Loop: send ``message`` (JSON data) to the user's, or the thread's, connections.
+
+        On every node, through Redis, when the quota is on Redis; what it
+        reached, as ``POST /v1/push`` answers it. Raises
+        :class:`~actors.errors.InvalidIdError` for a bad id and
+        :class:`~supervisor.errors.BackendUnavailable` when the tree is
+        stopped or does not answer.
+        """
+        return await self.backend.push(user_id, thread_id, message)
 
     def _take_back(self, takeback: TakeBack) -> None:
         """Cluster link's threads: close a connection whose slot went to another node."""

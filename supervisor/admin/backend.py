@@ -2,7 +2,8 @@
 
 Every method of an :class:`AdminBackend` is called on the event loop; the
 blocking calls into the tree (snapshots) and into Redis run on the loop's
-default executor, and a push comes back from an actor thread through
+default executor, and a push comes back from an actor thread (and, from
+other nodes, from the cluster link's threads) through
 :func:`supervisor.front.bridge.reply_future`.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import pykka
@@ -21,6 +23,8 @@ from actors.tree import SupervisionTree
 from supervisor.admin.metrics import MetricsObserver
 from supervisor.admin.readiness import Readiness, Trigger
 from supervisor.cluster.ledger import RedisLedger
+from supervisor.cluster.push import ClusterPush
+from supervisor.cluster.push_tally import PushAnswer, PushTally
 from supervisor.errors import BackendUnavailable
 from supervisor.front.bridge import reply_future
 
@@ -42,8 +46,8 @@ class AdminBackend(Protocol):
     async def state(self) -> dict[str, Any]:
         """The state dump; raises :class:`BackendUnavailable` if it cannot be had."""
 
-    async def push(self, user_id: str, thread_id: str | None, message: Any) -> int:
-        """Send ``message`` (JSON data) to a user's connections; how many got it."""
+    async def push(self, user_id: str, thread_id: str | None, message: Any) -> PushAnswer:
+        """Send ``message`` (JSON data) to a user's connections, on every node; what it reached."""
 
     async def cluster(self) -> dict[str, Any]:
         """Every node's slots from the shared ledger; :class:`BackendUnavailable` without one."""
@@ -60,12 +64,16 @@ class TreeAdminBackend:
         *,
         timeout: float = 2.0,
         shared_ledger: RedisLedger | None = None,
+        clients: Callable[[], Mapping[str, Mapping[str, str]]] | None = None,
+        pushes: ClusterPush | None = None,
     ) -> None:
         self.tree = tree
         self.metrics = metrics
         self.readiness_policy = readiness
         self.timeout = timeout
         self.shared_ledger = shared_ledger
+        self.clients = clients
+        self.pushes = pushes
 
     async def metrics_text(self) -> bytes:
         return self.metrics.exposition()
@@ -94,32 +102,63 @@ class TreeAdminBackend:
         )
 
     async def state(self) -> dict[str, Any]:
-        """The tree's snapshot, taken on an executor thread (it blocks up to ``timeout``)."""
+        """The tree's snapshot, taken on an executor thread (it blocks up to ``timeout``).
+
+        Each connection's client address (``client``, and ``proxy`` when a
+        trusted proxy gave it) comes from ``clients``, read on the loop.
+        """
         loop = asyncio.get_running_loop()
+        addresses = self.clients() if self.clients is not None else {}
         snapshot = functools.partial(self.tree.snapshot, timeout=self.timeout)
         try:
-            return await loop.run_in_executor(None, snapshot)
+            state: dict[str, Any] = await loop.run_in_executor(None, snapshot)
         except TreeNotRunning as error:
             raise BackendUnavailable(str(error)) from error
         except (pykka.Timeout, pykka.ActorDeadError) as error:
             raise BackendUnavailable(f"the tree did not answer within {self.timeout:g}s") from error
+        if addresses:
+            for user in state.get("users", ()):
+                for manager in user.get("managers", ()):
+                    manager.update(addresses.get(manager.get("websocket_id"), {}))
+        return state
 
-    async def push(self, user_id: str, thread_id: str | None, message: Any) -> int:
-        """Raises :class:`InvalidIdError` (bad ids) or :class:`BackendUnavailable`."""
-        answer: asyncio.Future[int]
-        answer, reply = reply_future(asyncio.get_running_loop())
+    async def push(self, user_id: str, thread_id: str | None, message: Any) -> PushAnswer:
+        """This node's connections, and with ``pushes`` every other node's, through Redis.
+
+        The local delivery and the route to other nodes run at once; the
+        answer waits for the tree's count (up to ``timeout``) and for the
+        other nodes' (up to ``[redis] push_timeout``). Raises
+        :class:`InvalidIdError` (bad ids) or :class:`BackendUnavailable`
+        (the tree is stopped or did not answer).
+        """
+        loop = asyncio.get_running_loop()
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+        local: asyncio.Future[int]
+        local, reply = reply_future(loop)
         try:
-            self.tree.push_nowait(user_id, thread_id, text, reply)
+            self.tree.push_nowait(user_id, thread_id, text, reply)  # validates the ids first
         except TreeNotRunning as error:
             raise BackendUnavailable(str(error)) from error
+        pushes = self.pushes
+        routed: asyncio.Future[PushTally] | None = None
+        push_id = ""
+        if pushes is not None:
+            routed, settled = reply_future(loop)
+            push_id = pushes.send(user_id, thread_id, text, settled)
         try:
-            async with asyncio.timeout(self.timeout):
-                return await answer
-        except TimeoutError:
-            raise BackendUnavailable(
-                f"the tree did not confirm the push within {self.timeout:g}s"
-            ) from None
+            try:
+                async with asyncio.timeout(self.timeout):
+                    count = await local
+            except TimeoutError:
+                raise BackendUnavailable(
+                    f"the tree did not confirm the push within {self.timeout:g}s"
+                ) from None
+            if pushes is None or routed is None:
+                return PushAnswer(count, {self.tree.node_id: count})
+            return (await _tally(pushes, push_id, routed)).answer(pushes.node_id, count)
+        finally:
+            if pushes is not None:
+                pushes.give_up(push_id)  # however this ends (a no-op once settled)
 
     async def cluster(self) -> dict[str, Any]:
         """Every user's slots on every node, from Redis (on an executor thread)."""
@@ -140,3 +179,13 @@ def cluster_view(ledger: RedisLedger, max_users: int = 1000) -> dict[str, Any]:
         for user_id in ledger.cluster_users(max_users)
     ]
     return {"node_id": ledger.node_id, "users": [user for user in users if user["slots"]]}
+
+
+async def _tally(pushes: ClusterPush, push_id: str, routed: asyncio.Future[PushTally]) -> PushTally:
+    """The other nodes' answers, or what came of them by ``[redis] push_timeout``."""
+    await asyncio.wait({routed}, timeout=pushes.timeout)
+    if not routed.done():
+        tally = pushes.give_up(push_id)
+        if tally is not None:
+            return tally
+    return await routed  # settled (maybe as the wait ended: its value is on its way)

@@ -220,6 +220,9 @@ def _manager_columns(manager: dict[str, Any], now: float, dim: Callable[[str], s
         columns.append(f"restarts {manager['restarts']}")
     if manager.get("holds_slot") is False:
         columns.append(dim("no slot"))
+    if manager.get("client"):
+        via = f" via {manager['proxy']}" if manager.get("proxy") else ""
+        columns.append(dim(f"from {manager['client']}{via}"))
     return columns
 
 

@@ -5,8 +5,10 @@ an :class:`~supervisor.admin.backend.AdminBackend`.
 
 Routes: ``GET /metrics`` (Prometheus text), ``GET /healthz``, ``GET /readyz``,
 ``GET /debug/state``, ``GET /debug/cluster`` (every user's slots on every
-node, with the Redis backend), ``POST /v1/push`` (JSON) and the live page of
-the tree, ``GET /ui`` with its files (:mod:`supervisor.admin.page`). One request per connection
+node, with the Redis backend), ``POST /v1/push`` (JSON; the answer says what
+the frame reached on every node: :class:`~supervisor.cluster.push_tally.PushAnswer`)
+and the live page of the tree, ``GET /ui`` with its files
+(:mod:`supervisor.admin.page`). One request per connection
 (``Connection: close``); request line and headers at most 8 KiB (431), body at
 most 64 KiB (413), the whole request within the read timeout (408, then cut).
 Every error is ``{"error": "..."}``; no traceback ever reaches the client.
@@ -359,10 +361,10 @@ class AdminServer:
     async def _push(self, body: bytes) -> _Response:
         user_id, thread_id, message = _parse_push(body)
         try:
-            delivered = await self.backend.push(user_id, thread_id, message)
+            answer = await self.backend.push(user_id, thread_id, message)
         except InvalidIdError as error:
             raise _HttpError(400, str(error)) from None
-        return _json(200, {"delivered": delivered})
+        return _json(200, answer.as_json())
 
 
 async def _discard(reader: asyncio.StreamReader) -> None:

@@ -15,9 +15,12 @@ submitted: a release submitted before an admission is executed before it.
 redis-py's connection, RESP encoder, parser and errors are kept. An idle
 socket with something to read (the server closed it, as in a restart) is
 connected again before a batch, as redis-py's pool does; a connection that
-failed is dropped and made again for the next batch; calls that a server
-without the script cache answered ``NOSCRIPT`` are sent again with ``EVAL``
-(which caches the script again), in their order.
+failed is dropped and made again for the next batch. On a new connection
+every script is loaded (``SCRIPT LOAD``) in the same write as the first
+batch, so that no call of it meets ``NOSCRIPT``: such a call is sent again
+with ``EVAL`` (which caches the script again), in order with the others
+that failed so, but after the calls that followed it. That happens only if
+the server's script cache is flushed under a live connection.
 
 Threads: :meth:`ScriptLink.submit`, :meth:`~ScriptLink.call`,
 :meth:`~ScriptLink.flush` and :meth:`~ScriptLink.close` from any thread;
@@ -54,6 +57,8 @@ class _Connection(Protocol):
 
     def can_read(self, timeout: float = 0) -> bool: ...
 
+    def connect(self) -> None: ...
+
     def disconnect(self) -> None: ...
 
 
@@ -75,6 +80,7 @@ class ScriptLink:
             for name, source in sources.items()
         }
         self._connection: _Connection | None = None
+        self._loaded = False  # the scripts loaded on this connection's server
         self._cond = threading.Condition()
         self._queue: list[_Call] = []
         self._submitted = self._answered = 0
@@ -179,36 +185,59 @@ class ScriptLink:
         return replies
 
     def _pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Reply]:
+        """Send ``commands`` at once and read their replies, in order.
+
+        On a connection new to its server, every script is loaded first, in
+        the same write: a call whose script the server lacks would be
+        answered ``NOSCRIPT`` and sent again after the calls that followed
+        it, out of order (a renewal after the admission it must come before).
+        """
         replies: list[Reply] = []
+        loads: list[tuple[str, str, str]] = []
         try:
             connection = self._connect()
-            connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-            while len(replies) < len(commands):
+            if not self._loaded:
+                loads = [("SCRIPT", "LOAD", source) for source in self._sources.values()]
+            sent = [*loads, *commands]
+            connection.send_packed_command(connection.pack_commands(sent), check_health=False)
+            while len(replies) < len(sent):
                 try:
                     replies.append(connection.read_response())
                 except redis.ResponseError as exc:  # an error reply: the connection is in step
                     replies.append(exc)
+            self._loaded = not any(isinstance(r, redis.RedisError) for r in replies[: len(loads)])
         except _BROKEN as exc:
             self._drop()
             error = exc if isinstance(exc, redis.RedisError) else redis.ConnectionError(str(exc))
-            replies += [error] * (len(commands) - len(replies))
-        return replies
+            replies += [error] * (len(loads) + len(commands) - len(replies))
+        return replies[len(loads) :]
 
     def _connect(self) -> _Connection:
+        """The link's connection, connected (its class's ``connect()``, never implicitly).
+
+        Sending on a connection that is not connected would connect it
+        implicitly, past a Sentinel-managed connection's ``connect()``, the
+        override that asks the sentinels where the master is: to the
+        default address, or after a failover to the demoted master's.
+        """
         connection = self._connection
         if connection is None:
             connection = cast(_Connection, self._connection_class(**self._connection_kwargs))
             self._connection = connection
-            return connection  # it connects on its first command
-        try:  # as redis-py's pool: an idle socket with something to read was closed (a restart)
-            stale = connection.can_read()
-        except _BROKEN:
-            stale = True
-        if stale:
-            connection.disconnect()  # the next command connects again
+            self._loaded = False
+        else:
+            try:  # as redis-py's pool: an idle socket with something to read was closed
+                stale = connection.can_read()
+            except _BROKEN:
+                stale = True
+            if stale:
+                connection.disconnect()
+                self._loaded = False
+        connection.connect()  # a no-op when connected
         return connection
 
     def _drop(self) -> None:
         if self._connection is not None:
             self._connection.disconnect()  # a timeout or a broken socket: never reuse it
             self._connection = None
+        self._loaded = False

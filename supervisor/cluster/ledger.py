@@ -31,12 +31,14 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from actors.policies.ledger import AcquireResult, InMemoryLedger, PendingAcquire
 from supervisor.cluster import scripts as redis_scripts
 from supervisor.cluster.calls import Reply, ScriptLink
 from supervisor.cluster.lease import LeasePolicy
 from supervisor.cluster.upkeep import LeaseUpkeep, LedgerEvents, NoEvents, user_keys
+from supervisor.config.addresses import SENTINEL_SCHEME, parse_sentinel_url
 from supervisor.config.schema import RedisConfig
 
 __all__ = ["RedisLedger", "connect"]
@@ -52,14 +54,38 @@ _STATUS = {
 
 
 def connect(config: RedisConfig) -> redis.Redis:
-    """A client whose every call gives up after ``config.timeout``, with no retries."""
-    return redis.Redis.from_url(
-        config.url,
-        socket_timeout=config.timeout,
-        socket_connect_timeout=config.timeout,
+    """A client whose every call gives up after ``config.timeout``, with no retries.
+
+    With a ``redis+sentinel://`` URL it is the master's client of a
+    :class:`redis.sentinel.Sentinel`: each new connection (the script
+    link's, the pool's, the listener's) first asks the sentinels, one after
+    the other with the same timeout, which server is the master, so after a
+    failover the node reconnects to the promoted replica; a connection still
+    open to a demoted master gets ``READONLY``, which redis-py turns into a
+    ``ConnectionError``. Retrying is the cluster link's job, never redis-py's.
+    """
+    timeouts: dict[str, Any] = {
+        "socket_timeout": config.timeout,
+        "socket_connect_timeout": config.timeout,
+    }
+    if not config.url.startswith(SENTINEL_SCHEME + "://"):
+        return redis.Redis.from_url(
+            config.url, retry=Retry(NoBackoff(), 0), health_check_interval=0, **timeouts
+        )
+    target = parse_sentinel_url(config.url)
+    sentinels = Sentinel(
+        list(target.sentinels), sentinel_kwargs={**timeouts, "retry": Retry(NoBackoff(), 0)}
+    )
+    client: redis.Redis = sentinels.master_for(
+        target.service,
+        db=target.db,
+        username=target.username,
+        password=target.password,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=0,
+        **timeouts,
     )
+    return client
 
 
 class RedisLedger(LeaseUpkeep):
@@ -91,7 +117,6 @@ class RedisLedger(LeaseUpkeep):
         self._pending: dict[str, dict[str, PendingAcquire]] = {}
         self._reserved = 0
         self._link = ScriptLink(client, redis_scripts.BY_NAME)
-        self._renew_script = client.register_script(redis_scripts.RENEW)  # pipelined
 
     # --- keys -------------------------------------------------------------------------
 

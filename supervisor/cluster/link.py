@@ -3,12 +3,16 @@
 Two daemon threads beside the supervision tree, both started and stopped by
 the daemon (or an embedding program):
 
-- *maintenance*: every ``[redis] renew_interval`` it renews the node's leases
-  (:meth:`RedisLedger.renew_all`); while Redis is unavailable it tries again
-  every ``retry_interval`` and, once Redis answers, re-registers the node's
-  slots (:meth:`RedisLedger.recover`);
+- *maintenance*: every ``[redis] renew_interval`` (from the start of one
+  renewal to the start of the next) it renews the node's leases, or pings
+  Redis if it holds none (:meth:`RedisLedger.renew_all`), so that every node
+  is marked unavailable within ``renew_interval + timeout`` of Redis going
+  away; while Redis is unavailable it tries again every ``retry_interval``
+  and, once Redis answers, re-registers the node's slots
+  (:meth:`RedisLedger.recover`);
 - *listener*: subscribed to the node's channel, it turns each ``supersede``
-  or ``evict`` message from another node into a :class:`TakeBack`.
+  or ``evict`` message from another node into a :class:`TakeBack`, and
+  hands push messages to the node's :class:`~supervisor.cluster.push.ClusterPush`.
 
 Each :class:`TakeBack` goes to ``take_back`` (the tree closes the connection
 with 4001 or 4002). A message lost while the listener reconnects is made up
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import redis
@@ -26,6 +31,7 @@ import redis
 from actors.messages import TakeBack
 from actors.observer import CleanupReason
 from supervisor.cluster.ledger import RedisLedger
+from supervisor.cluster.push import ClusterPush
 
 __all__ = ["ClusterLink", "parse_message"]
 
@@ -55,8 +61,10 @@ class ClusterLink:
         ledger: RedisLedger,
         client: redis.Redis,
         take_back: Callable[[TakeBack], None],
+        pushes: ClusterPush | None = None,
     ) -> None:
         self.ledger = ledger
+        self.pushes = pushes
         self._client = client
         self._take_back = take_back
         self._stop = threading.Event()
@@ -75,24 +83,28 @@ class ClusterLink:
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop both threads, then the ledger's link (after the releases of the tree's stop)."""
+        """Stop both threads, then the script links (after the releases of the tree's stop)."""
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        if self.pushes is not None:
+            self.pushes.close()
         self.ledger.close()
 
     # --- maintenance thread -------------------------------------------------------------
 
     def _maintain(self) -> None:
         config = self.ledger.config
-        wait = config.renew_interval
-        while not self._stop.wait(wait):
+        due = time.monotonic() + config.renew_interval
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            started = time.monotonic()
             if self.ledger.available:
                 takebacks = self.ledger.renew_all()
             else:
                 takebacks = self.ledger.recover() or []
-            wait = config.renew_interval if self.ledger.available else config.retry_interval
+            interval = config.renew_interval if self.ledger.available else config.retry_interval
+            due = started + interval
             self._deliver(takebacks)
 
     def _deliver(self, takebacks: list[TakeBack]) -> None:
@@ -120,6 +132,8 @@ class ClusterLink:
                 pubsub.close()
 
     def _heard(self, data: bytes) -> None:
+        if self.pushes is not None and self.pushes.heard(data):
+            return
         takeback = parse_message(data)
         if takeback is None:
             log.warning("ignored malformed cluster message %r", data[:200])

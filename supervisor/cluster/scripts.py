@@ -10,8 +10,9 @@ Both keys expire one lease after the last write, so once every node has
 stopped, Redis holds nothing of ws-supervisor's. Nodes hear about a
 connection they must close on the channel ``P:node:<node_id>``: a message is
 ``op TAB user_id TAB isolation_key TAB websocket_id`` with ``op`` either
-``supersede`` or ``evict``. Times come from ``TIME`` on the Redis server,
-never from a node's clock.
+``supersede`` or ``evict``. The same channel carries pushes between nodes
+(``push1`` and ``pushack1``, :mod:`supervisor.cluster.push_tally`). Times come
+from ``TIME`` on the Redis server, never from a node's clock.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ __all__ = [
     "BY_NAME",
     "DROP_NODE",
     "HOLDERS",
+    "PUSH",
+    "PUSHACK",
     "RELEASE",
     "RENEW",
     "TRANSFER",
@@ -247,6 +250,48 @@ return dropped
 """
 )
 
+PUSH = (
+    _PRELUDE
+    + r"""
+-- KEYS: slots, holders. ARGV: channel prefix, origin node, the thread's isolation key ('' =
+-- every connection of the user), message. Publishes the message once to every node but the
+-- origin that holds a live slot of the user (or the key), in the order the holders list
+-- them. Returns {node1, receivers1, node2, receivers2, ...}: receivers is PUBLISH's
+-- answer, the subscribers of that node's channel (0: nobody listens there, as when the
+-- node is dead or its listener is reconnecting).
+local slots, holders = KEYS[1], KEYS[2]
+local prefix, origin, key, message = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = now_ms()
+local seen, out = {}, {}
+local function route(key, record)
+  local expiry = redis.call('ZSCORE', slots, key)
+  if not record or not expiry or tonumber(expiry) <= now then
+    return
+  end
+  local node = split(record)
+  if node and node ~= origin and not seen[node] then
+    seen[node] = true
+    table.insert(out, node)
+    table.insert(out, redis.call('PUBLISH', prefix .. node, message))
+  end
+end
+if key ~= '' then
+  route(key, redis.call('HGET', holders, key))
+else
+  local all = redis.call('HGETALL', holders)
+  for i = 1, #all, 2 do
+    route(all[i], all[i + 1])
+  end
+end
+return out
+"""
+)
+
+PUSHACK = r"""
+-- KEYS: none. ARGV: channel, message. A node's answer to a push, on the pushing node's channel.
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+"""
+
 BY_NAME = {
     "ACQUIRE": ACQUIRE,
     "RELEASE": RELEASE,
@@ -255,5 +300,7 @@ BY_NAME = {
     "USAGE": USAGE,
     "HOLDERS": HOLDERS,
     "DROP_NODE": DROP_NODE,
+    "PUSH": PUSH,
+    "PUSHACK": PUSHACK,
 }
-"""Every script by the name the ledger calls it."""
+"""Every script by the name the ledger (or the push between nodes) calls it."""

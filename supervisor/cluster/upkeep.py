@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -26,7 +27,7 @@ from actors.messages import TakeBack
 from actors.observer import CleanupReason
 from actors.policies.ledger import InMemoryLedger, PendingAcquire
 from supervisor.cluster import scripts as redis_scripts
-from supervisor.cluster.calls import ScriptLink
+from supervisor.cluster.calls import Reply, ScriptLink
 from supervisor.cluster.lease import LeasePolicy, SlotRecord, beyond_quota
 from supervisor.config.schema import RedisConfig
 
@@ -153,7 +154,6 @@ class LeaseUpkeep:
     _lock: threading.Lock
     _pending: dict[str, dict[str, PendingAcquire]]
     _link: ScriptLink
-    _renew_script: Any
     _events: LedgerEvents
 
     def user_keys(self, user_id: str) -> list[str]:
@@ -172,11 +172,20 @@ class LeaseUpkeep:
         return True
 
     def renew_all(self) -> list[TakeBack]:
-        """Extend every lease this node holds; the connections that lost theirs come back."""
+        """Extend every lease this node holds; the connections that lost theirs come back.
+
+        A node holding no slot pings Redis instead (a renewal of nobody sends
+        nothing), so that every node, idle or not, notices within one
+        renewal that Redis is gone.
+        """
         if not self._available:
             return []
+        users = self._book_users()
+        if not users:
+            self.probe()
+            return []
         try:
-            return self._sync(self._book_users(), "renew")
+            return self._sync(users, "renew")
         except redis.RedisError as exc:
             self._lost("renew", exc)
             return []
@@ -259,11 +268,37 @@ class LeaseUpkeep:
         return takebacks
 
     def _sync_once(self, users: Sequence[str], mode: str) -> list[TakeBack]:
-        pipe = self._client.pipeline(transaction=False)
-        for user_id in users:
-            args = self._renew_args(user_id, mode) + self._slot_args(user_id)
-            self._renew_script(keys=self.user_keys(user_id), args=args, client=pipe)
-        replies = pipe.execute()
+        """One ``RENEW`` per user, on the script link, after every admission already sent.
+
+        The users' slots are read and their renewals queued under the lock
+        that an admission takes to reserve its key: an admission reserved
+        before is listed (reserved), one reserved after is sent after the
+        renewal, on the same connection. Were the renewal sent on another
+        connection, an admission could overtake it, and the renewal, not
+        listing the new slot, would drop it, leaving the user room for one
+        more connection on another node.
+        """
+        replies: list[Reply] = [None] * len(users)
+        answered = threading.Semaphore(0)
+
+        def keep(index: int) -> Callable[[Reply], None]:
+            def answer(reply: Reply) -> None:
+                replies[index] = reply
+                answered.release()
+
+            return answer
+
+        with self._lock:
+            for index, user_id in enumerate(users):
+                args = self._renew_args(user_id, mode) + self._slot_args(user_id)
+                self._link.submit("RENEW", self.user_keys(user_id), args, keep(index))
+        deadline = time.monotonic() + self.config.timeout * 2 + 1.0  # the link always answers
+        for _ in users:
+            if not answered.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise redis.TimeoutError("no answer to a renewal in time")
+        for reply in replies:
+            if isinstance(reply, redis.RedisError):
+                raise reply
         takebacks: list[TakeBack] = []
         for user_id, (superseded, expired, records) in zip(users, replies, strict=True):
             takebacks.extend(self._takebacks(user_id, superseded, expired, records))

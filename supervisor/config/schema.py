@@ -23,6 +23,11 @@ from actors.settings import (
     check,
     positive,
 )
+from supervisor.config.addresses import (
+    SENTINEL_SCHEME,
+    parse_sentinel_url,
+    parse_trusted_proxies,
+)
 
 __all__ = [
     "ECHO_EXPANSION",
@@ -33,6 +38,7 @@ __all__ = [
     "Config",
     "FailurePolicy",
     "FaultsConfig",
+    "ForwardedHeader",
     "JwtAlgorithm",
     "LimitsConfig",
     "LogLevel",
@@ -49,6 +55,7 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 Compression = Literal["deflate", "none"]
 AuthMode = Literal["query", "jwt"]
 JwtAlgorithm = Literal["HS256", "RS256"]
+ForwardedHeader = Literal["none", "x-forwarded-for", "forwarded"]
 
 
 def _port() -> Validator:
@@ -95,6 +102,14 @@ def _origins() -> Validator:
     )
 
 
+def _trusted_proxies() -> Validator:
+    def valid(text: str) -> bool:
+        parse_trusted_proxies(text)
+        return True
+
+    return check(valid, "must be IP addresses or CIDR networks separated by commas")
+
+
 def _node_id() -> Validator:
     return check(
         lambda v: v == "" or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", v) is not None,
@@ -103,10 +118,13 @@ def _node_id() -> Validator:
 
 
 def _redis_url() -> Validator:
-    return check(
-        lambda v: v.split("://", 1)[0] in ("redis", "rediss", "unix") and "://" in v,
-        "must be a redis://, rediss:// or unix:// URL",
-    )
+    def valid(url: str) -> bool:
+        if url.startswith(SENTINEL_SCHEME + "://"):
+            parse_sentinel_url(url)  # its ValueError says what is wrong
+            return True
+        return url.split("://", 1)[0] in ("redis", "rediss", "unix") and "://" in url
+
+    return check(valid, "must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
 
 
 def _key_prefix() -> Validator:
@@ -130,6 +148,15 @@ class ServerConfig:
     ``app`` is the application handler, ``package.module:Name`` (a class or a
     factory called once per connection); ``admission_timeout`` bounds the
     wait for the supervisor's answer; ``drain_timeout`` bounds a shutdown.
+
+    Behind a load balancer (:mod:`supervisor.front.proxy`): ``trusted_proxies``
+    lists the peers to believe (addresses or CIDRs, comma-separated; empty:
+    none). With ``proxy_protocol`` a trusted peer must open every connection
+    with a PROXY v1 or v2 header (HAProxy ``send-proxy``/``send-proxy-v2``);
+    ``forwarded_header`` names the header trusted HTTP-mode proxies write
+    (``x-forwarded-for`` or RFC 7239 ``forwarded``; ``none``: never read).
+    The real client address then counts for the handshake limits, the logs
+    and the state dump; a peer that is not trusted is its own client.
     """
 
     host: str = "0.0.0.0"
@@ -142,6 +169,9 @@ class ServerConfig:
     admission_timeout: float = attrs.field(default=5.0, validator=positive())
     drain_timeout: float = attrs.field(default=10.0, validator=positive())
     origins: str = attrs.field(default="", validator=_origins())
+    trusted_proxies: str = attrs.field(default="", validator=_trusted_proxies())
+    proxy_protocol: bool = False
+    forwarded_header: ForwardedHeader = "none"
 
     @property
     def allowed_origins(self) -> tuple[str, ...] | None:
@@ -199,6 +229,12 @@ class RedisConfig:
     new connections (503). Existing connections are kept either way; the node
     tries Redis again every ``retry_interval`` seconds and re-registers its
     connections when it answers.
+
+    ``url`` is a ``redis://``, ``rediss://`` or ``unix://`` URL, or a
+    ``redis+sentinel://`` URL naming the sentinels and the master
+    (:func:`parse_sentinel_url`): every connection then asks the sentinels
+    where the master is. A push to users on other nodes waits up to
+    ``push_timeout`` seconds for those nodes to confirm it.
     """
 
     url: str = attrs.field(default="redis://127.0.0.1:6379/0", validator=_redis_url())
@@ -208,6 +244,7 @@ class RedisConfig:
     renew_interval: float = attrs.field(default=5.0, validator=positive())
     on_unavailable: FailurePolicy = "fail_open"
     retry_interval: float = attrs.field(default=1.0, validator=positive())
+    push_timeout: float = attrs.field(default=1.0, validator=positive())
 
     def __attrs_post_init__(self) -> None:
         if self.renew_interval * 2 > self.lease_ttl:
@@ -329,6 +366,13 @@ class Config(Settings):
                 "largest size, escaped, would close its connection with 4004"
             )
             problems.append(("limits.max_outbound_bytes", problem))
+        if not self.server.trusted_proxies.strip():
+            if self.server.proxy_protocol:
+                problem = "needs server.trusted_proxies: the peers that send a PROXY header"
+                problems.append(("server.proxy_protocol", problem))
+            if self.server.forwarded_header != "none":
+                problem = "needs server.trusted_proxies: the peers whose header to believe"
+                problems.append(("server.forwarded_header", problem))
         if self.faults.close_under_foreign_id and self.profile == "production":
             problem = "is a test-only fault and is refused in the production profile"
             problems.append(("faults.close_under_foreign_id", problem))

@@ -6,7 +6,8 @@ closed`` below DEBUG); one the front ends itself gets one more, saying why
 (``shed ... reason=`` from the bridge, ``keepalive missed`` from the
 keepalive: docs/SECURITY.md). The line is written at the
 end, not at the upgrade, because only then does it tell the whole story:
-who (user, thread, websocket id), from where, how long, how many frames
+who (user, thread, websocket id), from where (the client's address, and the
+trusted proxy it came through, if any), how long, how many frames
 each way, and how it ended (the close code, and which side closed first).
 An open connection shows in ``/debug/state`` and ``ws-supervisor dump``;
 at DEBUG the tree adds a line at each admission and each reap. A
@@ -53,11 +54,14 @@ def connection_ended(
     address: str,
     shed_code: int | None,
     now: float,
+    proxy: str | None = None,
 ) -> None:
     """The access line of one connection that has ended (``now``: the wall clock of its stats).
 
     Its code is the one the server shed it with (``shed_code``), else the
     close code received (1006 for none); ``by`` is :func:`closed_by`'s answer.
+    ``address`` is the client's, read from a trusted ``proxy`` when there is
+    one (then named after it, ``proxy=``).
     """
     if not ACCESS.isEnabledFor(logging.INFO):
         return
@@ -68,12 +72,13 @@ def connection_ended(
         code, by = connection.close_code, closed_by(connection.protocol.close_rcvd_then_sent)
     context, stats = handle.context, handle.stats
     ACCESS.info(
-        "closed user_id=%s thread_id=%s websocket_id=%s address=%s code=%s by=%s "
+        "closed user_id=%s thread_id=%s websocket_id=%s address=%s%s code=%s by=%s "
         "seconds=%.3f frames_in=%d frames_out=%d",
         context.user_id,
         context.thread_id,
         context.websocket_id,
         address or "-",
+        _via(proxy),
         "-" if code is None else code,
         by,
         max(0.0, now - stats.connected_at),
@@ -89,21 +94,28 @@ def handshake_refused(
     context: UserExecutionContext | None = None,
     *,
     flood: bool = False,
+    proxy: str | None = None,
 ) -> None:
     """The access line of one refused handshake (DEBUG only for a ``flood`` refusal)."""
     level = logging.DEBUG if flood else logging.INFO
     if not ACCESS.isEnabledFor(level):
         return
+    where = (address or "-", _via(proxy))
     if context is None:
-        ACCESS.log(level, "refused address=%s status=%d reason=%s", address or "-", status, reason)
+        ACCESS.log(level, "refused address=%s%s status=%d reason=%s", *where, status, reason)
         return
     ACCESS.log(
         level,
-        "refused user_id=%s thread_id=%s websocket_id=%s address=%s status=%d reason=%s",
+        "refused user_id=%s thread_id=%s websocket_id=%s address=%s%s status=%d reason=%s",
         context.user_id,
         context.thread_id,
         context.websocket_id,
-        address or "-",
+        *where,
         status,
         reason,
     )
+
+
+def _via(proxy: str | None) -> str:
+    """`` proxy=HOST`` after the address when a trusted proxy gave it, else nothing."""
+    return "" if proxy is None else f" proxy={proxy}"

@@ -13,6 +13,12 @@ Under ``serve --workers N`` the master accepts, answers the address rate,
 the path, the Origin and authentication, and hands each connection over
 with the user id it established (:meth:`WebSocketFront.adopt`); the front
 of a worker then skips those two checks for it and goes on as above.
+Behind trusted proxies (``[server] trusted_proxies``) the client's address
+is the one the proxy gives, in a PROXY header (stripped by
+:class:`~supervisor.front.connection.ProxiedConnection`) or in the
+configured forwarding header (:class:`~supervisor.front.proxy.TrustedProxies`);
+it is what the handshake limiter counts, what the access lines name (with
+the proxy) and what the state dump shows (:meth:`WebSocketFront.clients`).
 
 What the front sees that the tree does not (every handshake's answer, the
 front's own refusals, every admitted connection's close code) goes to its
@@ -27,7 +33,7 @@ import http
 import logging
 import math
 import socket
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -56,13 +62,17 @@ from supervisor.front.budget import (
     ConnectionBudget,
 )
 from supervisor.front.closing import DeferredCloses
-from supervisor.front.connection import AcyclicConnection, adopt
+from supervisor.front.connection import AcyclicConnection, adopt, proxied_connection
 from supervisor.front.keepalive import Keepalive
 from supervisor.front.limits import AddressLimiter, ConcurrencyGate, InboundRateLimit
+from supervisor.front.proxy import TrustedProxies
 
 __all__ = ["FrontObserver", "NullFrontObserver", "WebSocketFront"]
 
 log = logging.getLogger(__name__)
+
+Seen = tuple[str, str]
+"""Where a handshake came from: (the client's address, the socket peer's: its proxy, or itself)."""
 
 _REFUSALS = {
     "rejected_quota": http.HTTPStatus.TOO_MANY_REQUESTS,
@@ -124,7 +134,14 @@ class WebSocketFront:
         )
         self.handshakes = ConcurrencyGate(limits.max_concurrent_handshakes)
         self.budget = ConnectionBudget.from_config(config)
+        server = config.server
+        self.proxies = TrustedProxies.from_text(
+            server.trusted_proxies,
+            proxy_protocol=server.proxy_protocol,
+            header=server.forwarded_header,
+        )
         self._admitted: dict[ServerConnection, tuple[Handle, WebSocketPort]] = {}
+        self._addresses: dict[ServerConnection, Seen] = {}  # the admitted ones
         self.server: Server | None = None
         self._closes: DeferredCloses | None = None
 
@@ -149,7 +166,9 @@ class WebSocketFront:
             compression=None,
             extensions=_deflate() if server.compression == "deflate" else None,
             logger=_websockets_logger(),
-            create_connection=AcyclicConnection.bounded(self.budget),
+            create_connection=(
+                proxied_connection(self.proxies) if self.proxies else AcyclicConnection
+            ).bounded(self.budget),
         )
 
     @property
@@ -173,6 +192,21 @@ class WebSocketFront:
     def connections(self) -> int:
         """Open WebSocket connections."""
         return 0 if self.server is None else len(self.server.connections)
+
+    def clients(self) -> dict[str, dict[str, str]]:
+        """Loop: each admitted connection's client address, by websocket id.
+
+        ``{"client": host}``, with ``"proxy": host`` when a trusted proxy
+        gave the client's address (the socket's peer is then the proxy).
+        """
+        found = {}
+        for connection, (client, peer) in self._addresses.items():
+            admitted = self._admitted.get(connection)
+            if admitted is not None:
+                proxy = _proxy(client, peer)
+                entry = {"client": client} if proxy is None else {"client": client, "proxy": proxy}
+                found[admitted[0].websocket_id] = entry
+        return found
 
     def stop_accepting(self) -> None:
         """Stop listening; open connections stay until the tree closes them."""
@@ -203,59 +237,74 @@ class WebSocketFront:
         assert isinstance(connection, AcyclicConnection)  # the server's create_connection
         connection.call_when_answered(self.observer.handshake)
         handed = connection.handed_user  # the master checked the address rate and the user
-        address = _address(connection)
+        peer = _remote_host(connection)  # the PROXY header's source, if any
+        address = self._client(peer, request)
+        seen = (address, _host(getattr(connection, "peer_address", None)) or peer)
         if handed is None and not self.handshake_rate.allow(address):
             wait = self.handshake_rate.retry_after(address)
             too_many = http.HTTPStatus.TOO_MANY_REQUESTS
             text = "too many handshakes from this address"
-            response = _respond(connection, too_many, text, flood=True)
+            response = _respond(connection, seen, too_many, text, flood=True)
             response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
             return response
         url = urlsplit(request.path)
         if url.path != self.config.server.path:
-            return _respond(connection, http.HTTPStatus.NOT_FOUND, "not found")
+            return _respond(connection, seen, http.HTTPStatus.NOT_FOUND, "not found")
         if not is_upgrade(request):
             return None  # websockets refuses it (400, 426) with the precise reason; no admission
         try:
             # websockets checks the Origin only after this hook: check it here, before any slot
             connection.protocol.process_origin(request.headers)
         except InvalidHandshake:
-            return _respond(connection, http.HTTPStatus.FORBIDDEN, "origin not allowed")
+            return _respond(connection, seen, http.HTTPStatus.FORBIDDEN, "origin not allowed")
         if not self.handshakes.try_enter():
             self.observer.refused("rejected_busy", "handshakes_in_progress")
-            return _respond(
-                connection, http.HTTPStatus.SERVICE_UNAVAILABLE, "too many handshakes in progress"
-            )
+            busy = http.HTTPStatus.SERVICE_UNAVAILABLE
+            return _respond(connection, seen, busy, "too many handshakes in progress")
         try:
-            return await self._authenticate_and_admit(connection, request, url.query, handed)
+            return await self._authenticate_and_admit(connection, seen, request, url.query, handed)
         finally:
             self.handshakes.leave()
 
+    def _client(self, peer: str, request: Request) -> str:
+        """The client's address: ``peer``, or what a trusted proxy's header says."""
+        header = self.proxies.header
+        if header == "none":
+            return peer
+        return self.proxies.client(peer, request.headers.get_all(header))
+
     async def _authenticate_and_admit(
-        self, connection: AcyclicConnection, request: Request, raw_query: str, handed: str | None
+        self,
+        connection: AcyclicConnection,
+        seen: Seen,
+        request: Request,
+        raw_query: str,
+        handed: str | None,
     ) -> Response | None:
         query = dict(parse_qsl(raw_query))
         try:
             user_id = handed or self.auth.authenticate(request.headers, query)
             context = UserExecutionContext.from_websocket_request(user_id, query.get("thread_id"))
         except AuthError as error:
-            return _respond(connection, http.HTTPStatus.UNAUTHORIZED, error.reason)
+            return _respond(connection, seen, http.HTTPStatus.UNAUTHORIZED, error.reason)
         except InvalidIdError as error:
-            return _respond(connection, http.HTTPStatus.BAD_REQUEST, str(error))
+            return _respond(connection, seen, http.HTTPStatus.BAD_REQUEST, str(error))
         port = WebSocketPort(asyncio.get_running_loop(), connection, self.budget)
         admission = await admit(self.tree, context, port, self.config.server.admission_timeout)
         if admission.handle is None:
             self.observer.refused(admission.result, admission.reason)
-            return _refuse(connection, admission, context)
+            return _refuse(connection, seen, admission, context)
         handle = admission.handle
         if self.config.faults.close_under_foreign_id and isinstance(handle, ConnectionHandle):
             handle = handle.misreporting(UserExecutionContext.from_websocket_request(user_id))
         self._admitted[connection] = (handle, port)
+        self._addresses[connection] = seen
         # freed as the peer goes, before its handler (if it ever gets one) wakes up
         connection.call_when_lost(lambda abrupt: self._lost(connection, abrupt))
         return None
 
     def _lost(self, connection: ServerConnection, abrupt: bool) -> None:
+        self._addresses.pop(connection, None)
         admitted = self._admitted.pop(connection, None)
         if admitted is None:  # its handler has ended: nothing to close but the socket
             if abrupt:
@@ -273,6 +322,7 @@ class WebSocketFront:
         admitted = self._admitted.get(connection)
         if admitted is None:  # pragma: no cover - the handshake always admits first
             return
+        client, peer = self._addresses.get(connection, ("", ""))
         try:
             timeouts = self.config.timeouts
             alive = Keepalive(timeouts.ping_interval, timeouts.ping_timeout)
@@ -285,11 +335,16 @@ class WebSocketFront:
             await serve_connection(connection, *admitted, alive, inbound)
         finally:
             self._admitted.pop(connection, None)
+            self._addresses.pop(connection, None)
             self.observer.closed(connection.close_code)
             handle, port = admitted
-            address, now = _address(connection), self.tree.clock.wall()
             access.connection_ended(
-                connection, handle, address=address, shed_code=port.shed_code, now=now
+                connection,
+                handle,
+                address=client,
+                proxy=_proxy(client, peer),
+                shed_code=port.shed_code,
+                now=self.tree.clock.wall(),
             )
 
 
@@ -318,15 +373,24 @@ def _close_dropped(connection: ServerConnection, handle: Handle) -> None:
         connection.transport.close()  # left open by eof_received for this; a no-op after a reset
 
 
-def _address(connection: ServerConnection) -> str:
-    """The client's address (its host, without the port)."""
+def _remote_host(connection: ServerConnection) -> str:
+    """The host of the connection's ``remote_address``."""
     try:
-        remote = connection.remote_address
+        return _host(connection.remote_address)
     except (AttributeError, OSError):  # pragma: no cover - a transport already gone
         return ""
-    if isinstance(remote, tuple | list) and remote:
-        return str(remote[0])
-    return str(remote or "")
+
+
+def _host(address: Any) -> str:
+    """The host of a socket address (without the port); "" for none."""
+    if isinstance(address, tuple | list) and address:
+        return str(address[0])
+    return str(address or "")
+
+
+def _proxy(client: str, peer: str) -> str | None:
+    """The trusted proxy that gave ``client`` (the socket's ``peer``); None for a direct client."""
+    return None if not peer or peer == client else peer
 
 
 def is_upgrade(request: Request) -> bool:
@@ -348,6 +412,7 @@ def is_upgrade(request: Request) -> bool:
 
 def _respond(
     connection: ServerConnection,
+    seen: Seen,
     status: http.HTTPStatus,
     text: str,
     context: UserExecutionContext | None = None,
@@ -355,15 +420,20 @@ def _respond(
     flood: bool = False,
 ) -> Response:
     """The refusal of a handshake, with its one access line."""
-    access.handshake_refused(_address(connection), status, text, context, flood=flood)
+    client, peer = seen
+    proxy = _proxy(client, peer)
+    access.handshake_refused(client, status, text, context, flood=flood, proxy=proxy)
     return connection.respond(status, text + "\n")
 
 
 def _refuse(
-    connection: ServerConnection, admission: Admission, context: UserExecutionContext
+    connection: ServerConnection,
+    seen: Seen,
+    admission: Admission,
+    context: UserExecutionContext,
 ) -> Response:
     status = _REFUSALS.get(admission.result, http.HTTPStatus.SERVICE_UNAVAILABLE)
-    response = _respond(connection, status, admission.reason or admission.result, context)
+    response = _respond(connection, seen, status, admission.reason or admission.result, context)
     if admission.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(admission.retry_after)))
     return response

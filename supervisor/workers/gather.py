@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from prometheus_client.core import Metric
 
 from actors.context import validate_id
+from supervisor.cluster.push_tally import PushAnswer
 from supervisor.errors import BackendUnavailable
 from supervisor.workers.aggregate import (
     Exposition,
@@ -178,8 +179,11 @@ class WorkersBackend:
         answers = await self._ask_all("/debug/state", timeout=STATE_TIMEOUT)
         return merge_states(self.daemon_id, answers)
 
-    async def push(self, user_id: str, thread_id: str | None, message: Any) -> int:
-        """Raises :class:`InvalidIdError` (bad ids) or :class:`BackendUnavailable`."""
+    async def push(self, user_id: str, thread_id: str | None, message: Any) -> PushAnswer:
+        """The user's worker's answer, as it gave it (with the Redis ledger, the cluster's).
+
+        Raises :class:`InvalidIdError` (bad ids) or :class:`BackendUnavailable`.
+        """
         validate_id("user_id", user_id)
         if thread_id is not None:
             validate_id("thread_id", thread_id)
@@ -190,7 +194,7 @@ class WorkersBackend:
         status, answer = await self._ask(seat, "POST", "/v1/push", body.encode())
         if status != 200:
             raise BackendUnavailable(f"worker {seat.index}: {_error_of(answer, status)}")
-        return int(json.loads(answer)["delivered"])
+        return PushAnswer.from_json(json.loads(answer))
 
     async def cluster(self) -> dict[str, Any]:
         for seat in self.seats:

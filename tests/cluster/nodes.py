@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -20,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
 from tests.cluster.redis_server import RedisServer
+from tests.cluster.sentinels import SentinelSet
 from tests.integration.harness import ROOT, DaemonProcess
 
 __all__ = [
@@ -84,6 +87,20 @@ class Node(DaemonProcess):
             self.log = self.output()
         self.kill()
 
+    def post(self, path: str, payload: Any, timeout: float = 10.0) -> tuple[int, Any]:
+        """POST ``payload`` as JSON to an admin path: (status, parsed JSON answer)."""
+        request = urllib.request.Request(
+            self.admin + path,
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
     def ready_is(self, status: int) -> bool:
         """True if ``/readyz`` answers ``status`` (200 ready, 503 not)."""
         return self.get("/readyz")[0] == status
@@ -118,9 +135,11 @@ class Node(DaemonProcess):
 
 @contextlib.contextmanager
 def running_nodes(
-    server: RedisServer, count: int = 3, env: Mapping[str, str] | None = None
+    server: RedisServer | SentinelSet, count: int = 3, env: Mapping[str, str] | None = None
 ) -> Iterator[list[Node]]:
-    """``count`` nodes (``node-a``, ``node-b``, ...) on ``server``, ready; killed on exit.
+    """``count`` nodes (``node-a``, ``node-b``, ...) on ``server`` (or a Sentinel set), ready.
+
+    Every node is killed on exit.
 
     A node that logged a traceback (a crashed thread, a failed handler) fails the
     block. When the block fails, every node's log is printed (pytest shows it).

@@ -48,6 +48,36 @@ def test_the_table_shows_both_ratios(bench: ModuleType) -> None:
     assert "1.36x" in line and "1.18x" in line
 
 
+def test_sentinel_churn_is_paired_round_by_round_with_the_masters_plain_url(
+    bench: ModuleType,
+) -> None:
+    per_round = {
+        "bare": rounds(1.0, 1.0),
+        "supervised": rounds(1.0, 1.0),
+        bench.REDIS_KIND: rounds(1.0, 1.0),
+        bench.MASTER_KIND: [{"conns_per_s": 100.0}, {"conns_per_s": 50.0}],
+        bench.SENTINEL_KIND: [{"conns_per_s": 90.0}, {"conns_per_s": 50.0}],
+    }
+    summary = bench.summarize(per_round)
+    summary.update(bench.redis_ratios(summary, per_round))
+    assert summary["ratios_sentinel_redis_paired"]["conns_per_s"] == pytest.approx(0.95)
+    assert "0.95x (met)" in bench.cluster_verdict(summary)
+
+
+def test_the_push_verdict_compares_the_added_latency_with_one_redis_round_trip(
+    bench: ModuleType,
+) -> None:
+    cluster = {
+        "push_local_frame_p50_ms": 1.0, "push_cross_frame_p50_ms": 1.2,
+        "push_local_frame_p99_ms": 3.0, "push_cross_frame_p99_ms": 4.0,
+        "redis_ping_p50_ms": 0.25, "redis_ping_p99_ms": 0.5,
+        "wait_added_p50_ms": 0.05, "wait_unreplicated": 0.0,
+    }  # fmt: skip
+    verdict = bench.cluster_verdict({"cluster": cluster})
+    assert "(p50): +0.200 ms to the frame, one round trip 0.250 ms (met)" in verdict
+    assert "(p99): +1.000 ms to the frame, one round trip 0.500 ms (NOT met)" in verdict
+
+
 def test_the_bench_runs_the_supervised_server_at_the_log_level_every_profile_ships(
     bench: ModuleType,
 ) -> None:

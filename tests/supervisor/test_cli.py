@@ -241,6 +241,15 @@ def test_serve_with_workers_refuses_a_bad_environment_before_starting_any_worker
     assert "worker" not in result.stderr
 
 
+def test_serve_with_workers_refuses_trusted_proxies_it_would_not_read(config_file: Path) -> None:
+    text = config_file.read_text()
+    config_file.write_text(text.replace('trusted_proxies = ""', 'trusted_proxies = "127.0.0.1"'))
+    result = run_cli("serve", "--config", str(config_file), "--workers", "2")
+    assert result.returncode == 2
+    assert "server.trusted_proxies: serve --workers N reads no PROXY header" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_serve_with_workers_on_a_port_in_use_says_so_and_exits_2(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -231,6 +231,16 @@ async def test_a_dump_logs_the_tree_s_state_and_every_thread_s_stack(
 
 
 @pytest.mark.asyncio
+async def test_the_python_push_reaches_the_users_connections_and_answers_what_it_reached() -> None:
+    async with serving(Daemon(loopback_config(), env={})) as daemon:
+        ws = await open_ws(ws_url(daemon, user="pia"))
+        answer = await daemon.push("pia", None, {"hello": "pia"})
+        assert (answer.delivered, answer.nodes, answer.cluster) == (1, {daemon.node_id: 1}, "none")
+        assert await recv_json(ws) == {"hello": "pia"}
+        await ws.close()
+
+
+@pytest.mark.asyncio
 async def test_a_stopped_daemon_closed_its_connections_with_1001_and_listens_no_more() -> None:
     async with serving(Daemon(loopback_config(), env={})) as daemon:
         ws = await open_ws(ws_url(daemon))

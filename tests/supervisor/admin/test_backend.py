@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from actors._runtime.dispatch import DispatchedActor, Dispatcher
 from actors.clock import SystemClock
 from actors.errors import InvalidIdError
 from actors.tree import SupervisionTree
@@ -23,9 +21,11 @@ from supervisor.admin.fanout import FanoutObserver
 from supervisor.admin.metrics import MetricsObserver
 from supervisor.admin.readiness import Readiness
 from supervisor.cluster.ledger import RedisLedger, connect
+from supervisor.cluster.push_tally import PushAnswer
 from supervisor.config.schema import RedisConfig
 from supervisor.errors import BackendUnavailable
 from supervisor.front.bridge import off_loop
+from tests.actors.probes import Blocker
 from tests.cluster.redis_server import RedisServer
 from tests.helpers import connect as admit
 from tests.helpers import make_config
@@ -35,27 +35,15 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
 NOT_RUNNING = "the supervision tree is not running"
 
 
-class Blocker(DispatchedActor):
-    """Holds its dispatcher's worker while ``gate`` is closed."""
-
-    def __init__(self, dispatcher: Dispatcher, gate: threading.Event) -> None:
-        super().__init__(dispatcher)
-        self.gate = gate
-
-    def on_receive(self, message: Any) -> None:
-        self.gate.wait(10)
-
-
 @contextlib.contextmanager
 def supervisors_held(tree: SupervisionTree) -> Iterator[None]:
     """The root and the supervisors' one worker blocked for the block: the tree cannot answer."""
     assert tree.system_dispatcher.workers == 1
-    gate = threading.Event()
-    Blocker.start(tree.system_dispatcher, gate).tell("block")
+    release = Blocker.hold(tree.system_dispatcher)  # returns once the worker is held
     try:
         yield
     finally:
-        gate.set()
+        release.set()
 
 
 @contextlib.asynccontextmanager
@@ -132,6 +120,23 @@ async def test_the_state_is_the_tree_s_snapshot() -> None:
     assert [m["isolation_key"] for m in alice["managers"]] == [context.isolation_key]
 
 
+async def test_the_state_adds_each_connections_client_address_from_the_front() -> None:
+    async with backend_of_a_tree() as backend:
+        _, first = await connected(backend, "alice")
+        _, second = await connected(backend, "alice")
+        backend.clients = lambda: {
+            first.websocket_id: {"client": "127.0.0.2", "proxy": "127.0.0.9"},
+            "ws_gone": {"client": "127.0.0.7"},
+        }
+        state = await backend.state()
+    managers = {m["websocket_id"]: m for m in state["users"][0]["managers"]}
+    assert (managers[first.websocket_id]["client"], managers[first.websocket_id]["proxy"]) == (
+        "127.0.0.2",
+        "127.0.0.9",
+    )
+    assert "client" not in managers[second.websocket_id]  # admitted by no front of this node
+
+
 async def test_the_metrics_text_is_the_observer_s_exposition() -> None:
     async with backend_of_a_tree() as backend:
         await connected(backend, "alice")
@@ -148,11 +153,14 @@ async def test_a_push_reaches_the_named_thread_as_compact_json_and_counts_it() -
         port, context = await connected(backend, "alice")
         other, _ = await connected(backend, "alice")
         message = {"text": "héllo", "n": [1, 2]}
-        assert await backend.push("alice", context.thread_id, message) == 1
+        node = backend.tree.node_id
+        answer = await backend.push("alice", context.thread_id, message)
+        assert answer == PushAnswer(1, {node: 1}, cluster="none")
+        assert answer.as_json() == {"delivered": 1}  # a node of its own: the count alone
         frame = await off_loop(lambda: port.frames.get(timeout=2))
         assert frame == '{"text":"héllo","n":[1,2]}'
-        assert await backend.push("alice", None, 7) == 2
-        assert await backend.push("nobody", None, 7) == 0
+        assert (await backend.push("alice", None, 7)).delivered == 2
+        assert (await backend.push("nobody", None, 7)).delivered == 0
         assert await off_loop(lambda: other.frames.get(timeout=2)) == "7"  # and only that
         assert await off_loop(lambda: port.frames.get(timeout=2)) == "7"
         with pytest.raises(queue.Empty):

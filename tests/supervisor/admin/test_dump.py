@@ -15,6 +15,7 @@ from actors.errors import WsSupervisorError
 from actors.tree import SupervisionTree
 from supervisor.admin.dump import fetch_cluster, fetch_state, render_cluster, render_state
 from supervisor.admin.listener import AdminServer
+from supervisor.cluster.push_tally import PushAnswer
 from supervisor.errors import BackendUnavailable
 from tests.helpers import connect, handle_of, make_config
 
@@ -120,6 +121,16 @@ def test_managers_show_ids_state_counters_and_idle_time() -> None:
     ]
 
 
+def test_a_managers_client_address_is_shown_with_the_proxy_it_came_through() -> None:
+    proxied = _manager(client="127.0.0.2", proxy="127.0.0.9")
+    direct = _manager(websocket_id="ws_2", client="127.0.0.5")
+    text = render_state(_state([_user("alice", "ok", [proxied, direct])]), False, now=NOW)
+    assert text.splitlines()[2:] == [
+        "    ├── ws_1  thread_1  connected  in 4 out 4  idle 3.2s  from 127.0.0.2 via 127.0.0.9",
+        "    └── ws_2  thread_1  connected  in 4 out 4  idle 3.2s  from 127.0.0.5",
+    ]
+
+
 @pytest.mark.parametrize(
     ("level", "code"),
     [("warning", "\x1b[33m"), ("critical", "\x1b[31m"), ("emergency", "\x1b[1;7;31m")],
@@ -212,8 +223,8 @@ class _Backend:
     async def state(self) -> dict[str, Any]:
         return self._state
 
-    async def push(self, user_id: str, thread_id: str | None, message: Any) -> int:
-        return 0
+    async def push(self, user_id: str, thread_id: str | None, message: Any) -> PushAnswer:
+        return PushAnswer(0, {})
 
     async def cluster(self) -> dict[str, Any]:
         if self._cluster is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -171,13 +171,44 @@ def test_renewal_drops_a_slot_released_while_it_ran(redis_server: RedisServer) -
 
     def holders_then_release(user_id: str) -> dict[str, str]:
         found = real_holders(user_id)
-        if "u:2" in found:  # the renewal has read the book: now the release lands
-            a.release("u", "u:2", "w2")
+        if "u:2" in found:  # the renewal has read the book: now the release lands (its thread)
+            releasing = threading.Thread(target=a.release, args=("u", "u:2", "w2"))
+            releasing.start()
+            releasing.join(0.5)  # its RELEASE waits until the renewal is sent, then follows it
         return found
 
     book.holders = holders_then_release  # type: ignore[method-assign]
     assert a.renew_all() == []
     assert [s["key"] for s in a.cluster_slots("u")] == ["u:1"]
+
+
+def test_an_admission_racing_a_renewal_is_never_dropped_by_it(redis_server: RedisServer) -> None:
+    a = make_ledger(redis_server, "A")
+    a.acquire("u", "u:1", "w1", 2)
+    real_holders, real_sync_once = a._book.holders, a._sync_once
+    racing: list[threading.Thread] = []
+    missing: list[set[str]] = []  # after each round: held here, absent from Redis
+
+    def holders_then_admit(user_id: str) -> dict[str, str]:
+        found = real_holders(user_id)
+        if not racing:  # the renewal has read the book: an admission comes on another thread
+            racing.append(threading.Thread(target=a.acquire, args=("u", "u:2", "w2", 2)))
+            racing[0].start()
+            racing[0].join(0.5)  # it lands now, unless it waits for the renewal to be sent
+        return found
+
+    def round_then_look(users: Sequence[str], mode: str) -> list[TakeBack]:
+        found = real_sync_once(users, mode)
+        held = set(real_holders("u"))  # first: a key enters the book once Redis has it
+        missing.append(held - {slot["key"] for slot in a.cluster_slots("u")})
+        return found
+
+    a._book.holders = holders_then_admit  # type: ignore[method-assign]
+    a._sync_once = round_then_look  # type: ignore[method-assign]
+    assert a.renew_all() == []
+    racing[0].join(5)
+    assert missing and all(not keys for keys in missing), missing  # a dropped slot is room
+    assert sorted(slot["key"] for slot in a.cluster_slots("u")) == ["u:1", "u:2"]
 
 
 def test_renewal_reports_slots_that_went_to_another_node_or_lost_their_room(

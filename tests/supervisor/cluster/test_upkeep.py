@@ -124,6 +124,22 @@ def test_a_failed_probe_marks_the_ledger_unavailable_once_and_recover_waits_for_
     assert a.available is True and events.available == [False, True]
 
 
+@pytest.mark.parametrize("holding", [False, True], ids=["idle", "holding a slot"])
+def test_a_renewal_notices_redis_gone_whether_the_node_holds_slots_or_not(
+    redis_server: RedisServer, holding: bool
+) -> None:
+    events = Events()
+    a = make_ledger(redis_server, "A", events=events)
+    if holding:
+        a.acquire("alice", "alice:1", "w1", 5)
+    assert a.renew_all() == [] and a.available
+    redis_server.stop()
+    assert a.renew_all() == []
+    assert a.available is False
+    assert events.available == [False]
+    assert events.errors == ["renew" if holding else "ping"]
+
+
 def test_a_malformed_record_in_redis_is_skipped_and_renewal_goes_on(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

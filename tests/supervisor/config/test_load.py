@@ -417,6 +417,9 @@ def test_an_unknown_quota_backend_is_named_with_its_choices() -> None:
         ({"on_unavailable": "retry"}, "redis.on_unavailable", "fail_open"),
         ({"key_prefix": "a b"}, "redis.key_prefix", "letters"),
         ({"lease_ttl": 3.0, "renew_interval": 2.0}, "redis", "renew_interval * 2 <= lease_ttl"),
+        ({"url": "redis+sentinel://s1:26379"}, "redis.url", "names no master"),
+        ({"url": "redis+sentinel://s1:99999/m"}, "redis.url", "'s1:99999' has a bad port"),
+        ({"push_timeout": 0}, "redis.push_timeout", "> 0"),
     ],
 )
 def test_a_bad_redis_setting_names_its_key(
@@ -425,6 +428,42 @@ def test_a_bad_redis_setting_names_its_key(
     issue = the_issue({"redis": table})
     assert issue.path == path
     assert fragment in issue.message
+
+
+def test_a_sentinel_url_is_accepted_from_the_environment() -> None:
+    url = "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/ws-ledger/0"
+    config = parse_config({}, env={"WS_SUPERVISOR_REDIS_URL": url})
+    assert config.redis.url == url
+
+
+@pytest.mark.parametrize(
+    ("table", "path", "fragment"),
+    [
+        ({"trusted_proxies": "10.0.0.0/8, lb.local"}, "server.trusted_proxies", "'lb.local'"),
+        ({"forwarded_header": "x-real-ip"}, "server.forwarded_header", "'x-forwarded-for'"),
+        ({"proxy_protocol": True}, "server.proxy_protocol", "needs server.trusted_proxies"),
+        ({"forwarded_header": "forwarded"}, "server.forwarded_header", "needs server.trusted"),
+    ],
+)
+def test_a_bad_proxy_setting_names_its_key(
+    table: dict[str, object], path: str, fragment: str
+) -> None:
+    issue = the_issue({"server": table})
+    assert issue.path == path
+    assert fragment in issue.message
+
+
+def test_trusted_proxies_with_the_proxy_protocol_and_a_header_are_accepted() -> None:
+    server = parse_config(
+        {
+            "server": {
+                "trusted_proxies": "127.0.0.9, 10.0.0.0/8",
+                "proxy_protocol": True,
+                "forwarded_header": "x-forwarded-for",
+            }
+        }
+    ).server
+    assert (server.proxy_protocol, server.forwarded_header) == (True, "x-forwarded-for")
 
 
 def test_a_node_id_may_not_hold_a_separator_of_the_ledger_records() -> None:

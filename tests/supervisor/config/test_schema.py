@@ -68,7 +68,7 @@ def test_a_config_is_frozen() -> None:
         (lambda: AuthConfig(required_claims="iat;jti"), "must be claim names separated by commas"),
         (
             lambda: RedisConfig(url="http://127.0.0.1:6379"),
-            "must be a redis://, rediss:// or unix://",
+            "must be a redis://, rediss://, unix:// or redis+sentinel://",
         ),
         (lambda: RedisConfig(key_prefix="a:b"), "must be 1 to 32 ASCII letters, digits and . _ -"),
         (lambda: RedisConfig(key_prefix=""), "must be 1 to 32 ASCII letters, digits and . _ -"),

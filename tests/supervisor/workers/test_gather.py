@@ -185,7 +185,7 @@ async def test_a_push_goes_to_the_user_s_worker_only(tmp_path: Path) -> None:
     async with workers(tmp_path) as running:
         backend = backend_of(running, owners={"carol": 1})
         port = await admitted(running[1], "carol")
-        assert await backend.push("carol", None, {"hi": 1}) == 1
+        assert (await backend.push("carol", None, {"hi": 1})).as_json() == {"delivered": 1}
         assert json.loads(port.frames.get(timeout=5)) == {"hi": 1}
         with pytest.raises(InvalidIdError):
             await backend.push("bad:id", None, {})

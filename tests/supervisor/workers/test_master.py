@@ -164,7 +164,8 @@ async def test_metrics_sum_the_workers_and_the_master_counts_its_hand_offs() -> 
 async def test_a_push_reaches_the_user_on_its_worker() -> None:
     async with running_master(3) as master:
         ws = await opened(master, "pushed")
-        assert await master.backend.push("pushed", None, {"type": "note"}) == 1
+        answer = await master.backend.push("pushed", None, {"type": "note"})
+        assert answer.as_json() == {"delivered": 1}
         assert await recv_json(ws) == {"type": "note"}
         await ws.close()
 
