@@ -12,7 +12,7 @@ their answers, so each rule is unit-tested here on its own:
 - :mod:`actors.policies.pool`: when an idle manager may wait for reuse, and how long.
 
 The product's own pure policies live beside the code that uses them:
-``supervisor.front.limits``, ``supervisor.front.keepalive_grid``,
+``supervisor.front.limits``, ``supervisor.front.keepalive`` (its grid),
 ``supervisor.admin.readiness`` and ``supervisor.cluster.lease``.
 """
 

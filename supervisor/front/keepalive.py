@@ -6,7 +6,7 @@ or not it reads. A task or a timer per connection would do it, at the
 price of one more object for the loop to carry, wake and cancel per
 connection. Here one :class:`KeepaliveScheduler` per loop (and settings)
 keeps every connection in buckets of a shared grid
-(:class:`~supervisor.front.keepalive_grid.KeepaliveGrid`): a bucket is one
+(:class:`KeepaliveGrid`, pure: below): a bucket is one
 timer; in its callback the due pings are written at once
 (:func:`~supervisor.front.connection.ping_nowait`: never skipped, never
 waiting for a peer to drain, so a peer that does not read is pinged, fails
@@ -15,7 +15,16 @@ checked. A pong is recorded as a heartbeat (the first one at :meth:`add`,
 so the supervisor's keepalive rule applies from the start too); a missed
 one frees the slot at once, recorded as 4003, and aborts the TCP connection
 (websockets' own keepalive would then wait its close timeout for a peer
-that cannot answer). Everything here runs on the event loop.
+that cannot answer). Everything here but the grid runs on the event loop.
+
+The grid decides when the keepalive pings, and when it declares a peer
+dead. One task pings every connection of a loop. It wakes on a grid of ``step``
+seconds rather than once per connection: a ping goes out on the last grid
+point at least ``step`` before ``interval`` has passed since the last pong,
+and the pong deadline is checked on the first grid point at or after
+``timeout`` has passed since the ping. The ping's earliness pays for the
+check's lateness, so a dead peer is still declared dead within
+``interval + timeout`` of its last pong.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import weakref
 from typing import ClassVar
 
@@ -32,11 +42,54 @@ from websockets.asyncio.server import ServerConnection
 from actors.codes import ServerCloseCode
 from actors.ports import Handle
 from supervisor.front.connection import ping_nowait
-from supervisor.front.keepalive_grid import KeepaliveGrid
 
-__all__ = ["Keepalive", "KeepaliveEntry", "KeepaliveScheduler", "buffer_full"]
+__all__ = ["Keepalive", "KeepaliveEntry", "KeepaliveGrid", "KeepaliveScheduler", "buffer_full"]
 
 log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class KeepaliveGrid:
+    """Grid slots (integers) for pings and pong deadlines; times are monotonic seconds."""
+
+    interval: float = attrs.field()
+    timeout: float = attrs.field()
+    step: float = attrs.field()
+
+    @interval.validator
+    @timeout.validator
+    @step.validator
+    def _positive(self, attribute: attrs.Attribute[float], value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+    @classmethod
+    def for_settings(cls, interval: float, timeout: float, points: int = 20) -> KeepaliveGrid:
+        """A grid of ``points`` steps over the shorter of ``interval`` and ``timeout``."""
+        return cls(interval, timeout, min(interval, timeout) / points)
+
+    def time_of(self, slot: int) -> float:
+        """When ``slot`` comes."""
+        return slot * self.step
+
+    def ping_slot(self, answered_at: float, now: float) -> int:
+        """The slot of the next ping after a pong (or a start) at ``answered_at``, after ``now``."""
+        latest = answered_at + self.interval - self.step
+        slot = math.floor(latest / self.step)
+        if self.time_of(slot) > latest:  # float rounding: never later than the bound
+            slot -= 1
+        return max(slot, self._next_after(now))
+
+    def check_slot(self, sent_at: float) -> int:
+        """The slot at which a ping sent at ``sent_at`` must have been answered."""
+        earliest = sent_at + self.timeout
+        slot = math.ceil(earliest / self.step)
+        if self.time_of(slot) < earliest:  # float rounding: never before the timeout
+            slot += 1
+        return slot
+
+    def _next_after(self, now: float) -> int:
+        return math.floor(now / self.step) + 1
 
 
 @attrs.frozen

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.front.keepalive_grid import KeepaliveGrid
+from supervisor.front.keepalive import KeepaliveGrid
 
 
 @pytest.mark.parametrize("answered_at", [0.0, 0.013, 7.5, 1234.5678, 99999.999])
