@@ -64,19 +64,21 @@ class ConnectionHandle:
     def deliver(self, text: str) -> None:
         """Hand one inbound text frame to the connection's manager.
 
-        Its :func:`~actors.ports.inbound_cost` is added to the stats'
+        A frame that waits in the manager's inbox has its
+        :func:`~actors.ports.inbound_cost` added to the stats'
         ``inbound_bytes`` (the manager counts it done once handled), so the
-        shell can see the backlog. Called by one thread per connection.
+        shell can see the backlog; one handled here, at once, never waited.
+        Called by one thread per connection.
         """
         manager = self._manager
         if manager is None:
             return
-        self.stats.inbound_bytes += inbound_cost(text)
         call = self._frame_call
         if call is not None:  # an idle manager's turn here, with no message: the frame itself
-            inbox, websocket_id = manager.actor_inbox, self.context.websocket_id
-            if isinstance(inbox, Mailbox) and inbox.call_here(call, websocket_id, text):
-                return
+            inbox = manager.actor_inbox
+            if isinstance(inbox, Mailbox) and inbox.call_here(call, self.websocket_id, text):
+                return  # handled: it never waited
+        self.stats.inbound_bytes += inbound_cost(text)
         message = Inbound(self.context.websocket_id, text)
         if not tell_here(manager, message, self._frame_turn):
             self._to_supervisor(message)  # crashed: the supervisor forwards to the restart
@@ -182,5 +184,5 @@ class MisreportingHandle:
 
 
 def _frame_call(manager: pykka.ActorRef[Any]) -> Callable[[Any, str, str], None] | None:
-    """``ManagerActor.frame`` if ``manager`` is one (not a test's stand-in): a frame as a call."""
-    return ManagerActor.frame if issubclass(manager.actor_class, ManagerActor) else None
+    """``ManagerActor.handle_frame`` if ``manager`` is one (not a stand-in): a frame as a call."""
+    return ManagerActor.handle_frame if issubclass(manager.actor_class, ManagerActor) else None

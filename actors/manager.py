@@ -45,7 +45,7 @@ class ManagerActor(DispatchedActor):
     asleep runs in the supervisor's turn, on the supervisor's worker
     (:func:`~actors._runtime.mailbox.tell_here`), and a frame for a handler
     that runs inline that finds it asleep runs in a turn on the event loop
-    (:meth:`frame`, from ``ConnectionHandle.deliver``). A crash tells the supervisor from
+    (:meth:`handle_frame`, from ``ConnectionHandle.deliver``). A crash tells the supervisor from
     ``on_failure``; the end of the actor from ``on_stop``: these two
     messages are the link pykka does not have.
     """
@@ -157,10 +157,23 @@ class ManagerActor(DispatchedActor):
         stats.last_activity = self._clock.monotonic()
 
     def frame(self, websocket_id: str, text: str) -> None:
+        """The body of an :class:`~actors.messages.Inbound` message: the frame handled.
+
+        Then its :func:`~actors.ports.inbound_cost` no longer waits in the
+        inbox (``inbound_done``), handled or lost with a crash.
+        """
+        stats = self._stats if self._is_current(websocket_id) else None
+        try:
+            self.handle_frame(websocket_id, text)
+        finally:
+            if stats is not None:
+                stats.inbound_done += inbound_cost(text)
+
+    def handle_frame(self, websocket_id: str, text: str) -> None:
         """One inbound frame of connection ``websocket_id``: the handler runs on it.
 
-        The body of an :class:`~actors.messages.Inbound` message, or a turn
-        of its own on the delivering thread (``ConnectionHandle.deliver``).
+        From :meth:`frame`, or as a turn of its own on the delivering
+        thread (``ConnectionHandle.deliver``), where it never waited.
         """
         context, stats, handler = self.context, self._stats, self._handler
         if context is None or context.websocket_id != websocket_id:
@@ -171,10 +184,7 @@ class ManagerActor(DispatchedActor):
         stats.last_activity = now
         if stats.last_seen is not None:
             stats.last_seen = now  # a frame is a sign of life too
-        try:
-            handler(context, text, self.send)
-        finally:  # handled, or lost with a crash: either way it no longer waits
-            stats.inbound_done += inbound_cost(text)
+        handler(context, text, self.send)
 
     def _is_current(self, websocket_id: str) -> bool:
         return self.context is not None and self.context.websocket_id == websocket_id

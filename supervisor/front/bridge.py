@@ -28,12 +28,12 @@ from actors.ports import Admission, Handle, inbound_cost
 from actors.tree import SupervisionTree
 from supervisor.front.budget import ConnectionBudget
 from supervisor.front.closing import close_within_grace, watch_stall
-from supervisor.front.connection import running_loop
+from supervisor.front.connection import AcyclicConnection, running_loop
 from supervisor.front.keepalive import Keepalive, KeepaliveScheduler, buffer_full
 from supervisor.front.limits import InboundRateLimit
 from supervisor.front.protocol import BINARY_ERROR, welcome_frame
 
-__all__ = ["WebSocketPort", "admit", "off_loop", "reply_future", "serve_connection"]
+__all__ = ["WebSocketPort", "admit", "inlet", "off_loop", "reply_future", "serve_connection"]
 
 
 log = logging.getLogger(__name__)
@@ -357,6 +357,33 @@ def _release(admission: Admission) -> None:
         admission.handle.closed()
 
 
+def inlet(
+    handle: Handle, port: WebSocketPort, inbound: InboundRateLimit | None = None
+) -> Callable[[str], None]:
+    """Loop: what hands one inbound text frame of a connection on to its manager.
+
+    A frame over the ``inbound`` rate sheds the connection with 1008 and is
+    not delivered; so is one that would make the manager's backlog exceed
+    the port's budget (``max_inbound_bytes``). Once the port is shed,
+    nothing more is handed on.
+    """
+    budget, stats, deliver = port.budget, handle.stats, handle.deliver
+
+    def take(text: str) -> None:
+        if port.shed_code is not None:
+            return  # shed: what the peer still sent is dropped
+        if inbound is not None and not inbound.allow():
+            port.shed(int(ServerCloseCode.POLICY), "message rate exceeded")
+            return
+        waiting = stats.inbound_waiting
+        if waiting > 0 and budget.inbound_over(waiting, inbound_cost(text)):
+            port.shed(*budget.inbound_overflow())  # the handler is far behind the client
+            return
+        deliver(text)
+
+    return take
+
+
 async def serve_connection(
     connection: ServerConnection,
     handle: Handle,
@@ -366,34 +393,37 @@ async def serve_connection(
 ) -> None:
     """Loop: greet, carry frames to the manager until the connection ends, free the slot.
 
-    ``ConnectionClosed`` never escapes (a traceback per dropped connection
-    would slow a disconnect storm); the slot is freed however it ends. A
-    client over its ``inbound`` rate is shed with 1008 (the frame over the
-    rate is not delivered), and so is one whose frames would make its
-    manager's backlog exceed the port's budget (``max_inbound_bytes``).
+    Frames are handed on by :func:`inlet`: a whole text frame straight from
+    the parser, on an :class:`~supervisor.front.connection.AcyclicConnection`
+    (:meth:`~supervisor.front.connection.AcyclicConnection.take_frames`);
+    any other message (fragmented, binary, or one that came before the
+    welcome) through websockets' ``recv``, in order. ``ConnectionClosed``
+    never escapes (a traceback per dropped connection would slow a
+    disconnect storm); the slot is freed however it ends.
     """
-    budget = port.budget
     port.on_shed = handle.closed
     pinger = None if alive is None else KeepaliveScheduler.of(alive).add(connection, handle)
+    take = inlet(handle, port, inbound)
+    direct = connection if isinstance(connection, AcyclicConnection) else None
     started = False
     try:
         await connection.send(welcome_frame(handle.context))
         port.start()  # after the welcome: nothing overtakes it
         started = True
+        if direct is not None:
+            direct.take_frames(take)
         async for message in connection:
-            if inbound is not None and not inbound.allow():
-                port.shed(int(ServerCloseCode.POLICY), "message rate exceeded")
-                break
             if isinstance(message, str):
-                if budget.inbound_over(handle.stats.inbound_waiting, inbound_cost(message)):
-                    port.shed(*budget.inbound_overflow())  # the handler is far behind the client
-                    break
-                handle.deliver(message)
+                take(message)
             else:
                 port.send_text(BINARY_ERROR)
+            if port.shed_code is not None:
+                break
     except ConnectionClosed:
         pass
     finally:
+        if direct is not None:
+            direct.take_frames(None)
         handle.closed(connection.close_code if port.shed_code is None else port.shed_code)
         if port._shed is not None:
             log.info("shed websocket_id=%s code=%d reason=%s", handle.websocket_id, *port._shed)

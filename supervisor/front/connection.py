@@ -9,7 +9,10 @@
   protocol's own hooks: ``data_received`` (the handshake's bytes, the write
   buffer's ceiling), ``process_event`` (control frames count toward the
   message rate), ``pause_writing``/``resume_writing`` (reading pauses while
-  writing is) and the assembler's ``resume`` (``recv_messages``);
+  writing is) and the assembler's ``resume`` (``recv_messages``); and
+  its frame queue (``recv_messages.frames.queue``): while it is empty, a
+  whole text frame goes from ``process_event`` straight to the front's
+  inlet (:meth:`AcyclicConnection.take_frames`), no task woken for it;
 - :func:`ping_nowait` writes a keepalive ping without waiting for the
   peer to drain (websockets' ``pending_pings``, ``protocol.send_ping``,
   ``send_data``);
@@ -90,9 +93,8 @@ def check_websockets(version: str) -> None:
 check_websockets(importlib.metadata.version("websockets"))
 
 
-def running_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop running on this thread, or None (never raises)."""
-    return asyncio._get_running_loop()
+running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio._get_running_loop
+"""The event loop running on this thread, or None (never raises); asyncio's own, no wrapper."""
 
 
 def ping_nowait(connection: ServerConnection) -> asyncio.Future[float] | None:
@@ -268,10 +270,34 @@ class AcyclicConnection(ServerConnection):
         if budget is not None and not self._overflowed and budget.write_over(buffered):
             self._over(*budget.write_overflow(self._control_frames))
 
+    _inlet: Callable[[str], None] | None = None
+
+    def take_frames(self, inlet: Callable[[str], None] | None) -> None:
+        """Loop, once open: hand each whole text frame to ``inlet`` as it is parsed.
+
+        Not through websockets' assembler and ``recv``: no queue, no task
+        woken per frame. Only while nothing waits in the assembler (a
+        fragmented or binary message, or one before this call), so messages
+        keep their order; a frame that is not valid UTF-8 goes there too, to
+        fail the connection with 1007 as websockets does. None: no more.
+        """
+        self._inlet = inlet
+
     def process_event(self, event: Event) -> None:
         """Loop: one event parsed; a ping or a pong first pays the message rate."""
         if self._overflowed:
             return
+        inlet = self._inlet
+        if inlet is not None:  # open: every event is a frame
+            frame = cast(Frame, event)
+            if frame.opcode is Opcode.TEXT and frame.fin and not self.recv_messages.frames.queue:
+                try:
+                    text = str(frame.data, "utf-8")
+                except UnicodeDecodeError:
+                    pass
+                else:
+                    inlet(text)
+                    return
         if isinstance(event, Frame) and event.opcode in (Opcode.PING, Opcode.PONG):
             self._control_frames += 1  # its pong (for a ping) is written already
             rate = self._rate
@@ -353,7 +379,7 @@ class AcyclicConnection(ServerConnection):
             if self.protocol.parser_exc is not None:
                 self.protocol.parser_exc.__traceback__ = None
             self.protocol.parser = _SPENT  # its suspended frame holds the protocol
-            self._rate = self._shed = None  # the port's shed holds the port, which holds us
+            self._rate = self._shed = self._inlet = None  # they hold the port, which holds us
             self._peer_gone()
 
     def _peer_gone(self) -> None:

@@ -5,6 +5,7 @@ reported."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,8 +13,10 @@ from http import HTTPStatus
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.asyncio.messages import Assembler
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN, Protocol
 from websockets.server import ServerProtocol
@@ -57,6 +60,19 @@ def test_an_asyncio_socket_transport_still_keeps_its_read_callback() -> None:
             right.close()
 
     assert asyncio.run(probe())
+
+
+def test_a_websockets_assembler_still_queues_its_frames_in_a_deque_it_empties_as_it_reads() -> None:
+    async def probe() -> tuple[bool, bool]:
+        assembler = Assembler()
+        assembler.put(Frame(Opcode.TEXT, b"queued"))
+        queued = isinstance(assembler.frames.queue, collections.deque) and bool(
+            assembler.frames.queue
+        )
+        assert await assembler.get() == "queued"
+        return queued, not assembler.frames.queue
+
+    assert asyncio.run(probe()) == (True, True)
 
 
 def test_running_loop_is_the_loop_on_it_and_none_off_it() -> None:
