@@ -148,8 +148,10 @@ class AcyclicConnection(ServerConnection):
 
     A callback given to :meth:`call_when_lost` is called once (then
     dropped) as soon as the peer is gone: at the end of ``eof_received``
-    (the peer closed its side) or of ``connection_lost`` (a reset, or the
-    end of a closing handshake), whichever comes first, and before any task
+    (the peer closed its side), of ``connection_lost`` (a reset, or the
+    end of a closing handshake) or of ``process_event`` for the peer's
+    close frame (a peer that then keeps its socket open is gone all the
+    same), whichever comes first, and before any task
     that the loss wakes up runs. It is told whether the loss was abrupt: no
     close frame came from the peer (a dropped client), as opposed to the
     end of a closing handshake, which also ends with the peer's EOF.
@@ -305,6 +307,8 @@ class AcyclicConnection(ServerConnection):
                 self._over(int(ServerCloseCode.POLICY), "control frame rate exceeded")
                 return
         super().process_event(event)
+        if isinstance(event, Frame) and event.opcode is Opcode.CLOSE:
+            self._peer_gone()  # it said goodbye: gone now, whenever it closes its socket
 
     def pause_writing(self) -> None:
         """Loop: the peer reads slower than we write: stop reading it too.

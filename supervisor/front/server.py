@@ -315,8 +315,9 @@ class WebSocketFront:
             handle.peer_gone()
             assert self._closes is not None  # set by start(), before any connection
             self._closes.add(functools.partial(_close_dropped, connection, handle))
-        else:
-            handle.closed(connection.close_code)
+        else:  # its close frame came: its code, before the connection is closed
+            received = connection.protocol.close_rcvd
+            handle.closed(connection.close_code if received is None else received.code)
 
     async def _handler(self, connection: ServerConnection) -> None:
         admitted = self._admitted.get(connection)

@@ -8,6 +8,7 @@ import asyncio
 import collections
 import contextlib
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
 
@@ -26,8 +27,8 @@ from supervisor.front.bridge import WebSocketPort
 from supervisor.front.budget import WRITE_HIGH, ConnectionBudget
 from supervisor.front.connection import AcyclicConnection, ping_nowait
 from supervisor.front.limits import InboundRateLimit
-from tests.hostile import close_frame, frame, handshake, open_raw, read_to_eof
-from tests.integration.harness import wait_for
+from tests.hostile import all_slots_free, close_frame, frame, handshake, open_raw, read_to_eof
+from tests.integration.harness import running_daemon, wait_for
 
 
 def test_the_installed_websockets_is_of_the_series_the_front_was_written_for() -> None:
@@ -364,3 +365,17 @@ def test_the_answer_to_a_handshake_is_reported_once_with_its_status_or_as_droppe
     reported, client_saw = expected
     assert heard == [reported]
     assert got == client_saw
+
+
+@pytest.mark.asyncio
+async def test_a_client_whose_close_frame_came_has_its_slot_freed_before_it_closes_its_socket() -> (
+    None
+):
+    async with running_daemon() as daemon:
+        reader, writer = await open_raw(daemon.front.port, "hal")
+        assert daemon.tree.ledger.usage("hal") == 1
+        writer.write(frame(0x8, struct.pack("!H", 1000) + b"bye"))  # and the socket stays open
+        await wait_for(lambda: daemon.tree.ledger.usage("hal") == 0, 0.5, "hal's slot free")
+        assert close_frame(await read_to_eof(reader)) == (1000, "bye")  # its close echoed
+        writer.close()
+        await all_slots_free(daemon)
