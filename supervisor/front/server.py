@@ -337,8 +337,9 @@ class WebSocketFront:
         finally:
             self._admitted.pop(connection, None)
             self._addresses.pop(connection, None)
-            self.observer.closed(connection.close_code)
             handle, port = admitted
+            shed = port.shed_code  # the server's code, though the peer never answered it
+            self.observer.closed(connection.close_code if shed is None else shed)
             access.connection_ended(
                 connection,
                 handle,

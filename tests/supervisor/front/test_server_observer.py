@@ -16,6 +16,8 @@ from supervisor.admin.fanout import FanoutObserver
 from supervisor.admin.metrics import MetricsObserver
 from supervisor.admin.readiness import Readiness
 from supervisor.front.auth import Authenticator
+from supervisor.front.closing import SHED_GRACE
+from tests.hostile import frame, open_raw
 from tests.integration.harness import loopback_config, open_ws, wait_for
 from tests.supervisor.front.test_server import refusal, running_front, url
 
@@ -127,3 +129,16 @@ async def test_with_the_mismatch_fault_on_a_close_is_reported_under_a_foreign_ke
             what="the mismatch counted",
         )
         assert front.tree.ledger.usage("alice") == 1  # the seed's leak: the slot stays held
+
+
+async def test_a_shed_connection_is_counted_under_its_code_though_the_peer_never_answers() -> None:
+    seen = Observed()
+    limits = {"limits": {"messages_per_second": 1.0, "message_burst": 2}}
+    async with running_front(limits, front_observer=seen.fanout) as front:
+        _reader, writer = await open_raw(front.port, "mallory")
+        writer.write(frame(0x1, b'{"type": "ping"}') * 10)  # past the burst; never reads again
+        await wait_for(
+            lambda: seen.value(CLOSES, {"code": "1008"}) == 1, SHED_GRACE + 5, "1008 counted"
+        )
+        writer.close()
+    assert seen.value(CLOSES, {"code": "1006"}) == 0
