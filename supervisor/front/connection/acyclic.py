@@ -1,125 +1,22 @@
-"""The one module of the front that touches websockets' and asyncio's internals.
-
-- :class:`AcyclicConnection` drops, once its connection is lost, asyncio's
-  socket transport's ``_read_ready_cb`` (a bound method of the transport
-  itself) and websockets' ``Protocol.parser`` (a suspended generator) and
-  ``parser_exc``'s traceback, and overrides ``eof_received`` and
-  ``connection_lost``. It also carries out the connection's byte budget
-  (:class:`~supervisor.front.budget.ConnectionBudget`), which needs the
-  protocol's own hooks: ``data_received`` (the handshake's bytes, the write
-  buffer's ceiling), ``process_event`` (control frames count toward the
-  message rate), ``pause_writing``/``resume_writing`` (reading pauses while
-  writing is) and the assembler's ``resume`` (``recv_messages``); and
-  its frame queue (``recv_messages.frames.queue``): while it is empty, a
-  whole text frame goes from ``process_event`` straight to the front's
-  inlet (:meth:`AcyclicConnection.take_frames`), no task woken for it;
-- :func:`ping_nowait` writes a keepalive ping without waiting for the
-  peer to drain (websockets' ``pending_pings``, ``protocol.send_ping``,
-  ``send_data``);
-- :class:`ProxiedConnection` (made by :func:`proxied_connection`) strips
-  the PROXY header a trusted proxy opens the connection with, before
-  websockets' HTTP parser sees a byte, and makes its source the
-  connection's ``remote_address``;
-- :func:`running_loop` is ``asyncio._get_running_loop``: the running loop
-  or None, without the exception ``get_running_loop`` raises off a loop;
-- :func:`adopt` resumes a TCP connection that another process accepted
-  (``ws-supervisor serve --workers N``: the master reads the request head
-  and hands over the socket and the bytes read) as a connection of a
-  websockets server, through the factory that ``serve()`` gave asyncio
-  (``asyncio.Server._protocol_factory``) and the loop's own
-  ``_make_socket_transport``, exactly as asyncio builds an accepted one;
-- :meth:`AcyclicConnection.call_when_answered` reads websockets'
-  ``ServerConnection.response`` once its ``handshake`` ends, and sees that
-  handshake cancelled (``open_timeout``).
-
-Those names were read in websockets :data:`WEBSOCKETS_SERIES` and CPython
-3.11 to 3.13; importing this module with another websockets major release
-raises ImportError, and a test checks that each attribute is still there.
-"""
+"""AcyclicConnection: websockets' server connection, with no cycle left behind, on a budget."""
 
 from __future__ import annotations
 
 import asyncio
 import http
-import importlib.metadata
-import logging
-import random
-import socket
-import struct
 import weakref
 from collections.abc import Callable, Generator
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
-from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import CONNECTING, OPEN, Event
 
 from actors.codes import ServerCloseCode
 from supervisor.front.budget import ConnectionBudget
 from supervisor.front.limits import InboundRateLimit
-from supervisor.front.proxy import (
-    MAX_PROXY_HEADER,
-    BadProxyHeader,
-    TrustedProxies,
-    parse_proxy_header,
-)
 
-__all__ = [
-    "WEBSOCKETS_SERIES",
-    "AcyclicConnection",
-    "ProxiedConnection",
-    "adopt",
-    "check_websockets",
-    "ping_nowait",
-    "proxied_connection",
-    "running_loop",
-]
-
-log = logging.getLogger(__name__)
-
-WEBSOCKETS_SERIES = 17
-"""The websockets major release whose internals this module was written against."""
-
-
-def check_websockets(version: str) -> None:
-    """ImportError unless ``version`` is of :data:`WEBSOCKETS_SERIES`."""
-    if version.split(".", maxsplit=1)[0] != str(WEBSOCKETS_SERIES):
-        raise ImportError(
-            f"ws-supervisor's front needs websockets {WEBSOCKETS_SERIES}.x, whose internals "
-            f"it relies on (supervisor/front/connection.py); websockets {version} is installed"
-        )
-
-
-check_websockets(importlib.metadata.version("websockets"))
-
-
-running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio._get_running_loop
-"""The event loop running on this thread, or None (never raises); asyncio's own, no wrapper."""
-
-
-def ping_nowait(connection: ServerConnection) -> asyncio.Future[float] | None:
-    """Loop: write a ping to ``connection`` now; the future its pong completes, or None if closed.
-
-    websockets' ``ping()`` waits for the peer to drain what is buffered
-    first, so one peer that does not read would hold up whoever pings it.
-    This writes the ping behind whatever is buffered and returns at once:
-    a peer that does not read never answers, and that is what the caller
-    checks. The future fails with ``ConnectionClosed`` if the connection
-    is lost first (websockets' ``connection_lost`` ends every pending ping).
-    """
-    if connection.protocol.state is not OPEN:
-        return None
-    data = struct.pack("!I", random.getrandbits(32))
-    while data in connection.pending_pings:
-        data = struct.pack("!I", random.getrandbits(32))
-    pong: asyncio.Future[float] = connection.loop.create_future()
-    connection.pending_pings[data] = (pong, connection.loop.time())
-    connection.protocol.send_ping(data)
-    try:
-        connection.send_data()
-    except Exception as error:  # the transport is gone: connection_lost follows and ends the ping
-        connection.set_connection_exc(error)
-    return pong
+__all__ = ["AcyclicConnection"]
 
 
 def _spent() -> Generator[None]:
@@ -390,104 +287,3 @@ class AcyclicConnection(ServerConnection):
         callback, self._lost_callback = self._lost_callback, None  # it holds this connection
         if callback is not None:
             callback(self.protocol.close_rcvd is None)
-
-
-def adopt(server: Server, sock: socket.socket, prefix: bytes, handed_user: str) -> None:
-    """Loop: resume ``sock``, whose first bytes ``prefix`` were read elsewhere, on ``server``.
-
-    From here on it is an ordinary connection of ``server`` (a websockets
-    server whose ``create_connection`` is :class:`AcyclicConnection`): the
-    same protocol factory as an accepted one (so the same handshake hook,
-    origins, compression and limits), its ``handed_user`` set, and a
-    transport built as asyncio builds an accepted connection's, without the
-    task asyncio's accept path runs for it. A server that is no longer
-    serving answers the handshake 503 itself.
-    """
-    listening = server.server
-    connection = listening._protocol_factory()  # type: ignore[attr-defined]
-    assert isinstance(connection, AcyclicConnection)  # the server's create_connection
-    connection._prefix = prefix
-    connection.handed_user = handed_user
-    sock.setblocking(False)
-    loop = listening.get_loop()
-    owner = listening if listening.is_serving() else None  # a closed server takes no more
-    loop._make_socket_transport(sock, connection, server=owner)  # type: ignore[attr-defined]
-
-
-class ProxiedConnection(AcyclicConnection):
-    """A connection that first reads the PROXY header of a trusted proxy (on the event loop).
-
-    A subclass made by :func:`proxied_connection` names the proxies to
-    believe. When the socket's peer is one that must send a PROXY header,
-    ``data_received`` keeps the first bytes until :func:`parse_proxy_header`
-    has a complete header, then hands websockets' HTTP parser only what
-    follows it (usually the request, in the same segment). Its source becomes
-    :attr:`remote_address`, for the handshake limits, the logs and the
-    state dump; a LOCAL or UNKNOWN header (a health check) leaves the
-    socket's peer standing. A malformed header, one over the byte limit, or a
-    trusted peer that sends none, is dropped at once (``transport.abort()``,
-    a warning naming the peer); one that never completes is dropped by
-    websockets' ``open_timeout``, which bounds the whole handshake. No slot
-    is ever taken before the header is read. A peer that is not such a proxy
-    is passed through untouched, at the cost of one attribute test per read.
-    """
-
-    proxies: ClassVar[TrustedProxies] = TrustedProxies()
-    max_header: ClassVar[int] = MAX_PROXY_HEADER
-
-    _proxy_buffer: bytearray | None = None  # None: nothing (more) to strip
-    _client: tuple[str, int] | None = None
-    peer_address: Any = None
-    """The socket's own peer: the proxy, when a PROXY header named the client."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.peer_address = transport.get_extra_info("peername")
-        peer = self.peer_address
-        host = str(peer[0]) if isinstance(peer, tuple | list) and peer else ""
-        if self.proxies.expects_header(host):
-            self._proxy_buffer = bytearray()
-
-    @property
-    def remote_address(self) -> Any:
-        """The client: the PROXY header's source, else the socket's peer."""
-        if self._client is not None:
-            return self._client
-        return super().remote_address
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self._proxy_buffer
-        if buffer is None:
-            super().data_received(data)
-            return
-        buffer += data
-        header = parse_proxy_header(buffer, self.max_header)
-        if header is None:
-            if len(buffer) > self.max_header:  # pragma: no cover - the parser refuses first
-                self._drop(f"no complete PROXY header in {len(buffer)} bytes")
-            return
-        if isinstance(header, BadProxyHeader):
-            self._drop(header.reason)
-            return
-        self._proxy_buffer = None
-        self._client = header.client
-        rest = bytes(buffer[header.length :])
-        if rest:
-            super().data_received(rest)
-
-    def eof_received(self) -> bool:  # type: ignore[override]
-        self._proxy_buffer = None  # an EOF before the header: the handshake sees no request
-        return super().eof_received()
-
-    def _drop(self, reason: str) -> None:
-        self._proxy_buffer = None
-        log.warning("dropped a connection from proxy %s: %s", self.peer_address, reason)
-        self.transport.abort()  # connection_lost follows; the handshake ends with no answer
-
-
-def proxied_connection(proxies: TrustedProxies) -> type[ProxiedConnection]:
-    """The connection class for ``serve(create_connection=...)`` that believes ``proxies``."""
-    attributes = {"proxies": proxies, "__doc__": ProxiedConnection.__doc__}
-    return cast(
-        type[ProxiedConnection], type("ProxiedConnection", (ProxiedConnection,), attributes)
-    )
