@@ -16,11 +16,15 @@ The node is not ready while any trigger holds; each has a stable id
   window. ``admitted``, ``superseded`` and ``evicted`` succeed; every
   admission the service failed fails (:func:`refusal_outcome`,
   :func:`handshake_outcome`: no answer in time, 503 at the node cap or at
-  emergency, the ledger unavailable, too many handshakes in progress, a
+  emergency, too many handshakes in progress, a
   handshake dropped at ``open_timeout`` after its request was read, a 500);
   ``rejected_quota`` (429, a user over their own quota) is not counted at
   all, nor is any refusal of a request that never asked for a slot (400,
-  401, 403, 404, the per-address 429);
+  401, 403, 404, the per-address 429), nor a refusal because the shared
+  ledger is unavailable: ``ledger_unavailable`` below holds while it is, on
+  every node alike, and clears as soon as it answers (counted here, one
+  failover's refusals kept every node of a cluster not ready for the
+  window's 5 minutes after Redis was back);
 - ``cleanup_slow``: an emergency cleanup took longer than
   ``max_cleanup_seconds`` (from its start to the last connection it let go,
   :class:`~actors.policies.reaping.EmergencyCleanup`) in the last
@@ -81,7 +85,12 @@ FAILURE_OUTCOMES: tuple[FailureOutcome, ...] = get_args(FailureOutcome)
 """How an admission the service failed ended (``admission_failures_total{outcome}``)."""
 
 _SUCCESSES: frozenset[str] = frozenset({"admitted", "superseded", "evicted"})
-_IGNORED: frozenset[str] = frozenset({"rejected_quota"})
+_IGNORED: frozenset[str] = frozenset({"rejected_quota", "rejected_unavailable"})
+"""Admissions the success rate leaves out: a user over quota, the ledger unavailable.
+
+The tree reports ``rejected_unavailable`` only for the ledger (the caller
+counts its own timeout, through :meth:`Readiness.refused`).
+"""
 _TREE_REPORTED: frozenset[FailureOutcome] = frozenset(
     {"node_cap", "emergency", "ledger_unavailable"}
 )
@@ -167,7 +176,7 @@ class Readiness:
     # --- the tree's events (any actor thread) ----------------------------------------------
 
     def admission(self, result: AdmissionResult) -> None:
-        """Count one admission the tree decided; ``rejected_quota`` is ignored."""
+        """Count one admission the tree decided; ``rejected_quota`` and the ledger's are not."""
         if result in _IGNORED:
             return
         self._count(result in _SUCCESSES)

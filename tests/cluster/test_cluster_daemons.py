@@ -235,8 +235,9 @@ async def test_redis_stopped_and_restarted_drops_no_connection_and_leaks_no_slot
                 await echoes(ws, "redis is down")
 
             kept: list[tuple[ClientConnection, dict[str, Any]]] = []
-            if policy == "fail_closed":
-                assert await clients.refusal(a.url("ned", thread_id="n0")) == 503
+            if policy == "fail_closed":  # more than readiness's 20 samples: 2 of 26 succeeded
+                late = [a.url("ned", thread_id=f"n{i}") for i in range(24)]
+                assert [await clients.refusal(url) for url in late] == [503] * 24
                 assert await clients.refusal(c.url("pat", thread_id="n0")) == 503
             else:  # node-a counts alone: 3 more for ned there (5 on it, 6 in the cluster)
                 outage = [await clients.open(a.url("ned", thread_id=f"o{i}")) for i in range(3)]
@@ -246,7 +247,7 @@ async def test_redis_stopped_and_restarted_drops_no_connection_and_leaks_no_slot
                 kept = outage[:1]
 
             await off(redis_server.start)
-            for node in nodes:
+            for node in nodes:  # the ledger's refusals are no failure of the node's: ready at once
                 await until(partial(node.ready_is, 200), 10, f"{node.node_id} to be ready")
                 assert await off(node.metric, available) == 1
 

@@ -78,10 +78,10 @@ def test_success_below_the_minimum_makes_the_node_not_ready() -> None:
 def test_success_exactly_at_the_minimum_is_ready() -> None:
     readiness = Readiness(ManualClock())
     _admit(readiness, "admitted", 19)
-    _admit(readiness, "rejected_unavailable", 1)
+    _admit(readiness, "rejected_node", 1)
     assert readiness.admission_counts() == (19, 20)
     assert readiness.evaluate() == (True, [])
-    readiness.admission("rejected_unavailable")  # 19/21 = 0.905
+    readiness.admission("rejected_node")  # 19/21 = 0.905
     ready, reasons = readiness.evaluate()
     assert not ready
     assert reasons == ["admission success 0.90 < 0.95 over the last 300s (n=21)"]
@@ -95,12 +95,23 @@ def test_admitted_superseded_and_evicted_are_successes(result: AdmissionResult) 
     assert readiness.evaluate() == (True, [])
 
 
-@pytest.mark.parametrize("result", ["rejected_node", "rejected_unavailable"])
-def test_node_and_unavailable_rejections_are_failures(result: AdmissionResult) -> None:
+def test_node_rejections_are_failures() -> None:
     readiness = Readiness(ManualClock())
-    _admit(readiness, result, 20)
+    _admit(readiness, "rejected_node", 20)
     assert readiness.admission_counts() == (0, 20)
     assert readiness.evaluate()[0] is False
+
+
+def test_the_ledger_s_refusals_are_left_to_its_own_trigger_and_leave_no_trace_once_it_answers() -> (
+    None
+):
+    readiness = Readiness(ManualClock())
+    _admit(readiness, "admitted", 20)
+    _admit(readiness, "rejected_unavailable", 100)  # a failover under fail_closed
+    down = readiness.triggers(ledger_unavailable="redis ledger unavailable (fail_closed)")
+    assert [trigger.id for trigger in down] == ["ledger_unavailable"]
+    assert readiness.admission_counts() == (20, 20)
+    assert readiness.triggers() == []  # back as soon as the ledger answers
 
 
 def test_quota_rejections_are_not_counted_at_all() -> None:
