@@ -72,12 +72,16 @@ def record(message: str) -> logging.LogRecord:
 
 @pytest.fixture
 def root_logger() -> Iterator[logging.Logger]:
-    """The root logger, given back with its handlers and level as they were."""
+    """The root logger, given back with its handlers, level and record options as they were."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    options = (logging._srcfile, logging.logThreads, logging.logProcesses)
+    multiprocessing = logging.logMultiprocessing
     yield root
     root.handlers[:] = handlers
     root.setLevel(level)
+    logging._srcfile, logging.logThreads, logging.logProcesses = options
+    logging.logMultiprocessing = multiprocessing
 
 
 def wait_for_lines(stream: Stream, count: int) -> None:
@@ -198,3 +202,30 @@ def test_lines_formatted_elsewhere_are_written_as_they_are_among_the_others() ->
         "and its next",
     ]
     assert json.loads(stream.lines[2])["message"] == "the master's own"
+
+
+class Recorded(logging.Handler):
+    """Keeps the records it is given, as they were logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.timeout(10)
+def test_a_plain_line_reads_as_the_standard_formatter_writes_it_without_gathering_the_caller(
+    root_logger: logging.Logger,
+) -> None:
+    stream = Stream()
+    writer = configure_logging(LoggingConfig(level="INFO"), cast(TextIO, stream))
+    seen = Recorded()
+    root_logger.addHandler(seen)
+    for _ in range(3):  # two lines may share a second: its text is made once
+        logging.getLogger("supervisor.access").info("closed user_id=%s", "alice")
+    writer.stop()
+    standard = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    assert stream.lines == [standard.format(record) for record in seen.records]
+    assert {(r.lineno, r.thread, r.process) for r in seen.records} == {(0, None, None)}
