@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from actors.observer import AdmissionResult, CleanupReason, Observer
 from supervisor.front.server import FrontObserver
@@ -19,11 +20,21 @@ class FanoutObserver:
     """Passes every event to each observer in turn (metrics, readiness, ...).
 
     The tree's events come on actor threads, the front's on the event loop;
-    each observer is called on the thread that reports.
+    each observer is called on the thread that reports. An observer may
+    name the events it does nothing with (a class attribute ``ignores``):
+    it is not called for them. An event that only one observer hears is
+    that observer's own method, called directly (most events of a
+    connection: the metrics', not the readiness'): no call through here.
     """
 
     def __init__(self, *observers: NodeObserver) -> None:
         self.observers = observers
+        for event in _EVENTS:
+            hearing = [o for o in observers if event not in getattr(o, "ignores", ())]
+            if len(hearing) == 1:
+                setattr(self, event, getattr(hearing[0], event))
+            elif len(hearing) < len(observers):
+                setattr(self, event, functools.partial(_each, [getattr(o, event) for o in hearing]))
 
     def admission(self, result: AdmissionResult) -> None:
         for observer in self.observers:
@@ -76,3 +87,16 @@ class FanoutObserver:
     def closed(self, code: int | None) -> None:
         for observer in self.observers:
             observer.closed(code)
+
+
+def _each(listeners: list[Callable[..., None]], *args: Any) -> None:
+    for listener in listeners:
+        listener(*args)
+
+
+_EVENTS = sorted(
+    name
+    for name, value in vars(FanoutObserver).items()
+    if callable(value) and not name.startswith("_")
+)
+"""Every event a fanout passes on (its public methods)."""

@@ -43,7 +43,7 @@ import collections
 import math
 import threading
 from collections.abc import Mapping
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import attrs
 
@@ -145,6 +145,12 @@ class Readiness:
     second began, so at most ``ceil(window_seconds) + 1`` buckets are kept
     whatever the admission rate.
     """
+
+    ignores: ClassVar[frozenset[str]] = frozenset(
+        {"cleanup", "release_latency", "usage", "level_changed", "restart", "abandoned"}
+        | {"pool_reuse", "closed"}
+    )
+    """The events that are no readiness signal, whose methods do nothing: a fanout skips them."""
 
     def __init__(
         self,

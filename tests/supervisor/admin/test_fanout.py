@@ -128,3 +128,28 @@ def test_a_tree_reporting_to_a_fanout_reaches_the_metrics_and_every_other_observ
     assert metrics.value("ws_supervisor_admissions_total", {"result": "admitted"}) == 1
     assert ("other", "admission", ("admitted",)) in heard
     assert ("other", "cleanup", ("shutdown", "ok")) in [(n, e, a[:2]) for n, e, a in heard]
+
+
+class Deaf(Recorder):
+    """A recorder that names the events it does nothing with, as the readiness policy does."""
+
+    ignores = frozenset({"cleanup", "closed"})
+
+
+@pytest.mark.parametrize("order", ["deaf first", "deaf last"])
+def test_an_event_an_observer_ignores_reaches_the_others_only_and_one_alone_is_called_directly(
+    order: str,
+) -> None:
+    heard: Heard = []
+    deaf, first, second = Deaf("deaf", heard), Recorder("first", heard), Recorder("second", heard)
+    alone = FanoutObserver(deaf, first) if order == "deaf first" else FanoutObserver(first, deaf)
+    both = FanoutObserver(deaf, first, second)
+    for fanout in (alone, both):
+        for event, args in CALLS + FRONT_CALLS:
+            getattr(fanout, event)(*args)
+    names = {event: [n for n, e, _ in heard if e == event] for event, _ in CALLS + FRONT_CALLS}
+    assert names["cleanup"] == names["closed"] == ["first", "first", "second"]
+    assert names["admission"] == (
+        ["deaf", "first"] if order == "deaf first" else ["first", "deaf"]
+    ) + ["deaf", "first", "second"]
+    assert alone.cleanup == first.cleanup  # the observer's own method: no call in between
