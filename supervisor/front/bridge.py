@@ -327,20 +327,20 @@ async def admit(
 ) -> Admission:
     """Loop: ask the tree for a slot without blocking the loop.
 
-    After ``timeout`` seconds the request is withdrawn (503), unless the
-    answer is already on its way. A caller cancelled meanwhile withdraws it
-    too, and an admission that arrives after that is undone at once: no
-    slot is ever left without a connection.
+    After ``timeout`` seconds (no timer if answered in the call) it is
+    withdrawn (503) unless answered; a cancelled caller withdraws it too,
+    and an admission that comes after that is undone: no slot is orphaned.
     """
     loop = asyncio.get_running_loop()
-    answer: asyncio.Future[Admission]
     answer, hand_over = reply_future(loop, undo=_release)
+    ticket = tree.admit_nowait(context, port, hand_over)
+    if answer.done():  # answered in this call (an idle supervisor's turn on the loop): no timer
+        return answer.result()
 
     def give_up() -> None:  # on the loop, ``timeout`` seconds later
         if not answer.done() and ticket.withdraw():
             answer.set_result(Admission("rejected_unavailable", reason="no answer in time"))
 
-    ticket = tree.admit_nowait(context, port, hand_over)
     timer = loop.call_later(timeout, give_up)
     try:
         return await answer

@@ -61,6 +61,21 @@ async def test_an_answer_in_time_admits_and_holds_one_slot(tree: SupervisionTree
     await asyncio.to_thread(wait_until, lambda: tree.ledger.usage("ann") == 0)
 
 
+async def test_an_answer_given_within_the_call_sets_no_timer_on_the_loop(
+    tree: SupervisionTree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await admit(tree, UserExecutionContext.from_websocket_request("dee"), port(), 5)
+    assert first.handle is not None  # dee's supervisor now runs, and waits idle
+    loop, timers = asyncio.get_running_loop(), []
+    monkeypatch.setattr(loop, "call_later", lambda *args: timers.append(args))
+    second = await admit(tree, UserExecutionContext.from_websocket_request("dee"), port(), 5)
+    assert second.result == "admitted" and second.handle is not None
+    assert timers == []  # the idle supervisor took its turn within the call, on the loop
+    first.handle.closed()
+    second.handle.closed()
+    await asyncio.to_thread(wait_until, lambda: tree.ledger.usage("dee") == 0)
+
+
 async def test_no_answer_in_time_is_a_503_and_the_late_admission_is_undone(
     tree: SupervisionTree,
 ) -> None:
