@@ -14,7 +14,7 @@ import re
 import secrets
 import threading
 import time
-from typing import overload
+from typing import cast, overload
 
 import attrs
 
@@ -64,7 +64,9 @@ def validate_id(field: str, value: object) -> str:
 
 
 def _id_validator(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    validate_id(attribute.name, value)
+    valid = _VALID_USER_ID if attribute.name == "user_id" else _VALID_ID
+    if type(value) is not str or valid.fullmatch(value) is None:  # validate_id's first test
+        validate_id(attribute.name, value)  # raises, with the reason
 
 
 class UnifiedIdGenerator:
@@ -90,6 +92,10 @@ class UnifiedIdGenerator:
     def generate_user_context_ids(cls, user_id: str, operation: str) -> tuple[str, str, str]:
         """Return ``(thread_id, run_id, request_id)``; ``run_id`` is contained in ``thread_id``."""
         validate_id("user_id", user_id)
+        return cls._thread_ids(operation)
+
+    @classmethod
+    def _thread_ids(cls, operation: str) -> tuple[str, str, str]:
         if _OPERATION_RE.fullmatch(operation) is None:
             raise InvalidIdError("operation", "must be 1-32 lower-case letters, digits or _")
         run_id = f"run_{operation}_{cls._unique()}"
@@ -188,8 +194,8 @@ class UserExecutionContext:
         if user_id is None:
             if not ids:
                 raise TypeError("from_websocket_request() needs a user_id")
-            user_id, *rest = ids
-            user_id = validate_id("user_id", user_id)
+            first, *rest = ids
+            user_id = cast(str, first)  # validated on construction, with every id
         else:
             rest = list(ids)
         if len(rest) > len(order):
@@ -224,9 +230,8 @@ class UserExecutionContext:
         created_at: float | None,
     ) -> UserExecutionContext:
         if thread_id is None:
-            thread_id, new_run, new_request = UnifiedIdGenerator.generate_user_context_ids(
-                user_id, operation
-            )
+            # the user id is validated on construction, with every id
+            thread_id, new_run, new_request = UnifiedIdGenerator._thread_ids(operation)
             run_id = run_id or new_run
             request_id = request_id or new_request
         return cls(

@@ -197,7 +197,7 @@ class Mailbox:
         stopped = actor.actor_stopped
         envelopes = self._envelopes
         for _ in range(batch):
-            if stopped.is_set() or not envelopes:
+            if not envelopes or stopped.is_set():
                 break
             actor.handle_envelope(envelopes.popleft())
         self._end_turn(actor)

@@ -107,17 +107,25 @@ BINARY_ERROR = error_frame(
 """The answer to a binary frame (the connection stays open)."""
 
 
+_WELCOME = (
+    '{"type": "welcome", "user_id": "%s", "thread_id": "%s", "run_id": "%s", '
+    '"request_id": "%s", "websocket_id": "%s"}'
+)
+
+
 def welcome_frame(context: UserExecutionContext) -> str:
-    """The first frame a client receives: who it is, under which ids."""
-    return json.dumps(
-        {
-            "type": "welcome",
-            "user_id": context.user_id,
-            "thread_id": context.thread_id,
-            "run_id": context.run_id,
-            "request_id": context.request_id,
-            "websocket_id": context.websocket_id,
-        }
+    """The first frame a client receives: who it is, under which ids.
+
+    The text ``json.dumps`` makes of them, without its encoder: every id
+    was validated when the context was built (ASCII letters, digits and
+    ``. _ - @ + |``), and none of those needs escaping in JSON.
+    """
+    return _WELCOME % (
+        context.user_id,
+        context.thread_id,
+        context.run_id,
+        context.request_id,
+        context.websocket_id,
     )
 
 

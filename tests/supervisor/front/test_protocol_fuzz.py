@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from actors.context import UserExecutionContext
 from supervisor.errors import FrameError
 from supervisor.front.apps import EchoApp
-from supervisor.front.protocol import MAX_DEPTH, JsonProtocol, parse_frame
+from supervisor.front.protocol import MAX_DEPTH, JsonProtocol, parse_frame, welcome_frame
 
 __all__: list[str] = []
 
@@ -112,3 +112,22 @@ def test_a_valid_ping_or_echo_frame_is_answered_with_pong_or_the_same_data(data:
     assert json.loads(sent[0]) == {"type": "pong"}
     echoed = json.loads(sent[1])
     assert echoed["type"] == "echo" and len(echoed["data"]) == 1
+
+
+_ID_CHARS = "abcXYZ019._-"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    user_id=st.text("aZ9", min_size=1, max_size=1).flatmap(
+        lambda head: st.text(_ID_CHARS + "@+|", max_size=40).map(lambda tail: head + tail)
+    ),
+    thread_id=st.none() | st.text("aZ9", min_size=1, max_size=1).map(lambda head: head + "t.-_"),
+)
+def test_the_welcome_frame_is_the_text_json_dumps_makes_of_the_ids(
+    user_id: str, thread_id: str | None
+) -> None:
+    context = UserExecutionContext.from_websocket_request(user_id, thread_id)
+    ids = ("user_id", "thread_id", "run_id", "request_id", "websocket_id")
+    expected = json.dumps({"type": "welcome", **{name: getattr(context, name) for name in ids}})
+    assert welcome_frame(context) == expected
