@@ -32,8 +32,9 @@ from actors.context import UserExecutionContext
 from actors.errors import AdmissionRefused
 from actors.ports import Handle
 from actors.tree import SupervisionTree
-from supervisor.front.bridge import WebSocketPort, admit, serve_connection
+from supervisor.front.bridge import WebSocketPort
 from supervisor.front.keepalive import Keepalive
+from supervisor.front.session import admit, serve_connection
 
 __all__ = ["serve_supervised", "supervise"]
 

@@ -53,7 +53,7 @@ from supervisor.config.schema import Config
 from supervisor.errors import AuthError
 from supervisor.front import access
 from supervisor.front.auth import Authenticator
-from supervisor.front.bridge import WebSocketPort, admit, serve_connection
+from supervisor.front.bridge import WebSocketPort
 from supervisor.front.budget import (
     ASSEMBLER_HIGH,
     ASSEMBLER_LOW,
@@ -66,6 +66,7 @@ from supervisor.front.connection import AcyclicConnection, adopt, proxied_connec
 from supervisor.front.keepalive import Keepalive
 from supervisor.front.limits import AddressLimiter, ConcurrencyGate, InboundRateLimit
 from supervisor.front.proxy import TrustedProxies
+from supervisor.front.session import admit, serve_connection
 
 __all__ = ["FrontObserver", "NullFrontObserver", "WebSocketFront"]
 

@@ -24,8 +24,8 @@ from websockets.protocol import State
 from actors.codes import ServerCloseCode
 from actors.handle import ConnectionHandle
 from supervisor.daemon import Daemon
-from supervisor.front import bridge
 from supervisor.front import server as server_module
+from supervisor.front import session
 from supervisor.front.bridge import WebSocketPort
 from supervisor.front.connection import AcyclicConnection
 from tests.apps.faulty import RELEASE
@@ -359,7 +359,7 @@ async def test_a_dropped_connection_frees_its_slot_as_the_loss_is_read_before_it
 async def test_a_connection_lost_while_it_waits_for_its_slot_frees_the_slot_it_then_gets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    admit = bridge.admit
+    admit = session.admit
 
     async def late_admit(tree: Any, context: Any, port: WebSocketPort, timeout: float) -> Any:
         admission = await admit(tree, context, port, timeout)

@@ -1,4 +1,4 @@
-"""The loop's side of admission (``supervisor.front.bridge.admit``): timeouts and cancellations.
+"""The loop's side of admission (``supervisor.front.session.admit``): timeouts and cancellations.
 
 The supervisors' one worker is held by a real dispatched actor that blocks
 until the test lets it go, so an admission can be made late on purpose.
@@ -17,7 +17,8 @@ import pytest
 from actors._runtime.dispatch import DispatchedActor, Dispatcher
 from actors.context import UserExecutionContext
 from actors.tree import SupervisionTree
-from supervisor.front.bridge import WebSocketPort, admit
+from supervisor.front.bridge import WebSocketPort
+from supervisor.front.session import admit
 from tests.helpers import make_config, wait_until
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.asyncio]
