@@ -43,6 +43,7 @@ from supervisor.admin.backend import TreeAdminBackend
 from supervisor.admin.fanout import FanoutObserver
 from supervisor.admin.listener import AdminServer
 from supervisor.admin.metrics import MetricsObserver
+from supervisor.admin.origin import is_loopback_host
 from supervisor.admin.readiness import Readiness
 from supervisor.cluster.ledger import RedisLedger, connect
 from supervisor.cluster.link import ClusterLink
@@ -69,8 +70,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-
 
 def _admin_token(config: Config, env: Mapping[str, str]) -> str | None:
     """The admin bearer token; None only when none is asked for, on loopback.
@@ -87,7 +86,7 @@ def _admin_token(config: Config, env: Mapping[str, str]) -> str | None:
             message = f"environment variable {name} {state}: the admin token it names is required"
             raise ConfigError([ConfigIssue("admin.token_env", message)])
         return token
-    if config.admin.host not in _LOOPBACK:
+    if not is_loopback_host(config.admin.host):
         issue = ConfigIssue("admin.token_env", "an admin listener off loopback needs a token")
         raise ConfigError([issue])
     return None

@@ -12,6 +12,8 @@ and the live page of the tree, ``GET /ui`` with its files
 (``Connection: close``); request line and headers at most 8 KiB (431), body at
 most 64 KiB (413), the whole request within the read timeout (408, then cut).
 Every error is ``{"error": "..."}``; no traceback ever reaches the client.
+A browser's request from another site, or to a name pointed at loopback
+(DNS rebinding), is refused (403: :mod:`supervisor.admin.origin`).
 With a token configured, every route needs ``Authorization: Bearer <token>``,
 but the page's static files, which hold no data (its script sends the token
 itself when it reads the state).
@@ -35,6 +37,7 @@ import attrs
 
 from actors.errors import InvalidIdError, WsSupervisorError
 from supervisor.admin.backend import AdminBackend
+from supervisor.admin.origin import is_loopback_host, refusal
 from supervisor.admin.page import PAGE_HEADERS, load_page
 from supervisor.errors import BackendUnavailable
 from supervisor.front.protocol import MAX_DEPTH, nesting_depth
@@ -50,6 +53,8 @@ _METRICS = "text/plain; version=0.0.4; charset=utf-8"
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 1024 * 1024
 _Headers = tuple[tuple[str, str], ...]
+_SINGLE = ("content-length", "authorization", "transfer-encoding", "host", "origin")
+"""The headers a request may send once (400 if twice)."""
 
 
 class _HttpError(WsSupervisorError):
@@ -114,7 +119,7 @@ def _parse_head(head: bytes) -> _Request:
         if not sep or not name or name != name.strip() or line[0] in " \t":
             raise _HttpError(400, f"malformed header line: {line[:100]!r}")
         key = name.lower()
-        if key in headers and key in ("content-length", "authorization", "transfer-encoding"):
+        if key in headers and key in _SINGLE:
             raise _HttpError(400, f"duplicate {name} header")
         headers[key] = value.strip()
     return _Request(method, target.split("?", 1)[0], headers)
@@ -184,6 +189,7 @@ class AdminServer:
         self.path = path
         self.backend = backend
         self._token = token.encode("utf-8") if token else None
+        self._on_loopback = path is None and is_loopback_host(host)
         self.read_timeout = read_timeout
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -281,6 +287,7 @@ class AdminServer:
             return self._timed_out(), False
         try:
             request = _parse_head(head[:-4])
+            self._check_site(request)
             self._authorize(request)
             handler = self._route(request)
             length = _content_length(request)
@@ -298,6 +305,13 @@ class AdminServer:
 
     def _timed_out(self) -> _Response:
         return _error(408, f"request not received within {self.read_timeout:g}s")
+
+    def _check_site(self, request: _Request) -> None:
+        """Refuse (403) a rebound name or another site's page (:mod:`~supervisor.admin.origin`)."""
+        headers = request.headers
+        why = refusal(headers.get("host"), headers.get("origin"), on_loopback=self._on_loopback)
+        if why is not None:
+            raise _HttpError(403, why)
 
     def _authorize(self, request: _Request) -> None:
         if self._token is None or (request.method == "GET" and request.path in self._page):

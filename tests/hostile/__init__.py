@@ -161,7 +161,7 @@ async def http_request(
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         length = f"Content-Length: {len(body)}\r\n" if body else ""
-        writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{length}\r\n".encode() + body)
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{length}\r\n".encode() + body)
         raw = await asyncio.wait_for(reader.read(), timeout)
     finally:
         writer.close()

@@ -413,7 +413,7 @@ async def test_after_the_daemon_stops_no_actor_thread_or_listener_is_left() -> N
 
 async def _http(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, Any]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n"
     writer.write(head.encode() + body)
     raw = await asyncio.wait_for(reader.read(), 5)
     writer.close()
@@ -457,7 +457,7 @@ async def test_the_admin_endpoints_answer_as_documented_while_serving() -> None:
         assert status == 200 and state["users"][0]["user_id"] == "alice"
         assert state["root"]["node_id"] == daemon.node_id
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         metrics = (await asyncio.wait_for(reader.read(), 5)).decode()
         writer.close()
         assert 'ws_supervisor_admissions_total{result="admitted"} 1.0' in metrics
