@@ -92,6 +92,7 @@ class ConnectionHandle:
         if self._manager is None:
             return
         self._manager = None
+        self.stats.closed_with = code
         self._to_supervisor(
             ConnectionClosed(self.context.websocket_id, self._clock.monotonic(), code)
         )

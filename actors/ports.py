@@ -121,6 +121,8 @@ class ManagerStats:
     """The :func:`inbound_cost` of every frame delivered to the manager (the shell writes it)."""
     inbound_done: int = 0
     """Of those, the cost of the frames it has handled (the manager writes it)."""
+    closed_with: int | None = None
+    """The code of the first :meth:`~Handle.closed` (the handle writes it); None until then."""
 
     @property
     def inbound_waiting(self) -> int:

@@ -48,7 +48,8 @@ HANDSHAKE_STATUSES = ("101", "400", "401", "403", "404", "426", "429", "500", "5
 CLOSE_CODES = tuple(str(code) for code in sorted({1000, 1001, 1006, *map(int, ServerCloseCode)}))
 """``closes_total{code}``: the codes the server sends and 1006 (no close handshake); a peer's
 own code (3000-4999, or another of RFC 6455) counts as ``other``. A connection the front
-sheds (4004, 1008) counts under the code it was shed with, answered or not."""
+sheds (4004, 1008) counts under the code it was shed with, answered or not, and one its
+keepalive reaps (aborted) under 4003."""
 LEDGER_OPERATIONS = ("acquire", "release", "release_user", "transfer", "renew", "usage", "ping")
 """``ledger_errors_total{operation}``: every call of the Redis ledger that can fail."""
 _SCOPES = ("user", "node")

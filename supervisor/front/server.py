@@ -339,14 +339,14 @@ class WebSocketFront:
             self._admitted.pop(connection, None)
             self._addresses.pop(connection, None)
             handle, port = admitted
-            shed = port.shed_code  # the server's code, though the peer never answered it
-            self.observer.closed(connection.close_code if shed is None else shed)
+            own = _own_code(connection, handle, port)  # though the peer never answered it
+            self.observer.closed(connection.close_code if own is None else own)
             access.connection_ended(
                 connection,
                 handle,
                 address=client,
                 proxy=_proxy(client, peer),
-                shed_code=port.shed_code,
+                shed_code=own,
                 now=self.tree.clock.wall(),
             )
 
@@ -366,6 +366,20 @@ def _deflate() -> list[ServerPerMessageDeflateFactory]:
             require_client_max_window_bits=True,
         )
     ]
+
+
+def _own_code(connection: ServerConnection, handle: Handle, port: WebSocketPort) -> int | None:
+    """The code the server ended the connection with itself, or None.
+
+    A shed's (4004, 1008); or, on a connection aborted without a close
+    handshake (1006), the code the front reported before it aborted it: the
+    keepalive's reap (4003).
+    """
+    if port.shed_code is not None:
+        return port.shed_code
+    reported = handle.stats.closed_with
+    aborted = connection.close_code == CloseCode.ABNORMAL_CLOSURE
+    return reported if aborted and reported not in (None, CloseCode.ABNORMAL_CLOSURE) else None
 
 
 def _close_dropped(connection: ServerConnection, handle: Handle) -> None:

@@ -7,6 +7,7 @@ the readiness policy behind one fan-out.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import pytest
@@ -142,3 +143,18 @@ async def test_a_shed_connection_is_counted_under_its_code_though_the_peer_never
         )
         writer.close()
     assert seen.value(CLOSES, {"code": "1006"}) == 0
+
+
+async def test_a_peer_reaped_by_the_keepalive_is_counted_and_logged_under_4003(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen = Observed()
+    quick = {"timeouts": {"ping_interval": 0.3, "ping_timeout": 0.3}}
+    caplog.set_level(logging.INFO, logger="supervisor.access")
+    async with running_front(quick, front_observer=seen.fanout) as front:
+        _reader, writer = await open_raw(front.port, "mallory")  # never answers a ping
+        await wait_for(lambda: seen.value(CLOSES, {"code": "4003"}) == 1, 10, "4003 counted")
+        writer.close()
+    assert seen.value(CLOSES, {"code": "1006"}) == 0
+    ended = [r.getMessage() for r in caplog.records if r.name == "supervisor.access"]
+    assert len(ended) == 1 and " code=4003 by=server " in ended[0], ended
