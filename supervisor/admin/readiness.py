@@ -80,6 +80,7 @@ FailureOutcome = Literal[
     "handshakes_busy",
     "open_timeout",
     "internal_error",
+    "worker_unavailable",
 ]
 FAILURE_OUTCOMES: tuple[FailureOutcome, ...] = get_args(FailureOutcome)
 """How an admission the service failed ended (``admission_failures_total{outcome}``)."""

@@ -120,6 +120,7 @@ class Acceptor:
         self.results: collections.Counter[str] = collections.Counter()
         self.answered: collections.Counter[int] = collections.Counter()
         self.busy = 0  # 503: more heads at once than max_concurrent_handshakes
+        self.worker_unavailable = 0  # 503: the user's worker down, or not taking the socket
         self.listeners: list[socket.socket] = []
         self._reading: dict[int, _Reading] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -167,6 +168,7 @@ class Acceptor:
             labels=["outcome"],
         )
         failures.add_metric(["handshakes_busy"], self.busy)
+        failures.add_metric(["worker_unavailable"], self.worker_unavailable)
         failures.add_metric(["internal_error"], self.answered[500])
         return [handshakes, failures]
 
@@ -280,6 +282,7 @@ class Acceptor:
 
     def refuse_unavailable(self, sock: socket.socket, address: str = "") -> None:
         """Answer 503 on a connection that could not be handed over after all."""
+        self.worker_unavailable += 1
         if not address:
             with contextlib.suppress(OSError):
                 address = str(sock.getpeername()[0])

@@ -160,6 +160,11 @@ async def test_a_worker_that_cannot_take_the_connection_makes_it_503_retry_after
         assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
         assert b"\r\nRetry-After: 1\r\n" in answer
         assert acceptor.results == {"unavailable": 1}
+        failures = next(
+            m for m in acceptor.answered_metrics() if m.name == "ws_supervisor_admission_failures"
+        )
+        counted = {s.labels["outcome"]: s.value for s in failures.samples}
+        assert counted["worker_unavailable"] == 1 and counted["handshakes_busy"] == 0
 
 
 async def test_a_head_not_whole_within_the_open_timeout_is_dropped() -> None:
