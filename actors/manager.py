@@ -139,17 +139,16 @@ class ManagerActor(DispatchedActor):
             self._outbound.append(text)
             self._flush()
             return
+        self._sent(stats, 1)  # first: a reader of the counters never sees the frame uncounted
         port.send_text(text)
-        self._sent(stats, 1)
 
     def _flush(self) -> None:
         port, stats = self._port, self._stats
         if self.state != "connected" or port is None or stats is None or not self._outbound:
             return
-        count = len(self._outbound)
+        self._sent(stats, len(self._outbound))
         while self._outbound:
             port.send_text(self._outbound.popleft())
-        self._sent(stats, count)
 
     def _sent(self, stats: ManagerStats, count: int) -> None:
         stats.messages_out += count

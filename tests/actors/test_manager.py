@@ -70,6 +70,26 @@ def test_an_attached_manager_answers_through_the_port_and_counts_both_ways(
     assert conn.stats.last_activity == clock.monotonic()
 
 
+def test_a_frame_is_counted_out_before_the_port_has_it(
+    managers: Dispatcher, clock: ManualClock
+) -> None:
+    conn = Connection(clock)
+    seen: list[int] = []
+
+    class CountingPort(QueuePort):  # what the loop may read as soon as a frame is written
+        def send_text(self, text: str) -> None:
+            seen.append(conn.stats.messages_out)
+            super().send_text(text)
+
+    conn.port = CountingPort()
+    manager = start_manager(Inbox(managers), clock, managers)
+    manager.tell(conn.attach())
+    manager.tell(Outbound(conn.ws, "pushed"))
+    manager.tell(Inbound(conn.ws, "echoed"))
+    assert [conn.port.frames.get(timeout=2) for _ in range(2)] == ["pushed", "echoed"]
+    assert seen == [1, 2]
+
+
 def test_a_frame_is_a_sign_of_life_once_keepalive_is_reported(
     managers: Dispatcher, clock: ManualClock
 ) -> None:
