@@ -22,8 +22,10 @@ with ``EVAL`` (which caches the script again), in order with the others
 that failed so, but after the calls that followed it. That happens only if
 the server's script cache is flushed under a live connection.
 
-A call submitted while the link is idle (nothing queued, no batch in
-flight, the connection up, the scripts loaded, and a small command) is
+With ``eager`` (the push link's: the ledger's keeps to its thread, whose
+batches cost fewer wake-ups under churn), a call submitted while the link
+is idle (nothing queued, no batch in flight, the connection up, the
+scripts loaded, and a small command) is
 written at once from the submitting thread, under the link's lock: the
 request goes out without waiting for the link's thread to wake (a thread
 hop that costs more than a loopback round trip on a loaded host); the link's
@@ -82,7 +84,9 @@ EAGER_MAX = 16 * 1024
 class ScriptLink:
     """Runs named Lua scripts on ``client``'s server, in submission order, from one thread."""
 
-    def __init__(self, client: redis.Redis, sources: Mapping[str, str]) -> None:
+    def __init__(
+        self, client: redis.Redis, sources: Mapping[str, str], *, eager: bool = False
+    ) -> None:
         pool = client.connection_pool
         self._connection_class = pool.connection_class
         self._connection_kwargs = dict(pool.connection_kwargs)
@@ -98,7 +102,7 @@ class ScriptLink:
         self._queue: list[_Call] = []
         self._written: list[_Call] = []  # written by their submitters; the replies not yet read
         self._busy = False  # the link's thread has a batch in hand (it owns the connection)
-        self._eager = not issubclass(self._connection_class, redis.SSLConnection)
+        self._eager = eager and not issubclass(self._connection_class, redis.SSLConnection)
         self._submitted = self._answered = 0
         self._closing = False
         self._thread: threading.Thread | None = None

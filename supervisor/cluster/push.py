@@ -66,7 +66,8 @@ class ClusterPush:
         self._ledger = ledger
         self._channels = f"{ledger.config.key_prefix}:node:"
         self._deliver = deliver
-        self._link = ScriptLink(client, {name: BY_NAME[name] for name in ("PUSH", "PUSHACK")})
+        scripts = {name: BY_NAME[name] for name in ("PUSH", "PUSHACK")}
+        self._link = ScriptLink(client, scripts, eager=True)  # a push goes out from its caller
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[PushTally, Settled]] = {}
         self._ids = itertools.count(1)

@@ -23,13 +23,13 @@ SCRIPTS = {
 }
 
 
-def make_link(server: RedisServer, timeout: float = 0.25) -> ScriptLink:
-    return ScriptLink(connect(RedisConfig(url=server.url, timeout=timeout)), SCRIPTS)
+def make_link(server: RedisServer, timeout: float = 0.25, *, eager: bool = False) -> ScriptLink:
+    return ScriptLink(connect(RedisConfig(url=server.url, timeout=timeout)), SCRIPTS, eager=eager)
 
 
-@pytest.fixture
-def link(redis_server: RedisServer) -> Iterator[ScriptLink]:
-    calls = make_link(redis_server)
+@pytest.fixture(params=[False, True], ids=["batched", "eager"])
+def link(redis_server: RedisServer, request: pytest.FixtureRequest) -> Iterator[ScriptLink]:
+    calls = make_link(redis_server, eager=request.param)
     yield calls
     calls.close()
 
@@ -187,18 +187,25 @@ class RecordingTls(redis.SSLConnection):
         super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
-def recording_link(server: RedisServer, kind: type[redis.Connection]) -> ScriptLink:
+def recording_link(
+    server: RedisServer, kind: type[redis.Connection], *, eager: bool = True
+) -> ScriptLink:
     client = redis.Redis.from_url(server.url, socket_timeout=1.0, connection_class=kind)
-    return ScriptLink(client, SCRIPTS)
+    return ScriptLink(client, SCRIPTS, eager=eager)
 
 
 @pytest.mark.parametrize(
-    ("kind", "writer"), [(Recording, "MainThread"), (RecordingTls, "redis-link")]
+    ("kind", "eager", "writer"),
+    [
+        (Recording, True, "MainThread"),
+        (Recording, False, "redis-link"),
+        (RecordingTls, True, "redis-link"),
+    ],
 )
-def test_a_call_on_an_idle_link_is_written_by_its_submitter_unless_over_tls(
-    redis_server: RedisServer, kind: type[Recording] | type[RecordingTls], writer: str
+def test_a_call_on_an_idle_eager_link_is_written_by_its_submitter_unless_over_tls(
+    redis_server: RedisServer, kind: type[Recording] | type[RecordingTls], eager: bool, writer: str
 ) -> None:
-    link = recording_link(redis_server, kind)
+    link = recording_link(redis_server, kind, eager=eager)
     try:
         link.call("INCR", ["n"], [1])  # connects, and loads the scripts: from the link's thread
         kind.writers.clear()
@@ -215,7 +222,7 @@ def test_a_call_on_an_idle_link_is_written_by_its_submitter_unless_over_tls(
 def test_an_eager_write_goes_out_before_the_link_s_thread_can_run(
     redis_server: RedisServer,
 ) -> None:
-    link = make_link(redis_server)
+    link = make_link(redis_server, eager=True)
     admin = redis_server.client()
     try:
         link.call("INCR", ["n"], [1])
