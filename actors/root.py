@@ -98,12 +98,7 @@ class RootMonitorActor(RoutingActor):
 
     def _push(self, msg: Push) -> None:
         ref = self._sups.get(msg.user_id)
-        if ref is None:
-            msg.reply(0)
-            return
-        try:
-            ref.tell(msg)
-        except pykka.ActorDeadError:
+        if ref is None or not tell_here(ref, msg):  # an idle supervisor pushes in this turn
             msg.reply(0)
 
     def _take_back(self, msg: TakeBack) -> None:

@@ -192,17 +192,33 @@ class SupervisionTree:
         return answer
 
     def push_nowait(
-        self, user_id: str, thread_id: str | None, text: str, reply: Callable[[int], None]
+        self,
+        user_id: str,
+        thread_id: str | None,
+        text: str,
+        reply: Callable[[int], None],
+        *,
+        here: bool = False,
     ) -> None:
         """Deliver ``text`` to a thread's connection, or all the user's; ``reply(count)``.
 
         ``reply`` runs on an actor thread. Ids are validated first, so a bad
-        one raises :class:`~actors.errors.InvalidIdError` here.
+        one raises :class:`~actors.errors.InvalidIdError` here. ``here``: if
+        the root is asleep, its turn (and the idle supervisor's and managers'
+        turns it leads to) runs on the calling thread, not on a woken worker:
+        for a thread that is neither the event loop nor an actor's (the
+        cluster listener, handing on a push from another node); ``reply``
+        may then run on it too.
         """
         validate_id("user_id", user_id)
         if thread_id is not None:
             validate_id("thread_id", thread_id)
-        self._root_ref().tell(Push(user_id, thread_id, text, reply))
+        message = Push(user_id, thread_id, text, reply)
+        if here:
+            if not tell_here(self._root_ref(), message):
+                raise TreeNotRunning("the supervision tree is not running")
+        else:
+            self._root_ref().tell(message)
 
     def push(self, user_id: str, thread_id: str | None, text: str, timeout: float = 2.0) -> int:
         """Deliver and wait for the count (blocking: never on an event loop)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -170,7 +171,8 @@ class Daemon:
         )
         pushes = None
         if client is not None and self.shared_ledger is not None:
-            pushes = ClusterPush(self.shared_ledger, client, self.tree.push_nowait)
+            deliver = functools.partial(self.tree.push_nowait, here=True)  # on the listener
+            pushes = ClusterPush(self.shared_ledger, client, deliver)
             self.cluster = ClusterLink(self.shared_ledger, client, self._take_back, pushes)
         self.front = WebSocketFront(
             config, self.tree, environment.authenticator, observer=observers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from types import TracebackType
 from typing import Any
@@ -121,10 +120,9 @@ class UserSupervisorActor(Admitter):
         for child in self._children.connected():
             if msg.thread_id is not None and child.context.thread_id != msg.thread_id:
                 continue
-            if child.manager is not None:
-                with contextlib.suppress(pykka.ActorDeadError):
-                    child.manager.tell(Outbound(child.context.websocket_id, msg.text))
-                    delivered += 1
+            outbound = Outbound(child.context.websocket_id, msg.text)
+            if child.manager is not None and tell_here(child.manager, outbound):
+                delivered += 1  # an idle manager sends it in this turn
         msg.reply(delivered)
 
     def _child_failed(self, msg: ChildFailed) -> None:

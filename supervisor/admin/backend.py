@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import pykka
 import redis
 
+from actors.context import validate_id
 from actors.errors import TreeNotRunning
 from actors.tree import SupervisionTree
 from supervisor.admin.metrics import MetricsObserver
@@ -126,19 +127,20 @@ class TreeAdminBackend:
         """This node's connections, and with ``pushes`` every other node's, through Redis.
 
         The local delivery and the route to other nodes run at once; the
-        answer waits for the tree's count (up to ``timeout``) and for the
-        other nodes' (up to ``[redis] push_timeout``). Raises
-        :class:`InvalidIdError` (bad ids) or :class:`BackendUnavailable`
-        (the tree is stopped or did not answer).
+        route is sent first (its ``PUSH`` script's round trip overlaps the
+        local delivery, which takes longer than the call that starts it).
+        The answer waits for the tree's count (up to ``timeout``) and for
+        the other nodes' (up to ``[redis] push_timeout``). Raises
+        :class:`InvalidIdError` (bad ids, before anything is sent) or
+        :class:`BackendUnavailable` (the tree is stopped or did not answer).
         """
         loop = asyncio.get_running_loop()
+        validate_id("user_id", user_id)
+        if thread_id is not None:
+            validate_id("thread_id", thread_id)
+        if not self.tree.running:  # nothing goes to other nodes from a stopped node
+            raise BackendUnavailable("the supervision tree is not running")
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
-        local: asyncio.Future[int]
-        local, reply = reply_future(loop)
-        try:
-            self.tree.push_nowait(user_id, thread_id, text, reply)  # validates the ids first
-        except TreeNotRunning as error:
-            raise BackendUnavailable(str(error)) from error
         pushes = self.pushes
         routed: asyncio.Future[PushTally] | None = None
         push_id = ""
@@ -146,6 +148,12 @@ class TreeAdminBackend:
             routed, settled = reply_future(loop)
             push_id = pushes.send(user_id, thread_id, text, settled)
         try:
+            local: asyncio.Future[int]
+            local, reply = reply_future(loop)
+            try:
+                self.tree.push_nowait(user_id, thread_id, text, reply)
+            except TreeNotRunning as error:
+                raise BackendUnavailable(str(error)) from error
             try:
                 async with asyncio.timeout(self.timeout):
                     count = await local

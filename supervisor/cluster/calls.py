@@ -22,6 +22,18 @@ with ``EVAL`` (which caches the script again), in order with the others
 that failed so, but after the calls that followed it. That happens only if
 the server's script cache is flushed under a live connection.
 
+With ``eager`` (the push link's: the ledger's keeps to its thread, whose
+batches cost fewer wake-ups under churn), a call submitted while the link
+is idle (nothing queued, no batch in flight, the connection up, the
+scripts loaded, and a small command) is
+written at once from the submitting thread, under the link's lock: the
+request goes out without waiting for the link's thread to wake (a thread
+hop that costs more than a loopback round trip on a loaded host); the link's
+thread still reads its reply, in order. Not on TLS connections (an SSL
+socket is left to one thread), nor for a command larger than
+:data:`EAGER_MAX` (a write that could fill the socket's buffer and block
+the caller).
+
 Threads: :meth:`ScriptLink.submit`, :meth:`~ScriptLink.call`,
 :meth:`~ScriptLink.flush` and :meth:`~ScriptLink.close` from any thread;
 callbacks run on the link's own thread (``redis-link``), one at a time, and
@@ -38,7 +50,7 @@ from typing import Any, Protocol, cast
 
 import redis
 
-__all__ = ["Reply", "ScriptLink"]
+__all__ = ["EAGER_MAX", "Reply", "ScriptLink"]
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +77,16 @@ class _Connection(Protocol):
 _Call = tuple[str, Sequence[str], Sequence[Any], Callable[[Reply], None]]
 _BROKEN = (redis.ConnectionError, redis.TimeoutError, OSError)
 
+EAGER_MAX = 16 * 1024
+"""The largest command (bytes) written from the submitting thread: well under a socket's buffer."""
+
 
 class ScriptLink:
     """Runs named Lua scripts on ``client``'s server, in submission order, from one thread."""
 
-    def __init__(self, client: redis.Redis, sources: Mapping[str, str]) -> None:
+    def __init__(
+        self, client: redis.Redis, sources: Mapping[str, str], *, eager: bool = False
+    ) -> None:
         pool = client.connection_pool
         self._connection_class = pool.connection_class
         self._connection_kwargs = dict(pool.connection_kwargs)
@@ -83,6 +100,9 @@ class ScriptLink:
         self._loaded = False  # the scripts loaded on this connection's server
         self._cond = threading.Condition()
         self._queue: list[_Call] = []
+        self._written: list[_Call] = []  # written by their submitters; the replies not yet read
+        self._busy = False  # the link's thread has a batch in hand (it owns the connection)
+        self._eager = eager and not issubclass(self._connection_class, redis.SSLConnection)
         self._submitted = self._answered = 0
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -91,20 +111,26 @@ class ScriptLink:
         self, name: str, keys: Sequence[str], args: Sequence[Any], on_reply: Callable[[Reply], None]
     ) -> None:
         """Queue one call; ``on_reply`` gets its reply on the link's thread (never blocks)."""
+        call = (name, keys, args, on_reply)
         with self._cond:
             if self._closing:
                 closed = True
             else:
                 closed = False
-                self._queue.append((name, keys, args, on_reply))
                 self._submitted += 1
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="redis-link", daemon=True
-                    )
-                    self._thread.start()
-                elif len(self._queue) == 1:
-                    self._cond.notify_all()
+                if self._write_now(call):
+                    self._written.append(call)
+                    if len(self._written) == 1:
+                        self._cond.notify_all()
+                else:
+                    self._queue.append(call)
+                    if self._thread is None:
+                        self._thread = threading.Thread(
+                            target=self._run, name="redis-link", daemon=True
+                        )
+                        self._thread.start()
+                    elif len(self._queue) == 1:
+                        self._cond.notify_all()
         if closed:
             on_reply(redis.ConnectionError("the redis link is closed"))
 
@@ -148,30 +174,94 @@ class ScriptLink:
 
     # --- the link's thread ---------------------------------------------------------------
 
+    def _write_now(self, call: _Call) -> bool:
+        """Under the lock: write ``call`` on the idle link's connection now; False to queue it.
+
+        Only with the link's thread started and idle, nothing queued, the
+        connection up with the scripts loaded and no reply waiting to be
+        read from an idle socket (the server closed it: the link's thread
+        connects again). A write that fails drops the connection and queues
+        the call, to be sent on a new one.
+        """
+        connection = self._connection
+        if not (
+            self._eager
+            and self._thread is not None
+            and not self._busy
+            and not self._queue
+            and self._loaded
+            and connection is not None
+        ):
+            return False
+        name, keys, args, _ = call
+        try:
+            if not self._written and connection.can_read():
+                return False  # nothing was asked: the server closed an idle connection
+            packed = connection.pack_commands(
+                [("EVALSHA", self._shas[name], len(keys), *keys, *args)]
+            )
+            if sum(len(part) for part in packed) > EAGER_MAX:
+                return False
+            connection.send_packed_command(packed, check_health=False)
+        except _BROKEN:  # the calls written before get an error; the queue, a new connection
+            self._drop()
+            return False
+        return True
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._queue or self._closing)
+                self._cond.wait_for(lambda: self._queue or self._written or self._closing)
+                written, self._written = self._written, []
                 batch, self._queue = self._queue, []
-            if not batch:
+                self._busy = True
+            if not batch and not written:
                 return  # closing, and nothing is left to send
-            replies = self._send(batch)
-            for (_, _, _, on_reply), reply in zip(batch, replies, strict=True):
+            answered = [*written, *batch]
+            replies = [*self._receive(written), *self._send(batch)]
+            for (_, _, _, on_reply), reply in zip(answered, replies, strict=True):
                 try:
                     on_reply(reply)
                 except Exception:
                     log.exception("a redis reply callback failed")
             with self._cond:
-                self._answered += len(batch)
+                self._busy = False
+                self._answered += len(answered)
                 self._cond.notify_all()
 
+    def _receive(self, written: Sequence[_Call]) -> list[Reply]:
+        """The replies of the calls their submitters wrote (``NOSCRIPT``: sent again)."""
+        if not written:
+            return []
+        connection = self._connection
+        replies: list[Reply] = []
+        try:
+            if connection is None:
+                raise redis.ConnectionError("the redis link's connection was dropped")
+            while len(replies) < len(written):
+                try:
+                    replies.append(connection.read_response())
+                except redis.ResponseError as exc:  # an error reply: the connection is in step
+                    replies.append(exc)
+        except _BROKEN as exc:
+            self._drop()
+            error = exc if isinstance(exc, redis.RedisError) else redis.ConnectionError(str(exc))
+            replies += [error] * (len(written) - len(replies))
+        return self._again(written, replies)
+
     def _send(self, batch: Sequence[_Call]) -> list[Reply]:
+        if not batch:
+            return []
         replies = self._pipeline(
             [
                 ("EVALSHA", self._shas[name], len(keys), *keys, *args)
                 for name, keys, args, _ in batch
             ]
         )
+        return self._again(batch, replies)
+
+    def _again(self, batch: Sequence[_Call], replies: list[Reply]) -> list[Reply]:
+        """``replies`` with each ``NOSCRIPT`` one replaced by its call's, sent again by ``EVAL``."""
         missing = [
             i
             for i, reply in enumerate(replies)

@@ -13,6 +13,12 @@ the daemon (or an embedding program):
 - *listener*: subscribed to the node's channel, it turns each ``supersede``
   or ``evict`` message from another node into a :class:`TakeBack`, and
   hands push messages to the node's :class:`~supervisor.cluster.push.ClusterPush`.
+  It reads its own connection (made as the script links make theirs, so
+  through the sentinels with a Sentinel URL), each read waiting at most
+  :data:`LISTEN_WAIT` so that it sees a stop; a message is handed on as
+  soon as it is read, without redis-py's ``PubSub`` layers (a readiness
+  poll, a retry wrapper and a message dict per message). After a Redis
+  error it connects and subscribes again every ``retry_interval``.
 
 Each :class:`TakeBack` goes to ``take_back`` (the tree closes the connection
 with 4001 or 4002). A message lost while the listener reconnects is made up
@@ -25,6 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, cast
 
 import redis
 
@@ -33,9 +40,12 @@ from actors.observer import CleanupReason
 from supervisor.cluster.ledger import RedisLedger
 from supervisor.cluster.push import ClusterPush
 
-__all__ = ["ClusterLink", "parse_message"]
+__all__ = ["LISTEN_WAIT", "ClusterLink", "parse_message"]
 
 log = logging.getLogger(__name__)
+
+LISTEN_WAIT = 0.2
+"""The longest one read of the listener waits for a message (seconds): how soon it sees a stop."""
 
 _WHY: dict[str, tuple[CleanupReason, str]] = {
     "supersede": ("supersede", "the thread connected on another node"),
@@ -118,18 +128,29 @@ class ClusterLink:
 
     def _listen(self) -> None:
         while not self._stop.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pool = self._client.connection_pool
+            connection = cast(Any, pool.connection_class(**pool.connection_kwargs))
             try:
-                pubsub.subscribe(self.ledger.channel)
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.2)
-                    if message is not None and message.get("type") == "message":
-                        self._heard(message["data"])
-            except redis.RedisError as exc:
+                connection.connect()  # a Sentinel-managed one asks the sentinels first
+                connection.send_command("SUBSCRIBE", self.ledger.channel)
+                self._read(connection)
+            except (redis.RedisError, OSError) as exc:
                 log.debug("cluster listener lost redis: %s", exc)
                 self._stop.wait(self.ledger.config.retry_interval)
             finally:
-                pubsub.close()
+                connection.disconnect()
+
+    def _read(self, connection: Any) -> None:
+        """Hand on each message of the channel as it is read, until the link stops."""
+        while not self._stop.is_set():
+            try:
+                reply = connection.read_response(
+                    timeout=LISTEN_WAIT, disconnect_on_error=False, push_request=True
+                )
+            except redis.TimeoutError:
+                continue  # nothing came (a partial message stays buffered, to be read on)
+            if isinstance(reply, list) and len(reply) == 3 and reply[0] in (b"message", "message"):
+                self._heard(reply[2])
 
     def _heard(self, data: bytes) -> None:
         if self.pushes is not None and self.pushes.heard(data):

@@ -11,9 +11,12 @@
   came; the caller times it (``[redis] push_timeout``).
 - :meth:`~ClusterPush.heard` (the cluster link's listener thread) takes
   the push messages of the node's channel: a frame goes to the tree
-  (``deliver``, the tree's ``push_nowait``), whose count comes back on an
-  actor thread and is sent to the pushing node without waiting; an answer
-  goes to its tally.
+  (``deliver``, the tree's ``push_nowait`` with ``here=True``: an idle
+  tree's turns run on the listener thread, no worker is woken), whose
+  count comes back once the frame is handed to the connections (on the
+  listener or an actor thread) and is sent to the pushing node without
+  waiting (the script link writes it from that thread when it is idle);
+  an answer goes to its tally.
 
 Its scripts run on a :class:`~supervisor.cluster.calls.ScriptLink` of their
 own (one more connection and thread per node): a large frame never waits in
@@ -49,7 +52,7 @@ __all__ = ["ClusterPush", "Deliver", "Settled"]
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[str, str | None, str, Callable[[int], None]], None]
-"""``deliver(user_id, thread_id, text, reply)``: the tree's ``push_nowait``."""
+"""``deliver(user_id, thread_id, text, reply)``: the tree's ``push_nowait`` (``here=True``)."""
 Settled = Callable[[PushTally], None]
 
 
@@ -63,7 +66,8 @@ class ClusterPush:
         self._ledger = ledger
         self._channels = f"{ledger.config.key_prefix}:node:"
         self._deliver = deliver
-        self._link = ScriptLink(client, {name: BY_NAME[name] for name in ("PUSH", "PUSHACK")})
+        scripts = {name: BY_NAME[name] for name in ("PUSH", "PUSHACK")}
+        self._link = ScriptLink(client, scripts, eager=True)  # a push goes out from its caller
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[PushTally, Settled]] = {}
         self._ids = itertools.count(1)

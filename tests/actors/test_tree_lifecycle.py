@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import queue
+import threading
+import time
 from collections.abc import Iterator
 
 import pykka
@@ -11,6 +14,7 @@ import pytest
 from actors.clock import ManualClock
 from actors.codes import ServerCloseCode
 from actors.context import UnifiedIdGenerator, UserExecutionContext
+from actors.errors import TreeNotRunning
 from actors.manager import ManagerActor
 from actors.ports import QueuePort
 from actors.tree import SupervisionTree
@@ -255,3 +259,31 @@ def test_a_push_reaches_the_threads_connection_or_all_the_users_and_never_anothe
     assert tree.push("carol", None, "to nobody") == 0
     assert tree.push("bob", ctx.thread_id, "alice's thread under bob's name") == 0
     assert bobs.frames.empty() and second.frames.empty()
+
+
+def test_a_push_told_here_runs_on_the_calling_thread_when_the_tree_is_idle(
+    tree: SupervisionTree,
+) -> None:
+    _, first, ctx = connect(tree, "alice")
+    _, second, _ = connect(tree, "alice")
+    caller = threading.current_thread().name
+    replies: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
+
+    def reply(count: int) -> None:
+        replies.put((count, threading.current_thread().name))
+
+    for attempt in range(20):  # an actor still finishing a turn is told as usual
+        time.sleep(0.02)
+        tree.push_nowait("alice", None, f"here {attempt}", reply, here=True)
+        assert first.frames.get(timeout=2) == second.frames.get(timeout=2) == f"here {attempt}"
+        answered = replies.get(timeout=2)
+        if answered[1] == caller:
+            break
+    assert answered == (2, caller)  # the root's, the supervisor's, the managers' turns: here
+    tree.push_nowait("alice", ctx.thread_id, "by a worker", reply)
+    assert first.frames.get(timeout=2) == "by a worker"
+    count, thread = replies.get(timeout=2)
+    assert count == 1 and thread != caller
+    tree.stop()
+    with pytest.raises(TreeNotRunning):
+        tree.push_nowait("alice", None, "stopped", reply, here=True)

@@ -7,6 +7,7 @@ the test's event loop, as the listener makes it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -29,6 +30,7 @@ from tests.actors.probes import Blocker
 from tests.cluster.redis_server import RedisServer
 from tests.helpers import connect as admit
 from tests.helpers import make_config
+from tests.supervisor.cluster.test_push import Node
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(30)]
 
@@ -182,6 +184,69 @@ async def test_a_push_to_a_stopped_tree_or_one_that_does_not_confirm_is_unavaila
         await off_loop(backend.tree.stop)
         with pytest.raises(BackendUnavailable, match=NOT_RUNNING):
             await backend.push("alice", None, 1)
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(redis_server: RedisServer) -> AsyncIterator[tuple[TreeAdminBackend, Node]]:
+    """Node A's backend, with A's pushes through Redis, and node B."""
+    made: list[Node] = []
+    try:
+        for name in ("node-a", "node-b"):
+            made.append(await off_loop(functools.partial(Node, redis_server, name)))
+        a, b = made
+        metrics, readiness = MetricsObserver(), Readiness(SystemClock())
+        yield TreeAdminBackend(a.tree, metrics, readiness, pushes=a.pushes), b
+    finally:
+        for node in made:
+            await off_loop(node.stop)
+
+
+def record_calls(backend: TreeAdminBackend, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The order in which the backend routes a push through Redis and wakes its own tree."""
+    called: list[str] = []
+    pushes = backend.pushes
+    assert pushes is not None
+    send, push_nowait = pushes.send, backend.tree.push_nowait
+
+    def sending(*args: Any) -> str:
+        called.append("route through redis")
+        return send(*args)
+
+    def pushing(*args: Any) -> None:
+        called.append("wake the local tree")
+        push_nowait(*args)
+
+    monkeypatch.setattr(pushes, "send", sending)
+    monkeypatch.setattr(backend.tree, "push_nowait", pushing)
+    return called
+
+
+async def test_a_cluster_push_is_routed_through_redis_before_the_local_tree_is_woken(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with two_nodes(redis_server) as (backend, b):
+        on_b = await off_loop(lambda: b.admit("alice", "t1"))
+        here, _ = await connected(backend, "alice")
+        called = record_calls(backend, monkeypatch)
+        answer = await backend.push("alice", None, {"n": 1})
+        assert called == ["route through redis", "wake the local tree"]
+        assert (answer.delivered, dict(answer.nodes)) == (2, {"node-a": 1, "node-b": 1})
+        assert await off_loop(lambda: on_b.frames.get(timeout=2)) == '{"n":1}'
+        assert await off_loop(lambda: here.frames.get(timeout=2)) == '{"n":1}'
+
+
+async def test_a_cluster_push_with_a_bad_id_or_from_a_stopped_tree_sends_nothing(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with two_nodes(redis_server) as (backend, _):
+        called = record_calls(backend, monkeypatch)
+        for user, thread in (("alice:t", None), ("alice", "t:x")):
+            with pytest.raises(InvalidIdError):
+                await backend.push(user, thread, 1)
+        await off_loop(backend.tree.stop)
+        with pytest.raises(BackendUnavailable, match=NOT_RUNNING):
+            await backend.push("alice", None, 1)
+        assert called == []
 
 
 # --- the cluster --------------------------------------------------------------------------

@@ -8,10 +8,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from actors.messages import TakeBack
 from supervisor.cluster.ledger import RedisLedger, connect
-from supervisor.cluster.link import ClusterLink, parse_message
+from supervisor.cluster.link import LISTEN_WAIT, ClusterLink, parse_message
 from supervisor.config.schema import RedisConfig
 from tests.cluster.redis_server import RedisServer
 
@@ -176,3 +177,97 @@ def test_stop_ends_both_threads_and_closes_the_ledger_s_link(redis_server: Redis
     link.stop()
     assert cluster_threads() == []
     assert not [t for t in threading.enumerate() if t.name == "redis-link"]
+
+
+# --- the listener's own reads ------------------------------------------------------------------
+
+
+def wait_subscribed(publisher: redis.Redis, channel: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not publisher.pubsub_numsub(channel)[0][1]:
+        assert time.monotonic() < deadline, "the listener did not subscribe"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("hearing", [False, True])
+def test_the_listener_stops_within_its_wait_idle_or_hearing(
+    redis_server: RedisServer, hearing: bool
+) -> None:
+    a = make_ledger(redis_server, "A")
+    heard: list[TakeBack] = []
+    publisher = redis_server.client()
+    link = ClusterLink(a, connect(a.config), heard.append).start()
+    done = threading.Event()
+
+    def publish() -> None:
+        while not done.is_set():
+            publisher.publish(a.channel, "evict\tu\tu:1\tws_1")
+            time.sleep(0.001)
+
+    flood = threading.Thread(target=publish)
+    try:
+        wait_subscribed(publisher, a.channel)
+        if hearing:
+            flood.start()
+            wait_for_takebacks(heard, 5)
+        time.sleep(LISTEN_WAIT / 2)  # a read is waiting (or has just got a message)
+        started = time.monotonic()
+        link.stop()
+        took = time.monotonic() - started
+    finally:
+        done.set()
+        if flood.is_alive():
+            flood.join()
+        publisher.close()
+    assert cluster_threads() == []
+    assert took < LISTEN_WAIT + 0.5
+    assert not hearing or len(heard) >= 5
+
+
+def test_the_listener_subscribes_again_after_redis_restarts_and_hears_on(
+    redis_server: RedisServer,
+) -> None:
+    config = RedisConfig(
+        url=redis_server.url, lease_ttl=60.0, renew_interval=20.0, retry_interval=0.1
+    )
+    a = RedisLedger(connect(config), "A", config, 100)
+    _made.append(a)
+    taken: list[TakeBack] = []
+    link = ClusterLink(a, connect(config), taken.append).start()
+    try:
+        publisher = redis_server.client()
+        wait_subscribed(publisher, a.channel)
+        publisher.close()
+        redis_server.stop()
+        redis_server.start()  # a new server on the same port: the listener's socket was closed
+        publisher = redis_server.client()
+        wait_subscribed(publisher, a.channel)
+        publisher.publish(a.channel, "evict\tu\tu:1\tws_7")
+        wait_for_takebacks(taken, 1)
+        publisher.close()
+    finally:
+        link.stop()
+    assert [t.websocket_id for t in taken] == ["ws_7"]
+
+
+def test_a_large_message_is_heard_whole_on_the_listener_s_thread(
+    redis_server: RedisServer,
+) -> None:
+    a = make_ledger(redis_server, "A")
+    heard: list[tuple[str, bytes]] = []
+    publisher = redis_server.client()
+    link = ClusterLink(a, connect(a.config), lambda _: None)
+    link._heard = lambda data: heard.append((threading.current_thread().name, data))  # type: ignore[method-assign]
+    link.start()
+    big = "x" * 4_000_000  # many reads, with waits between them
+    try:
+        wait_subscribed(publisher, a.channel)
+        publisher.publish(a.channel, big)
+        publisher.publish(a.channel, "after")
+        deadline = time.monotonic() + 5
+        while len(heard) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        link.stop()
+        publisher.close()
+    assert heard == [("cluster-listener", big.encode()), ("cluster-listener", b"after")]

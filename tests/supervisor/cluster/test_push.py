@@ -8,6 +8,7 @@ ports admitted through the tree.
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
 from collections.abc import Iterator
@@ -39,7 +40,8 @@ class Node:
         self.ledger = RedisLedger(self.client, node_id, config, 100)
         settings = make_config({"quota": {"backend": "redis"}})
         self.tree = SupervisionTree(settings, ledger=self.ledger, node_id=node_id).start()
-        self.pushes = ClusterPush(self.ledger, self.client, self.tree.push_nowait)
+        deliver = functools.partial(self.tree.push_nowait, here=True)  # as the daemon does
+        self.pushes = ClusterPush(self.ledger, self.client, deliver)
         self.link = ClusterLink(self.ledger, self.client, self._take_back, self.pushes).start()
 
     def _take_back(self, takeback: TakeBack) -> None:
