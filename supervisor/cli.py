@@ -13,13 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from actors.errors import WsSupervisorError
 from supervisor import __version__
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from supervisor.daemon import Daemon
     from supervisor.workers.master import Master
 
-__all__ = ["main"]
+__all__ = ["Lifecycle", "capture_signals", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +143,53 @@ def _master(
     )
 
 
+class Lifecycle(Protocol):
+    """What the process's signals ask of what it runs (the daemon, or the master)."""
+
+    def request_stop(self) -> None: ...
+
+    def force_exit(self) -> None: ...
+
+    async def reload(self) -> bool: ...
+
+    async def dump(self) -> None: ...
+
+
+def capture_signals(process: Lifecycle) -> None:
+    """Loop: the one place the process's signals are captured.
+
+    SIGTERM and SIGINT drain; a second SIGINT forces the exit (after
+    ``request_stop``, the caller's ``serve`` raises ``ForcedExit``); SIGHUP
+    reloads the config file; SIGUSR1 writes the state dump.
+    """
+    loop = asyncio.get_running_loop()
+    interrupts = itertools.count(1)
+    running: set[asyncio.Task[object]] = set()  # held until done: a task is not collected
+
+    def interrupt() -> None:
+        if next(interrupts) > 1:
+            process.force_exit()
+        process.request_stop()
+
+    def soon(work: Callable[[], Coroutine[object, object, object]]) -> Callable[[], None]:
+        def start() -> None:
+            task = loop.create_task(work())
+            running.add(task)
+            task.add_done_callback(running.discard)
+
+        return start
+
+    loop.add_signal_handler(signal.SIGTERM, process.request_stop)
+    loop.add_signal_handler(signal.SIGINT, interrupt)
+    loop.add_signal_handler(signal.SIGHUP, soon(process.reload))
+    loop.add_signal_handler(signal.SIGUSR1, soon(process.dump))
+
+
 def _run_master(master: Master) -> int:
     from supervisor.errors import ForcedExit, WorkerFailed  # noqa: PLC0415
 
     async def run() -> None:
-        master.install_signal_handlers()
+        capture_signals(master)
         await master.serve()
 
     try:
@@ -188,7 +232,7 @@ def _run_daemon(daemon: Daemon, frozen: int) -> int:
     log.info("gc: thresholds %s, %d startup objects frozen", gc.get_threshold(), frozen)
 
     async def run() -> None:
-        daemon.install_signal_handlers()
+        capture_signals(daemon)
         await daemon.serve()
 
     try:

@@ -2,12 +2,15 @@
 
 Everything here runs on the event loop, except the blocking calls into the
 tree, which run on daemon threads (:func:`off_loop`) so that a forced exit
-never waits for them. Signals are captured here and nowhere else:
+never waits for them. What each signal asks of it (the CLI captures
+them, :func:`supervisor.cli.capture_signals`):
 
-- SIGTERM, SIGINT: drain (stop accepting, close every connection with 1001,
-  stop every actor); a second SIGINT forces the exit;
+- SIGTERM, SIGINT: drain (:meth:`Daemon.request_stop`: stop accepting,
+  close every connection with 1001, stop every actor); a second SIGINT
+  forces the exit (:meth:`Daemon.force_exit`);
 - SIGHUP: reload quota, thresholds and timeouts from the config file;
-- SIGUSR1: write the state dump and every thread's stack to the log.
+- SIGUSR1: write the state dump and every thread's stack to the log
+  (:meth:`Daemon.dump`).
 
 A worker of ``serve --workers N`` is a daemon too, given its
 :class:`~supervisor.workers.seat.WorkerSeat`: its front serves the
@@ -24,7 +27,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import socket
 import sys
 import threading
@@ -194,7 +196,6 @@ class Daemon:
             path=None if seat is None else seat.admin_path,
         )
         self._stopping: asyncio.Event | None = None
-        self._interrupts = 0
         self._forced: asyncio.Event | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -281,27 +282,18 @@ class Daemon:
                 takeback.user_id, takeback.websocket_id, takeback.reason, takeback.why
             )
 
-    # --- signals ---------------------------------------------------------------------------
-
-    def install_signal_handlers(self) -> None:
-        """Loop: route SIGTERM, SIGINT, SIGHUP and SIGUSR1 to this daemon."""
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
-        loop.add_signal_handler(signal.SIGINT, self._interrupt)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
-        loop.add_signal_handler(signal.SIGUSR1, lambda: asyncio.ensure_future(self.dump()))
+    # --- what signals ask (supervisor.cli.capture_signals) -----------------------------------
 
     def request_stop(self) -> None:
-        """Begin the drain (idempotent)."""
+        """Loop: begin the drain (idempotent)."""
         if self._stopping is not None:
             self._stopping.set()
 
-    def _interrupt(self) -> None:
-        self._interrupts += 1
-        if self._interrupts > 1 and self._forced is not None:
+    def force_exit(self) -> None:
+        """Loop: stop waiting for the drain; :meth:`serve` raises ``ForcedExit``."""
+        if self._forced is not None:
             log.warning("second SIGINT: forcing exit")
             self._forced.set()
-        self.request_stop()
 
     async def reload(self) -> bool:
         """Re-read the config file and apply what can change live; False if rejected."""

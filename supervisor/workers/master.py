@@ -131,7 +131,6 @@ class Master:
         self._freeing: set[asyncio.Task[None]] = set()
         self._stopping: asyncio.Event | None = None
         self._forced: asyncio.Event | None = None
-        self._interrupts = 0
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -322,27 +321,22 @@ class Master:
             handoffs.add_metric([result], self.acceptor.results[result])
         return [up, restarts, handoffs, *self.acceptor.answered_metrics()]
 
-    # --- signals ---------------------------------------------------------------------------
-
-    def install_signal_handlers(self) -> None:
-        """Loop: route SIGTERM, SIGINT, SIGHUP and SIGUSR1 to the master."""
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
-        loop.add_signal_handler(signal.SIGINT, self._interrupt)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
-        loop.add_signal_handler(signal.SIGUSR1, lambda: self._tell_workers(signal.SIGUSR1))
+    # --- what signals ask (supervisor.cli.capture_signals) -----------------------------------
 
     def request_stop(self) -> None:
-        """Begin the drain (idempotent)."""
+        """Loop: begin the drain (idempotent)."""
         if self._stopping is not None:
             self._stopping.set()
 
-    def _interrupt(self) -> None:
-        self._interrupts += 1
-        if self._interrupts > 1 and self._forced is not None:
+    def force_exit(self) -> None:
+        """Loop: kill every worker; :meth:`serve` raises ``ForcedExit``."""
+        if self._forced is not None:
             log.warning("second SIGINT: killing every worker")
             self._forced.set()
-        self.request_stop()
+
+    async def dump(self) -> None:
+        """Loop: have every worker write its dump to the log."""
+        self._tell_workers(signal.SIGUSR1)
 
     def _tell_workers(self, signum: signal.Signals) -> None:
         for seat in self.seats:

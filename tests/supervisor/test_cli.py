@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -284,3 +285,41 @@ def test_the_systemd_unit_runs_commands_the_cli_accepts() -> None:
     parsed = [_parser().parse_args(argv) for argv in commands]
     assert [args.command for args in parsed] == ["check-config", "serve"]
     assert parsed[1].workers == len(os.sched_getaffinity(0))  # --workers auto
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(20)
+async def test_the_cli_captures_each_signal_once_and_a_second_sigint_forces_the_exit() -> None:
+    from supervisor.cli import capture_signals  # noqa: PLC0415
+
+    calls: list[str] = []
+
+    class Recorder:  # what the daemon and the master each answer to
+        def request_stop(self) -> None:
+            calls.append("stop")
+
+        def force_exit(self) -> None:
+            calls.append("force")
+
+        async def reload(self) -> bool:
+            calls.append("reload")
+            return True
+
+        async def dump(self) -> None:
+            calls.append("dump")
+
+    loop = asyncio.get_running_loop()
+    captured = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+    capture_signals(Recorder())
+    try:
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGINT, signal.SIGINT):
+            before = len(calls)
+            os.kill(os.getpid(), signum)
+            for _ in range(500):
+                if len(calls) > before and (signum != signal.SIGINT or calls[-1] == "stop"):
+                    break
+                await asyncio.sleep(0.01)
+    finally:
+        for signum in captured:
+            loop.remove_signal_handler(signum)
+    assert calls == ["stop", "reload", "dump", "stop", "force", "stop"]
