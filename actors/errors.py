@@ -15,6 +15,7 @@ marked *supervisor*, in :mod:`supervisor.errors`)::
     ├── BackendUnavailable  supervisor    the admin listener cannot have an answer now (503)
     ├── ForcedExit          supervisor    a second SIGINT: the daemon stops without draining
     ├── HeadError           supervisor    a request head the master of serve --workers refuses
+    ├── SubscribedError     supervisor    bytes a subscribed Redis connection should not send
     └── WorkerFailed        supervisor    a worker that would not start, or kept dying
 
 Callers catch :class:`WsSupervisorError` to handle all of them; nothing else

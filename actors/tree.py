@@ -206,9 +206,9 @@ class SupervisionTree:
         one raises :class:`~actors.errors.InvalidIdError` here. ``here``: if
         the root is asleep, its turn (and the idle supervisor's and managers'
         turns it leads to) runs on the calling thread, not on a woken worker:
-        for a thread that is neither the event loop nor an actor's (the
-        cluster listener, handing on a push from another node); ``reply``
-        may then run on it too.
+        for a thread that is not an actor's (the cluster listener's, or the
+        event loop that reads the node's channel, handing on a push from
+        another node); ``reply`` may then run on it too.
         """
         validate_id("user_id", user_id)
         if thread_id is not None:

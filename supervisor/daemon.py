@@ -57,7 +57,7 @@ from supervisor.config.schema import Config
 from supervisor.errors import ConfigError, ConfigIssue, ForcedExit
 from supervisor.front.apps import load_app
 from supervisor.front.auth import Authenticator
-from supervisor.front.bridge import off_loop
+from supervisor.front.bridge import off_loop, run_on_loop
 from supervisor.front.server import WebSocketFront
 from supervisor.workers.seat import WorkerSeat
 
@@ -215,8 +215,9 @@ class Daemon:
     async def startup(self) -> None:
         """Start the tree (off the loop), then the listeners."""
         await off_loop(self.tree.start)
-        if self.cluster is not None:
-            await off_loop(self.cluster.start)
+        if self.cluster is not None:  # its channel is read on this loop
+            on_loop = functools.partial(run_on_loop, asyncio.get_running_loop())
+            await off_loop(functools.partial(self.cluster.start, on_loop))
         seat = self.seat
         await self.front.start(None if seat is None else seat.listening())
         await self.admin.start()

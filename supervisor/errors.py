@@ -20,6 +20,7 @@ __all__ = [
     "ForcedExit",
     "FrameError",
     "HeadError",
+    "SubscribedError",
     "WorkerFailed",
 ]
 
@@ -90,6 +91,10 @@ class HeadError(WsSupervisorError):
         self.status = status
         self.reason = reason
         super().__init__(f"{status}: {reason}")
+
+
+class SubscribedError(WsSupervisorError):
+    """Bytes a subscribed Redis connection should not send (an error reply, or no pub/sub reply)."""
 
 
 class WorkerFailed(WsSupervisorError):

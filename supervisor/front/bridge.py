@@ -26,13 +26,13 @@ from supervisor.front.closing import close_within_grace, watch_stall
 from supervisor.front.connection import running_loop
 from supervisor.front.keepalive import buffer_full
 
-__all__ = ["WebSocketPort", "off_loop", "reply_future"]
+__all__ = ["WebSocketPort", "off_loop", "reply_future", "run_on_loop"]
 
 
 T = TypeVar("T")
 
 
-def _run_on_loop(
+def run_on_loop(
     loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any
 ) -> None:
     """Run ``callback(*args)`` on ``loop``: at once if called there, else at its next turn.
@@ -65,7 +65,7 @@ def reply_future(
             undo(value)
 
     def reply(value: T) -> None:  # in an actor's turn: on its thread, or on the loop
-        _run_on_loop(loop, settle, value)
+        run_on_loop(loop, settle, value)
 
     return future, reply
 
@@ -253,7 +253,7 @@ class WebSocketPort:
         return self._queued_bytes + self._connection.transport.get_write_buffer_size()
 
     def _call_soon(self, callback: Callable[[], object]) -> None:
-        _run_on_loop(self._loop, callback)
+        run_on_loop(self._loop, callback)
 
     def _take(self) -> tuple[list[str], tuple[int, str] | None]:
         with self._lock:
