@@ -15,12 +15,19 @@ servers) by the connections or messages served:
 - throughput: 100 connections ping-pong echo frames.
 
 The supervised server runs the ci profile at ``--log-level`` (INFO, the level
-the profiles ship), as ``scripts/bench`` runs it. Under valgrind a server runs
+the profiles ship), as ``scripts/bench`` runs it.
+
+With ``--sentinel`` it counts the supervised server's churn only, on the
+Redis ledger of a master with a replica and three sentinels (``scripts/bench
+--redis``'s set, at Redis's own periods), twice: through the master's plain
+URL and through the sentinels' ``redis+sentinel://`` URL. What configuring
+Sentinel costs a node in steady state, without the host's noise. Under valgrind a server runs
 about 50 times slower, so each scenario serves a few hundred connections or a
 few thousand messages in ``--seconds``. Linux only; needs valgrind (the
 wrapper ``scripts/instructions`` installs it when missing).
 
-Usage: scripts/instructions [--seconds 20] [--log-level INFO] [--compression none] [--json FILE]
+Usage: scripts/instructions [--seconds 20] [--log-level INFO] [--compression none] [--sentinel]
+                            [--json FILE]
 """
 
 from __future__ import annotations
@@ -34,11 +41,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _sentinels import SentinelSet
+from _toolkit import HOST
 from bench import (  # scripts/ is on sys.path when run as a script
     SHIPPED_LOG_LEVEL,
     Children,
     Server,
     Settings,
+    redis_env,
     run_scenario,
     start_server,
 )
@@ -67,16 +77,23 @@ def instructions(dump: Path, timeout: float = 60.0) -> int:
     raise RuntimeError(f"no totals in {dump} after {timeout:.0f}s")
 
 
-def measure(kind: str, scenario: str, settings: Settings, workdir: Path) -> dict[str, Any]:
+def measure(
+    kind: str,
+    scenario: str,
+    settings: Settings,
+    workdir: Path,
+    overrides: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """One server under callgrind, one scenario counted: instructions per unit."""
     children = Children()
     out = workdir / f"{kind}.{scenario}.callgrind"
     server: Server = start_server(
-        kind,
+        "bare" if kind == "bare" else "supervised",
         children,
         settings.compression,
         workdir,
         ping_interval=20.0,  # keepalive as good as off: the count is of the scenario's work
+        overrides=overrides,
         log_level=settings.log_level,
         wrapper=callgrind(out),
     )
@@ -117,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--compression", choices=("deflate", "none"), default="none")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--sentinel",
+        action="store_true",
+        help="churn on a Sentinel set's master: its plain URL against the sentinels' URL",
+    )
     args = parser.parse_args(argv)
     settings = Settings(
         rounds=1,
@@ -129,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         compression=args.compression,
         log_level=args.log_level,
     )
+    if args.sentinel:
+        return sentinel_main(args, settings)
     found: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="ws-instructions-") as workdir:
         for scenario in SCENARIOS:
@@ -147,6 +171,37 @@ def main(argv: list[str] | None = None) -> int:
             f"({bare['units']:,} {unit}s)  supervised {supervised['per_unit']:>11,.0f} "
             f"({supervised['units']:,})  ratio {ratio:.3f}x"
         )
+    if args.json:
+        args.json.write_text(json.dumps(found, indent=2) + "\n")
+    return 0
+
+
+def sentinel_main(args: argparse.Namespace, settings: Settings) -> int:
+    """``--sentinel``: churn through the master's plain URL and through the sentinels."""
+    found: dict[str, dict[str, Any]] = {}
+    sentinels = SentinelSet(fast=False).start()  # stopped by cleanup(), below
+    try:
+        urls = {
+            "master_url": f"redis://{HOST}:{sentinels.named_master()}/0",
+            "sentinel_url": sentinels.url,
+        }
+        with tempfile.TemporaryDirectory(prefix="ws-instructions-") as workdir:
+            for kind, url in urls.items():
+                print(f"== supervised, {kind}: churn under callgrind", file=sys.stderr)
+                found[kind] = measure(kind, "churn", settings, Path(workdir), redis_env(url))
+    finally:
+        sentinels.cleanup()
+    master, sentinel = found["master_url"], found["sentinel_url"]
+    print(
+        f"instructions per connection (callgrind, every thread of the node), churn on the Redis "
+        f"ledger, compression={args.compression}, log level {args.log_level}, "
+        f"{args.seconds:.0f} s each"
+    )
+    print(
+        f"master URL {master['per_unit']:>11,.0f} ({master['units']:,} connections)  "
+        f"sentinels {sentinel['per_unit']:>11,.0f} ({sentinel['units']:,})  "
+        f"ratio {sentinel['per_unit'] / master['per_unit']:.3f}x"
+    )
     if args.json:
         args.json.write_text(json.dumps(found, indent=2) + "\n")
     return 0
