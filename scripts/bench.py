@@ -28,10 +28,13 @@ connect latency and server CPU as ratios to bare websockets and to the
 in-memory ledger, and the Redis requests per connection (from the server's
 slow log, with every command logged: ACQUIRE per admission, RELEASE, renewals).
 Each round then churns the same way on a master with one replica watched by
-three sentinels (of its own; the sentinels at Redis's own periods), once with
-``[redis] url`` a plain URL of the master and once a ``redis+sentinel://``
-URL, in alternating order, and reports their paired ratio: what configuring
-Sentinel costs in steady state.
+three sentinels (of its own; the sentinels at Redis's own periods), on two
+nodes running side by side, one with ``[redis] url`` a plain URL of the
+master and one a ``redis+sentinel://`` URL: the round's churn goes to them
+in :data:`SLICES` slices each, in ABBA order (plain, Sentinel, Sentinel,
+plain, ...), so that the host's drift within the round falls on both alike,
+and the bench reports their paired ratio: what configuring Sentinel costs
+in steady state.
 After the rounds: local and cross-node pushes' latencies on two nodes, and
 what a ``WAIT 1`` after every admission would add (``scripts/_cluster_bench.py``).
 
@@ -77,7 +80,7 @@ import time
 import tomllib
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
@@ -945,26 +948,10 @@ def redis_env(url: str, node_id: str = "") -> dict[str, str]:
 
 
 def bench_redis(
-    children: Children,
-    settings: Settings,
-    logdir: Path,
-    redis_server: RedisServer,
-    sentinels: SentinelSet | None = None,
-    *,
-    via_sentinels: bool = False,
+    children: Children, settings: Settings, logdir: Path, redis_server: RedisServer
 ) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """ws-supervisor with the Redis ledger, churn only: (metrics, latency samples).
-
-    With ``sentinels`` the ledger is the Sentinel set's master, through the
-    sentinels (``via_sentinels``) or by a plain URL, and Redis's own calls
-    are not counted.
-    """
-    if sentinels is None:
-        kind, url = REDIS_KIND, redis_server.url
-    elif via_sentinels:
-        kind, url = SENTINEL_KIND, sentinels.url
-    else:
-        kind, url = MASTER_KIND, f"redis://{HOST}:{sentinels.named_master()}/0"
+    """ws-supervisor with the Redis ledger, churn only: (metrics, latency samples)."""
+    kind, url = REDIS_KIND, redis_server.url
     server = start_server(
         kind,
         children,
@@ -973,18 +960,16 @@ def bench_redis(
         overrides=redis_env(url),
         log_level=settings.log_level,
     )
-    calls = RedisCalls(redis_server) if sentinels is None else None
+    calls = RedisCalls(redis_server)
     try:
         server.wait_ready()
         run_scenario(
             children, server, settings, "churn", concurrency=10, duration=settings.warmup_seconds
         )
         server.quiesce()
-        if calls is not None:
-            calls.start()
+        calls.start()
         metrics, latencies = churn_metrics(children, server, settings)
-        if calls is not None:
-            metrics.update(calls.per_connection(int(metrics["churn_conns"])))
+        metrics.update(calls.per_connection(int(metrics["churn_conns"])))
     finally:
         server.stop()
     return metrics, {"connect_ms": [value * 1000 for value in latencies]}
@@ -1006,6 +991,79 @@ REDIS_ONLY: list[tuple[str, str]] = [
 ]
 
 
+SLICES = 4
+"""Churn slices per node in a round of the Sentinel pair (ABBA order)."""
+
+
+def sentinel_pair(
+    children: Children, settings: Settings, logdir: Path, sentinels: SentinelSet
+) -> dict[str, tuple[dict[str, float], list[float]]]:
+    """The Sentinel set's master by a plain URL and through the sentinels, churned in slices.
+
+    Two nodes, both running throughout, each on its own URL; the round's
+    ``churn_seconds`` of churn per node goes in :data:`SLICES` slices,
+    alternating ABBA. Returns each kind's combined (metrics, latencies).
+    """
+    urls = {
+        MASTER_KIND: f"redis://{HOST}:{sentinels.named_master()}/0",
+        SENTINEL_KIND: sentinels.url,
+    }
+    servers: dict[str, Server] = {}
+    sliced = replace(settings, churn_seconds=settings.churn_seconds / SLICES)
+    parts: dict[str, list[tuple[dict[str, float], list[float]]]] = {kind: [] for kind in urls}
+    try:
+        for kind, url in urls.items():
+            servers[kind] = start_server(
+                kind,
+                children,
+                settings.compression,
+                logdir,
+                overrides=redis_env(url),
+                log_level=settings.log_level,
+            )
+        for server in servers.values():
+            server.wait_ready()
+            run_scenario(
+                children,
+                server,
+                settings,
+                "churn",
+                concurrency=10,
+                duration=settings.warmup_seconds,
+            )
+            server.quiesce()
+        for index in range(SLICES):
+            order = [MASTER_KIND, SENTINEL_KIND]
+            for kind in order if index % 2 == 0 else order[::-1]:
+                parts[kind].append(churn_metrics(children, servers[kind], sliced))
+    finally:
+        for server in servers.values():
+            server.stop()
+    return {kind: combined(found) for kind, found in parts.items()}
+
+
+def combined(
+    parts: list[tuple[dict[str, float], list[float]]],
+) -> tuple[dict[str, float], list[float]]:
+    """Slices of one node's churn as one run: its connections over its time, its CPU over them."""
+    conns = sum(metrics["churn_conns"] for metrics, _ in parts)
+    elapsed = sum(metrics["churn_conns"] / metrics["conns_per_s"] for metrics, _ in parts)
+    latencies = [value for _, found in parts for value in found]
+    per_conn = ("cpu_ms_per_conn", "switches_per_conn")
+    metrics = {
+        key: sum(found[key] * found["churn_conns"] for found, _ in parts) / max(1, conns)
+        for key in per_conn
+    }
+    metrics.update(
+        conns_per_s=conns / elapsed if elapsed else 0.0,
+        connect_p50_ms=percentile(latencies, 50) * 1000,
+        connect_p99_ms=percentile(latencies, 99) * 1000,
+        churn_errors=sum(found["churn_errors"] for found, _ in parts),
+        churn_conns=conns,
+    )
+    return metrics, latencies
+
+
 def redis_round(
     children: Children,
     settings: Settings,
@@ -1019,22 +1077,25 @@ def redis_round(
     """One round of the Redis-backed runs, after the others.
 
     A lone redis-server; then, with ``sentinels``, its master by a plain URL
-    and through the sentinels, in alternating order.
+    and through the sentinels, side by side (:func:`sentinel_pair`).
     """
     number = len(per_round[REDIS_KIND])
-    runs: list[tuple[str, SentinelSet | None, bool]] = [(REDIS_KIND, None, False)]
+    print(f"== round {number + 1}: {REDIS_KIND} (churn)", file=sys.stderr)
+    found = {REDIS_KIND: bench_redis(children, settings, logdir, redis_server)}
     if sentinels is not None:
-        pair = [(MASTER_KIND, sentinels, False), (SENTINEL_KIND, sentinels, True)]
-        runs += pair if number % 2 == 0 else pair[::-1]
-    for kind, target, via_sentinels in runs:
-        print(f"== round {number + 1}: {kind} (churn)", file=sys.stderr)
-        metrics, found = bench_redis(
-            children, settings, logdir, redis_server, target, via_sentinels=via_sentinels
-        )
+        print(f"== round {number + 1}: {MASTER_KIND} and {SENTINEL_KIND}", file=sys.stderr)
+        for kind, (metrics, latencies) in sentinel_pair(
+            children, settings, logdir, sentinels
+        ).items():
+            found[kind] = (metrics, {"connect_ms": [value * 1000 for value in latencies]})
+    for kind, (metrics, values) in found.items():
         per_round[kind].append(metrics)
-        for key, values in found.items():
-            samples[kind].setdefault(key, []).extend(values)
-        print("   " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()), file=sys.stderr)
+        for key, kept in values.items():
+            samples[kind].setdefault(key, []).extend(kept)
+        print(
+            f"   {kind}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()),
+            file=sys.stderr,
+        )
 
 
 def cluster_extras(

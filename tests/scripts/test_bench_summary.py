@@ -87,3 +87,19 @@ def test_the_bench_runs_the_supervised_server_at_the_log_level_every_profile_shi
         level = tomllib.loads(profile.read_text())["logging"]["level"]
         assert level == bench.SHIPPED_LOG_LEVEL, profile.name
     assert bench.parse_args([]).log_level == bench.SHIPPED_LOG_LEVEL
+
+
+def test_slices_of_one_node_combine_into_its_connections_over_its_time_and_cpu_over_them(
+    bench: ModuleType,
+) -> None:
+    first = {"churn_conns": 100.0, "conns_per_s": 50.0, "cpu_ms_per_conn": 1.0,
+             "switches_per_conn": 2.0, "churn_errors": 1.0}  # fmt: skip
+    second = {"churn_conns": 300.0, "conns_per_s": 100.0, "cpu_ms_per_conn": 2.0,
+              "switches_per_conn": 0.0, "churn_errors": 0.0}  # fmt: skip
+    metrics, latencies = bench.combined([(first, [0.010, 0.030]), (second, [0.020])])
+    assert metrics["conns_per_s"] == pytest.approx(400 / 5)  # 100 in 2 s, 300 in 3 s
+    assert metrics["cpu_ms_per_conn"] == pytest.approx((100 * 1.0 + 300 * 2.0) / 400)
+    assert metrics["switches_per_conn"] == pytest.approx(0.5)
+    assert (metrics["churn_conns"], metrics["churn_errors"]) == (400, 1)
+    assert metrics["connect_p50_ms"] == pytest.approx(20.0)
+    assert latencies == [0.010, 0.030, 0.020]
