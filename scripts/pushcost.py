@@ -9,7 +9,8 @@ request to the frame at the client; then a Redis ``PING``'s round trip
 from this process, for reference (``scripts/_cluster_bench.py``). Each run
 is judged on its own (the host's load moves both sides together): the
 target is that crossing adds at most one ``PING`` round trip, at p50 and
-at p99. ``scripts/bench --redis`` measures the same once, after its
+at p99; the medians over the runs of the added times and of the ``PING``
+close the report. ``scripts/bench --redis`` measures the same once, after its
 churn rounds.
 
 Usage: scripts/pushcost [--runs 5] [--samples 500] [--json FILE]
@@ -23,6 +24,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from _cluster_bench import push_latency  # scripts/ is on sys.path when run as a script
@@ -79,7 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         redis_server.stop()
     for pct in ("p50", "p99"):
         met = sum(int(run[f"met_{pct}"]) for run in runs)
-        print(f"target at {pct} (added <= one PING): met in {met} of {len(runs)} runs")
+        extra = median(run[f"added_{pct}_ms"] for run in runs)
+        ping = median(run[f"ping_{pct}_ms"] for run in runs)
+        print(
+            f"target at {pct} (added <= one PING): met in {met} of {len(runs)} runs; "
+            f"medians of the runs: added {extra:+.3f} ms, PING {ping:.3f} ms"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(runs, indent=2))
     return 0

@@ -36,3 +36,4 @@ def test_a_short_pushcost_run_times_local_and_cross_node_pushes_beside_a_ping(
         assert run["added_p50_ms"] == pytest.approx(added)
     assert "run 2: local" in done.stdout
     assert "target at p50 (added <= one PING): met in" in done.stdout
+    assert "medians of the runs: added" in done.stdout
