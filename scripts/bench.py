@@ -947,19 +947,25 @@ def redis_env(url: str, node_id: str = "") -> dict[str, str]:
     return {**env, "WS_SUPERVISOR_SERVER_NODE_ID": node_id} if node_id else env
 
 
-def bench_redis(
-    children: Children, settings: Settings, logdir: Path, redis_server: RedisServer
-) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """ws-supervisor with the Redis ledger, churn only: (metrics, latency samples)."""
-    kind, url = REDIS_KIND, redis_server.url
-    server = start_server(
+def start_redis_node(
+    kind: str, children: Children, settings: Settings, logdir: Path, url: str, *, node_id: str = ""
+) -> Server:
+    """A supervised server on the Redis ledger at ``url`` (started; not waited for)."""
+    return start_server(
         kind,
         children,
         settings.compression,
         logdir,
-        overrides=redis_env(url),
+        overrides=redis_env(url, node_id),
         log_level=settings.log_level,
     )
+
+
+def bench_redis(
+    children: Children, settings: Settings, logdir: Path, redis_server: RedisServer
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """ws-supervisor with the Redis ledger, churn only: (metrics, latency samples)."""
+    server = start_redis_node(REDIS_KIND, children, settings, logdir, redis_server.url)
     calls = RedisCalls(redis_server)
     try:
         server.wait_ready()
@@ -1013,14 +1019,7 @@ def sentinel_pair(
     parts: dict[str, list[tuple[dict[str, float], list[float]]]] = {kind: [] for kind in urls}
     try:
         for kind, url in urls.items():
-            servers[kind] = start_server(
-                kind,
-                children,
-                settings.compression,
-                logdir,
-                overrides=redis_env(url),
-                log_level=settings.log_level,
-            )
+            servers[kind] = start_redis_node(kind, children, settings, logdir, url)
         for server in servers.values():
             server.wait_ready()
             run_scenario(
@@ -1109,14 +1108,8 @@ def cluster_extras(
     from supervisor.cluster import scripts  # noqa: PLC0415  (the venv has the project)
 
     def start_node(node_id: str) -> Server:
-        overrides = redis_env(redis_server.url, node_id)
-        server = start_server(
-            node_id,
-            children,
-            settings.compression,
-            logdir,
-            overrides=overrides,
-            log_level=settings.log_level,
+        server = start_redis_node(
+            node_id, children, settings, logdir, redis_server.url, node_id=node_id
         )
         server.wait_ready()
         return server

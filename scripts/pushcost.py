@@ -28,7 +28,7 @@ from statistics import median
 from typing import Any
 
 from _cluster_bench import push_latency  # scripts/ is on sys.path when run as a script
-from bench import SHIPPED_LOG_LEVEL, Children, redis_env, start_redis, start_server
+from bench import Children, Settings, start_redis, start_redis_node
 
 __all__ = ["added", "main"]
 
@@ -54,10 +54,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     children = Children()
     redis_server = start_redis(logdir)
 
+    settings = Settings(
+        rounds=1,
+        churn_seconds=0.0,
+        throughput_seconds=0.0,
+        rtt_samples=0,
+        idle_connections=0,
+        warmup_seconds=0.0,
+        client_procs=1,
+        compression="none",
+    )
+
     def start_node(node_id: str) -> Any:
-        overrides = redis_env(redis_server.url, node_id)
-        server = start_server(
-            node_id, children, "none", logdir, overrides=overrides, log_level=SHIPPED_LOG_LEVEL
+        server = start_redis_node(
+            node_id, children, settings, logdir, redis_server.url, node_id=node_id
         )
         server.wait_ready()
         return server
