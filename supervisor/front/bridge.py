@@ -38,8 +38,9 @@ def run_on_loop(
     """Run ``callback(*args)`` on ``loop``: at once if called there, else at its next turn.
 
     On the loop already (an actor's turn run there), no self-pipe write;
-    from an actor thread, ``call_soon_threadsafe``. A closed loop (the
-    process is ending, nobody waits any more) is ignored.
+    from any other thread (an actor's, the cluster listener's),
+    ``call_soon_threadsafe``. A closed loop (the process is ending, nobody
+    waits any more) is ignored. The one way other modules cross to the loop.
     """
     if running_loop() is loop:
         callback(*args)
