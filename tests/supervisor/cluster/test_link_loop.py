@@ -20,6 +20,7 @@ from supervisor.config.schema import RedisConfig
 from supervisor.errors import SubscribedError
 from supervisor.front.bridge import run_on_loop
 from tests.cluster.redis_server import RedisServer
+from tests.supervisor.cluster.test_link import wait_subscribed
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -53,13 +54,6 @@ def make_ledger(server: RedisServer, made: list[RedisLedger], **settings: Any) -
     return ledger
 
 
-def wait_subscribed(publisher: redis.Redis, channel: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not publisher.pubsub_numsub(channel)[0][1]:
-        assert time.monotonic() < deadline, "the listener did not subscribe"
-        time.sleep(0.02)
-
-
 def wait_for(heard: list[Any], count: int, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while len(heard) < count and time.monotonic() < deadline:
@@ -74,8 +68,7 @@ def hearing(link: ClusterLink) -> list[tuple[str, bytes]]:
 
 def readers(loop: asyncio.AbstractEventLoop) -> int:
     """File descriptors the loop watches, its own self-pipe aside."""
-    watched = asyncio.run_coroutine_threadsafe(_watched(), loop).result(5)
-    return watched
+    return asyncio.run_coroutine_threadsafe(_watched(), loop).result(5)
 
 
 async def _watched() -> int:
