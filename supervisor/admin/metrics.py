@@ -13,10 +13,11 @@ platform collectors (open files and their limit, memory, CPU, Python).
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import platform
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, get_args
+from typing import get_args
 
 from prometheus_client import (
     CollectorRegistry,
@@ -31,6 +32,7 @@ from prometheus_client import (
 from actors.codes import ServerCloseCode
 from actors.observer import AdmissionResult, CleanupReason
 from supervisor.admin.readiness import FAILURE_OUTCOMES, TRIGGERS, refusal_outcome
+from supervisor.admin.tally import Tally
 
 __all__ = [
     "CLOSE_CODES",
@@ -97,24 +99,32 @@ class MetricsObserver:
         self.users_active = Gauge(
             "ws_supervisor_users_active", "Users holding one or more slots.", registry=r
         )
-        self.admissions = Counter(
-            "ws_supervisor_admissions", "Admission decisions.", ["result"], registry=r
+        # what every connection counts: plain numbers, read at scrape (supervisor.admin.tally)
+        self._tally = tally = Tally()
+        self._lock = tally.lock
+        self.admissions = tally.counter(
+            "ws_supervisor_admissions",
+            "Admission decisions.",
+            ["result"],
+            ((result,) for result in get_args(AdmissionResult)),
         )
-        self.cleanups = Counter(
-            "ws_supervisor_cleanups", "Connections cleaned up.", ["reason", "result"], registry=r
+        self.cleanups = tally.counter(
+            "ws_supervisor_cleanups",
+            "Connections cleaned up.",
+            ["reason", "result"],
+            itertools.product(get_args(CleanupReason), _CLEANUP_RESULTS),
         )
-        self.cleanup_duration = Histogram(
+        self.cleanup_duration = tally.histogram(  # not every series at 0: 17 samples each
             "ws_supervisor_cleanup_duration_seconds",
             "From cleanup start to the manager retired.",
+            _FAST_BUCKETS,
             ["reason"],
-            buckets=_FAST_BUCKETS,
-            registry=r,
+            series=(),
         )
-        self.release_latency_seconds = Histogram(
+        self.release_latency_seconds = tally.histogram(
             "ws_supervisor_release_latency_seconds",
             "From a close or timeout detected to its slot free.",
-            buckets=_FAST_BUCKETS,
-            registry=r,
+            _FAST_BUCKETS,
         )
         self.last_release = Gauge(
             "ws_supervisor_last_release_timestamp_seconds",
@@ -138,9 +148,7 @@ class MetricsObserver:
             "Actors or closes abandoned after the cleanup timeout.",
             registry=r,
         )
-        self.pool_reuses = Counter(
-            "ws_supervisor_pool_reuses", "Pooled managers reused.", registry=r
-        )
+        self.pool_reuses = tally.counter("ws_supervisor_pool_reuses", "Pooled managers reused.")
         self.ledger_up = Gauge(
             "ws_supervisor_ledger_available",
             "1 while the quota ledger answers (always 1 for the memory backend).",
@@ -161,6 +169,7 @@ class MetricsObserver:
         self.ledger_up.set(1)
         self._front_and_process_metrics(r)
         self._create_every_series()
+        r.register(tally)
         # the usage gauges are read when scraped, from what the last report left here:
         # a report then costs two attribute writes, not two locked sets
         self._managers = self._users = 0
@@ -171,28 +180,27 @@ class MetricsObserver:
         for level in LEVELS:
             self.users_at_level.labels(level).set(0)
         self._level_counts: tuple[int, ...] = (0,) * len(LEVELS)
-        # labelled children, looked up once (``labels()`` takes a lock and builds a key each call)
-        self._children: dict[tuple[object, ...], Any] = {}
 
     def _front_and_process_metrics(self, r: CollectorRegistry) -> None:
         """The metrics of the front, the node, readiness and the process."""
-        self.handshakes = Counter(
+        tally = self._tally
+        self.handshakes = tally.counter(
             "ws_supervisor_handshakes",
             "Opening handshakes whose request was read, by the HTTP status answered.",
             ["status"],
-            registry=r,
+            ((status,) for status in (*HANDSHAKE_STATUSES, "other")),
         )
-        self.closes = Counter(
+        self.closes = tally.counter(
             "ws_supervisor_closes",
             "Admitted connections closed, by close code.",
             ["code"],
-            registry=r,
+            ((code,) for code in (*CLOSE_CODES, "other")),
         )
-        self.admission_failures = Counter(
+        self.admission_failures = tally.counter(
             "ws_supervisor_admission_failures",
             "Admissions the service failed, by outcome (a user over their own quota is none).",
             ["outcome"],
-            registry=r,
+            ((outcome,) for outcome in FAILURE_OUTCOMES),
         )
         self.emergency_cleanup_seconds = Histogram(
             "ws_supervisor_emergency_cleanup_seconds",
@@ -227,11 +235,6 @@ class MetricsObserver:
 
     def _create_every_series(self) -> None:
         """Every labelled series at 0, so that the first event of each is a visible increase."""
-        for result in get_args(AdmissionResult):
-            self.admissions.labels(result)
-        for reason in get_args(CleanupReason):  # not the durations: 17 samples each, for no rule
-            for result in _CLEANUP_RESULTS:
-                self.cleanups.labels(reason, result)
         for scope in _SCOPES:
             for level in LEVELS:
                 self.level_changes.labels(scope, level)
@@ -239,12 +242,6 @@ class MetricsObserver:
             self.ledger_errors.labels(operation)
         for reason in _TAKEBACK_REASONS:
             self.takebacks.labels(reason)
-        for status in (*HANDSHAKE_STATUSES, "other"):
-            self.handshakes.labels(status)
-        for code in (*CLOSE_CODES, "other"):
-            self.closes.labels(code)
-        for outcome in FAILURE_OUTCOMES:
-            self.admission_failures.labels(outcome)
 
     def watch_readiness(self, triggers: Callable[[], Collection[str]]) -> None:
         """Read ``ws_supervisor_ready{trigger}`` from ``triggers()`` (the ids holding) at scrape."""
@@ -253,22 +250,18 @@ class MetricsObserver:
     def _trigger_reader(self, trigger: str) -> Callable[[], float]:
         return lambda: 0.0 if trigger in self._triggers_holding() else 1.0
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (metric, *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
     def admission(self, result: AdmissionResult) -> None:
-        self._child(self.admissions, result).inc()
+        with self._lock:
+            self.admissions.add((result,))
 
     def cleanup(self, reason: CleanupReason, result: str, duration: float) -> None:
-        self._child(self.cleanups, reason, result).inc()
-        self._child(self.cleanup_duration, reason).observe(duration)
+        with self._lock:
+            self.cleanups.add((reason, result))
+            self.cleanup_duration.observe((reason,), duration)
 
     def release_latency(self, seconds: float) -> None:
-        self.release_latency_seconds.observe(seconds)
+        with self._lock:
+            self.release_latency_seconds.observe((), seconds)
         self._last_release_at = time.time()
 
     def usage(self, managers: int, users: int, levels: Mapping[str, int]) -> None:
@@ -297,7 +290,8 @@ class MetricsObserver:
         self.abandoned_actors.inc()
 
     def pool_reuse(self) -> None:
-        self.pool_reuses.inc()
+        with self._lock:
+            self.pool_reuses.add(())
 
     def ledger_available(self, available: bool) -> None:
         self.ledger_up.set(1 if available else 0)
@@ -312,20 +306,23 @@ class MetricsObserver:
 
     def handshake(self, status: int | None, dropped: bool) -> None:
         label = "dropped" if dropped or status is None else str(status)
-        self._child(self.handshakes, label if label in HANDSHAKE_STATUSES else "other").inc()
-        if dropped:
-            self._child(self.admission_failures, "open_timeout").inc()
-        elif status == 500:
-            self._child(self.admission_failures, "internal_error").inc()
+        with self._lock:
+            self.handshakes.add((label if label in HANDSHAKE_STATUSES else "other",))
+            if dropped:
+                self.admission_failures.add(("open_timeout",))
+            elif status == 500:
+                self.admission_failures.add(("internal_error",))
 
     def refused(self, result: str, reason: str) -> None:
         outcome = refusal_outcome(result, reason)
         if outcome is not None:
-            self._child(self.admission_failures, outcome).inc()
+            with self._lock:
+                self.admission_failures.add((outcome,))
 
     def closed(self, code: int | None) -> None:
         label = "1006" if code is None else str(code)
-        self._child(self.closes, label if label in CLOSE_CODES else "other").inc()
+        with self._lock:
+            self.closes.add((label if label in CLOSE_CODES else "other",))
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric."""
