@@ -53,7 +53,7 @@ import logging
 import queue
 import threading
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pykka
 
@@ -192,6 +192,12 @@ class DispatchedActor(FencedActor):
 
     actor_inbox: Mailbox
     use_daemon_thread: ClassVar[bool] = True  # as ThreadingActor's flag: workers are daemons
+    has_turn_end: ClassVar[bool] = False
+    """True if the class has an ``on_turn_end`` of its own: the mailbox calls it after a turn."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.has_turn_end = cls.on_turn_end is not DispatchedActor.on_turn_end
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         super().__init__()

@@ -32,9 +32,14 @@ class TurnTaker(Protocol):
 
     def handle_envelope(self, envelope: Envelope[Any]) -> None: ...
 
+    def handle_told(self, message: Any) -> None: ...
+
     def handle_told_call(
         self, call: Callable[[Any, str, str], None], first: str, second: str
     ) -> None: ...
+
+    @property
+    def has_turn_end(self) -> bool: ...
 
     def end_turn(self) -> None: ...
 
@@ -74,7 +79,7 @@ def tell_here(ref: pykka.ActorRef[Any], message: Any, batch: int = 1) -> bool:
     With ``batch=0`` it is a plain ``tell``.
     """
     inbox = ref.actor_inbox
-    if batch > 0 and isinstance(inbox, Mailbox) and inbox.run_here(Envelope(message), batch):
+    if batch > 0 and isinstance(inbox, Mailbox) and inbox.run_here(message, batch):
         return True
     try:
         ref.tell(message)
@@ -135,20 +140,30 @@ class Mailbox:
         elif state is _DEAD:
             _refuse(self._name, envelope)
 
-    def run_here(self, envelope: Envelope[Any], batch: int = 1) -> bool:
-        """Any thread: if the actor is asleep, handle ``envelope`` in a turn on this thread.
+    def run_here(self, message: Any, batch: int = 1) -> bool:
+        """Any thread: if the actor is asleep, handle the told ``message`` in a turn on this thread.
 
         False, and nothing done, if the actor is in a turn, waiting for one,
-        not started or dead. The turn handles up to ``batch`` envelopes,
-        ``envelope`` first; what is left then goes to the dispatcher, as
-        after any turn.
+        not started or dead. The turn handles ``message``, then up to
+        ``batch - 1`` envelopes that came meanwhile; what is left then goes
+        to the dispatcher, as after any turn. An asleep actor has started
+        and has nothing queued, so ``message`` is its next message in order.
         """
         with self._lock:
             if self._state is not _IDLE:
                 return False
             self._state = _SCHEDULED  # ours: put() queues behind it and wakes nobody
-            self._envelopes.append(envelope)
-        self.run_turn(batch)
+        actor = self._actor
+        assert actor is not None
+        stopped = actor.actor_stopped
+        if not stopped.is_set():
+            actor.handle_told(message)
+        envelopes = self._envelopes
+        for _ in range(batch - 1):
+            if not envelopes or stopped.is_set():
+                break
+            actor.handle_envelope(envelopes.popleft())
+        self._end_turn(actor)
         return True
 
     def call_here(self, call: Callable[[Any, str, str], None], first: str, second: str) -> bool:
@@ -206,7 +221,7 @@ class Mailbox:
         """The end of a turn: the actor's hook, then requeue, sleep or end."""
         assert self._dispatcher is not None
         stopped, envelopes = actor.actor_stopped, self._envelopes
-        if not stopped.is_set():
+        if actor.has_turn_end and not stopped.is_set():
             actor.end_turn()
         with self._lock:
             if stopped.is_set():

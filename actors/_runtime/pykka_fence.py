@@ -184,6 +184,15 @@ class FencedActor(pykka.Actor):
         except BaseException:
             self._stop_everything()
 
+    def handle_told(self, message: Any) -> None:
+        """A told message, as :meth:`handle_envelope` handles one with no reply to set."""
+        try:
+            self.receive(message)
+        except Exception:
+            self.handle_told_failure()
+        except BaseException:
+            self._stop_everything()
+
     def handle_envelope(self, envelope: Envelope[Any]) -> None:
         """One envelope, as the body of pykka 4.5's ``Actor._actor_loop_running``."""
         try:

@@ -424,6 +424,24 @@ def test_an_exception_in_on_turn_end_runs_on_failure_and_stops_the_actor(
     assert actor.failed
 
 
+def test_only_an_actor_class_with_its_own_on_turn_end_is_called_after_its_turns() -> None:
+    class Plain(DispatchedActor):
+        def on_receive(self, message: Any) -> Any:
+            return message
+
+    class Counted(Plain):
+        def on_turn_end(self) -> None:
+            pass
+
+    class Inherited(Counted):
+        pass
+
+    assert not Plain.has_turn_end
+    assert Counted.has_turn_end
+    assert Inherited.has_turn_end
+    assert TurnCounter.has_turn_end
+
+
 class Table(RoutingActor):
     """An actor with a dispatch table of its own bound methods."""
 
