@@ -72,28 +72,33 @@ class ManagerActor(DispatchedActor):
         self._outbound: collections.deque[str] = collections.deque()
 
     def receive(self, message: Any) -> Any:
-        """A frame goes straight to its handler; any other message as pykka routes it.
+        """A frame, an attach or a detach goes straight to its method; any other as pykka routes it.
 
         Runs in the actor's turn, on whichever thread gives it (see the class).
         """
-        if type(message) is Inbound:  # the one message a connection sends by the thousand
+        kind = type(message)
+        if kind is Inbound:  # the one message a connection sends by the thousand
             self.frame(message.websocket_id, message.text)
-            return None
-        return super().receive(message)
+        elif kind is Attach:  # one each per connection, in its supervisor's turn
+            self._attach(message)
+        elif kind is Detach:
+            self._detach()
+        else:
+            return super().receive(message)
+        return None
 
     def on_receive(self, message: Any) -> Any:
-        """Runs on a dispatcher worker for every message but a frame (:meth:`receive`)."""
+        """Runs in the actor's turn for every message :meth:`receive` does not take itself."""
         if isinstance(message, Outbound):
             if self._is_current(message.websocket_id):
                 self.send(message.text)
-        elif isinstance(message, Attach):
-            self.reset_for_new_connection(message.context, message.port, message.stats)
-            self._handler = message.handler
-        elif isinstance(message, Detach):
-            self._detach()
         elif isinstance(message, Crash):
             raise InjectedFault(message.reason)
         return None
+
+    def _attach(self, message: Attach) -> None:
+        self.reset_for_new_connection(message.context, message.port, message.stats)
+        self._handler = message.handler
 
     def reset_for_new_connection(
         self, context: UserExecutionContext, port: Port, stats: ManagerStats
