@@ -187,6 +187,11 @@ class Mailbox:
         self._end_turn(actor)
         return True
 
+    @property
+    def asleep(self) -> bool:
+        """True while the actor waits for a message: a tell to it now runs here (tell_here)."""
+        return self._state is _IDLE
+
     def get(self) -> Envelope[Any]:
         """The oldest envelope; never blocks (IndexError when empty)."""
         return self._envelopes.popleft()

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from actors._runtime.dispatch import DispatchedActor, Dispatcher
+from actors._runtime.mailbox import Mailbox
 from actors.context import UserExecutionContext
 from actors.tree import SupervisionTree
 from supervisor.front.bridge import WebSocketPort
@@ -66,7 +67,10 @@ async def test_an_answer_given_within_the_call_sets_no_timer_on_the_loop(
     tree: SupervisionTree, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = await admit(tree, UserExecutionContext.from_websocket_request("dee"), port(), 5)
-    assert first.handle is not None  # dee's supervisor now runs, and waits idle
+    assert first.handle is not None  # dee's supervisor now runs; its first turn ends on a worker
+    root, supervisor = tree._root_ref().actor_inbox, tree.supervisors()["dee"].actor_inbox
+    assert isinstance(root, Mailbox) and isinstance(supervisor, Mailbox)
+    await asyncio.to_thread(wait_until, lambda: root.asleep and supervisor.asleep)
     loop, timers = asyncio.get_running_loop(), []
     monkeypatch.setattr(loop, "call_later", lambda *args: timers.append(args))
     second = await admit(tree, UserExecutionContext.from_websocket_request("dee"), port(), 5)
