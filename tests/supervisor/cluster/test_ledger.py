@@ -396,7 +396,8 @@ def test_a_cancelled_admission_gives_back_the_slot_it_took(
     admin.execute_command("CLIENT", "PAUSE", 200, "ALL")  # type: ignore[no-untyped-call]
     waiting = begin(a, "u:2", "w2", answers)
     a.cancel_acquire(waiting)  # before its answer
-    assert a.flush()
+    assert a.flush()  # its answer is in, and its undo (a RELEASE sent from the answer) submitted
+    assert a.flush()  # the undo answered too
     assert answers.got == [answered]  # a cancelled admission is never announced
     assert (a.usage("u"), a.total()) == (0, 0)
     assert redis_server.keys() == []
