@@ -1,0 +1,36 @@
+"""``scripts/loopprofile.py`` profiles both servers' event loops through a short churn (the tool
+works; no speed is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LOOPPROFILE = ROOT / "scripts" / "loopprofile.py"
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+
+
+@pytest.mark.timeout(180)
+def test_a_short_run_counts_each_servers_calls_per_connection_and_ranks_the_difference(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "loopprofile.json"
+    argv = [PYTHON, str(LOOPPROFILE), "--seconds", "2", "--top", "5", "--json", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=170, check=False)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    found: dict[str, dict[str, Any]] = json.loads(out.read_text())
+    for kind in ("bare", "supervised"):
+        assert found[kind]["connections"] > 10
+        assert found[kind]["calls_per_connection"] > 100
+    supervised = found["supervised"]["functions"]
+    assert any(key.startswith("actors/tree.py:") for key in supervised)  # the tree was profiled
+    assert not any(key.startswith("actors/") for key in found["bare"]["functions"])
+    assert "supervised Python calls per connection" in done.stdout
+    assert "the 5 that add most, then least" in done.stdout
