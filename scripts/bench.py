@@ -636,6 +636,21 @@ class Settings:
     log_level: str = SHIPPED_LOG_LEVEL
     workers: int = 1
 
+    @classmethod
+    def one_scenario(cls, seconds: float, compression: str, log_level: str) -> Settings:
+        """One round of ``seconds`` per scenario, nothing else (a counting or profiling tool's)."""
+        return cls(
+            rounds=1,
+            churn_seconds=seconds,
+            throughput_seconds=seconds,
+            rtt_samples=0,
+            idle_connections=0,
+            warmup_seconds=0.0,
+            client_procs=1,
+            compression=compression,
+            log_level=log_level,
+        )
+
 
 @dataclass
 class Probe:

@@ -140,17 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         help="churn on a Sentinel set's master: its plain URL against the sentinels' URL",
     )
     args = parser.parse_args(argv)
-    settings = Settings(
-        rounds=1,
-        churn_seconds=args.seconds,
-        throughput_seconds=args.seconds,
-        rtt_samples=0,
-        idle_connections=0,
-        warmup_seconds=0.0,
-        client_procs=1,
-        compression=args.compression,
-        log_level=args.log_level,
-    )
+    settings = Settings.one_scenario(args.seconds, args.compression, args.log_level)
     if args.sentinel:
         return sentinel_main(args, settings)
     found: dict[str, dict[str, Any]] = {}

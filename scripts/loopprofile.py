@@ -158,17 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compression", choices=("deflate", "none"), default="none")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(args_in)
-    settings = Settings(
-        rounds=1,
-        churn_seconds=args.seconds,
-        throughput_seconds=args.seconds,
-        rtt_samples=0,
-        idle_connections=0,
-        warmup_seconds=0.0,
-        client_procs=1,
-        compression=args.compression,
-        log_level=args.log_level,
-    )
+    settings = Settings.one_scenario(args.seconds, args.compression, args.log_level)
     found: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="ws-loopprofile-") as workdir:
         for kind in ("bare", "supervised"):
