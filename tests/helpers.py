@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+import pytest
 
 from actors.context import UserExecutionContext
 from actors.ports import Admission, Handle, QueuePort
@@ -17,13 +23,34 @@ from supervisor.config.schema import Config
 
 __all__ = [
     "ACTOR_THREAD_PREFIXES",
+    "ROOT",
+    "SCRIPTS",
+    "SCRIPT_PYTHON",
     "actor_threads",
     "bearer_status",
     "connect",
+    "import_script",
     "make_config",
     "wait_for_value",
     "wait_until",
 ]
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The checkout."""
+
+SCRIPTS = ROOT / "scripts"
+"""The tools (bench, instructions, ...), run as programs or imported by the tests of their parts."""
+
+_VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+SCRIPT_PYTHON = str(_VENV_PYTHON) if _VENV_PYTHON.exists() else sys.executable
+"""The interpreter a script runs under: the checkout's venv, else the one running the tests."""
+
+
+def import_script(monkeypatch: pytest.MonkeyPatch, name: str) -> ModuleType:
+    """``scripts/<name>.py`` as a module, with ``scripts/`` on the path only for the test."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    return importlib.import_module(name)
+
 
 ACTOR_THREAD_PREFIXES = ("ManagerActor", "UserSupervisorActor", "RootMonitorActor", "ws-supervisor")
 

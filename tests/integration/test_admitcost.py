@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-ADMITCOST = ROOT / "scripts" / "admitcost.py"
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+from tests.helpers import SCRIPT_PYTHON, SCRIPTS
+
+ADMITCOST = SCRIPTS / "admitcost.py"
 
 
 @pytest.mark.timeout(60)
 def test_a_short_admitcost_run_times_every_admission_and_leaves_no_slot(tmp_path: Path) -> None:
     out = tmp_path / "admitcost.json"
-    argv = [PYTHON, str(ADMITCOST), "--users", "3", "--held", "4", "--count", "300"]
+    argv = [SCRIPT_PYTHON, str(ADMITCOST), "--users", "3", "--held", "4", "--count", "300"]
     done = subprocess.run(
         [*argv, "--json", str(out)], capture_output=True, text=True, timeout=50, check=False
     )
@@ -35,7 +33,7 @@ def test_a_short_admitcost_run_times_every_admission_and_leaves_no_slot(tmp_path
 
 @pytest.mark.timeout(30)
 def test_admitcost_refuses_a_held_count_that_would_reach_the_quota() -> None:
-    argv = [PYTHON, str(ADMITCOST), "--held", "19"]
+    argv = [SCRIPT_PYTHON, str(ADMITCOST), "--held", "19"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
     assert done.returncode == 2
     assert "--held between 0 and 18" in done.stderr

@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "scripts" / "bench.py"
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+from tests.helpers import ROOT, SCRIPT_PYTHON, SCRIPTS
+
+BENCH = SCRIPTS / "bench.py"
 
 POSITIVE = (
     "conns_per_s",
@@ -39,7 +37,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.mark.timeout(120)
 def test_a_quick_bench_writes_figures_for_both_servers_and_plots_them(tmp_path: Path) -> None:
     out, png = tmp_path / "out.json", tmp_path / "latency.png"
-    argv = [PYTHON, str(BENCH), "--quick", "--json", str(out), "--plot", str(png)]
+    argv = [SCRIPT_PYTHON, str(BENCH), "--quick", "--json", str(out), "--plot", str(png)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=110, cwd=ROOT, check=False)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
     data: dict[str, Any] = json.loads(out.read_text())
@@ -71,7 +69,7 @@ def test_a_quick_bench_writes_figures_for_both_servers_and_plots_them(tmp_path: 
 @pytest.mark.timeout(240)
 def test_a_quick_bench_with_workers_compares_them_with_one_process(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
-    argv = [PYTHON, str(BENCH), "--quick", "--workers", "2", "--duration", "1"]
+    argv = [SCRIPT_PYTHON, str(BENCH), "--quick", "--workers", "2", "--duration", "1"]
     argv += ["--connections", "60", "--json", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=230, cwd=ROOT, check=False)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"

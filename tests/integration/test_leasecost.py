@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-LEASECOST = ROOT / "scripts" / "leasecost.py"
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+from tests.helpers import ROOT, SCRIPT_PYTHON, SCRIPTS
+
+LEASECOST = SCRIPTS / "leasecost.py"
 
 
 @pytest.mark.timeout(120)
 def test_a_small_run_counts_every_kind_of_call_and_leaves_redis_empty(tmp_path: Path) -> None:
     out = tmp_path / "lease.json"
-    argv = [PYTHON, str(LEASECOST), "--users", "30", "--per-user", "5", "--rounds", "2"]
+    argv = [SCRIPT_PYTHON, str(LEASECOST), "--users", "30", "--per-user", "5", "--rounds", "2"]
     argv += ["--json", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=110, cwd=ROOT, check=False)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"

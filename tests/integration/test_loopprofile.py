@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-LOOPPROFILE = ROOT / "scripts" / "loopprofile.py"
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+from tests.helpers import SCRIPT_PYTHON, SCRIPTS
+
+LOOPPROFILE = SCRIPTS / "loopprofile.py"
 
 
 @pytest.mark.timeout(180)
@@ -22,7 +20,7 @@ def test_a_short_run_counts_each_servers_calls_per_connection_and_ranks_the_diff
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "loopprofile.json"
-    argv = [PYTHON, str(LOOPPROFILE), "--seconds", "2", "--top", "5", "--json", str(out)]
+    argv = [SCRIPT_PYTHON, str(LOOPPROFILE), "--seconds", "2", "--top", "5", "--json", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=170, check=False)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
     found: dict[str, dict[str, Any]] = json.loads(out.read_text())

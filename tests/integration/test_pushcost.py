@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PUSHCOST = ROOT / "scripts" / "pushcost.py"
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+from tests.helpers import SCRIPT_PYTHON, SCRIPTS
+
+PUSHCOST = SCRIPTS / "pushcost.py"
 
 
 @pytest.mark.timeout(120)
@@ -22,7 +20,7 @@ def test_a_short_pushcost_run_times_local_and_cross_node_pushes_beside_a_ping(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "pushcost.json"
-    argv = [PYTHON, str(PUSHCOST), "--runs", "2", "--samples", "20", "--json", str(out)]
+    argv = [SCRIPT_PYTHON, str(PUSHCOST), "--runs", "2", "--samples", "20", "--json", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=110, check=False)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
     runs: list[dict[str, Any]] = json.loads(out.read_text())

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCALE = ROOT / "scripts" / "scale.py"
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+from tests.helpers import ROOT, SCRIPT_PYTHON, SCRIPTS
+
+SCALE = SCRIPTS / "scale.py"
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists(), reason="the scale check reads /proc (Linux)"
@@ -24,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.mark.timeout(150)
 def test_a_small_scale_run_opens_drops_and_frees_every_slot(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
-    argv = [PYTHON, str(SCALE), "--connections", "200", "--client-procs", "2"]
+    argv = [SCRIPT_PYTHON, str(SCALE), "--connections", "200", "--client-procs", "2"]
     argv += ["--ping-interval", "2", "--json", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=140, cwd=ROOT, check=False)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
@@ -57,7 +55,7 @@ def test_a_small_scale_run_opens_drops_and_frees_every_slot(tmp_path: Path) -> N
 @pytest.mark.timeout(200)
 def test_a_run_with_workers_and_source_addresses_sums_the_process_tree(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
-    argv = [PYTHON, str(SCALE), "--connections", "400", "--bare-connections", "100"]
+    argv = [SCRIPT_PYTHON, str(SCALE), "--connections", "400", "--bare-connections", "100"]
     argv += ["--client-procs", "2", "--sources", "--workers", "2", "--ping-interval", "2"]
     argv += ["--json", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=190, cwd=ROOT, check=False)

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-LOADTEST = ROOT / "scripts" / "loadtest.py"
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+from tests.helpers import ROOT, SCRIPT_PYTHON, SCRIPTS
+
+LOADTEST = SCRIPTS / "loadtest.py"
 
 USERS, PER_USER = 4, 5
 
@@ -29,7 +27,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def run_loadtest(report: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    argv = [PYTHON, str(LOADTEST), "--spawn", "--users", str(USERS), "--per-user", str(PER_USER)]
+    argv = [SCRIPT_PYTHON, str(LOADTEST), "--spawn"]
+    argv += ["--users", str(USERS), "--per-user", str(PER_USER)]
     argv += ["--churn", "20", "--kill-pct", "10", "--freeze-pct", "5", "--procs", "4"]
     argv += ["--json", str(report), *extra]
     return subprocess.run(argv, capture_output=True, text=True, timeout=140, cwd=ROOT, check=False)

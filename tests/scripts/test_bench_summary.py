@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 import tomllib
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-pytestmark = pytest.mark.timeout(30)
+from tests.helpers import SCRIPTS, import_script
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
 def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(SCRIPTS))
-    return importlib.import_module("bench")
+    return import_script(monkeypatch, "bench")
 
 
 def rounds(*cpu: float) -> list[dict[str, float]]:

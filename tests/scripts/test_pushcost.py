@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-pytestmark = pytest.mark.timeout(30)
+from tests.helpers import import_script
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
 def pushcost(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(SCRIPTS))
-    return importlib.import_module("pushcost")
+    return import_script(monkeypatch, "pushcost")
 
 
 def run(
