@@ -83,7 +83,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from _cluster_bench import push_latency, wait_cost  # scripts/ is on sys.path, as below
@@ -102,6 +102,8 @@ from _toolkit import (  # scripts/ is on sys.path when run as a script
 )
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+
+T = TypeVar("T")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 EXIT_NO_MATPLOTLIB = 2
@@ -752,14 +754,92 @@ def churn_metrics(
     return metrics, latencies
 
 
-def bench_one(
-    kind: str, children: Children, settings: Settings, logdir: Path
-) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Start one server, run every scenario against it, stop it: (metrics, latency samples)."""
+SLICES = 4
+"""Slices of each timed scenario per server in a round, in ABBA order."""
+
+
+def interleaved(kinds: Sequence[str], measure: Callable[[str], T]) -> dict[str, list[T]]:
+    """Each kind measured :data:`SLICES` times, the order reversed every other slice (ABBA).
+
+    The servers run side by side the whole time, so the host's drift within
+    the round falls on every kind alike.
+    """
+    parts: dict[str, list[T]] = {kind: [] for kind in kinds}
+    for index in range(SLICES):
+        for kind in kinds if index % 2 == 0 else kinds[::-1]:
+            parts[kind].append(measure(kind))
+    return parts
+
+
+def memory_metrics(children: Children, server: Server, settings: Settings) -> dict[str, float]:
+    """The idle connections' scenario: the server's RSS per connection, its threads meanwhile."""
+    results, before, after = run_scenario(children, server, settings, "memory")
+    opened = sum(int(result["opened"]) for result in results)
+    return {
+        "rss_kib_per_conn": (after.rss_kib - before.rss_kib) / max(1, opened),
+        "threads_with_idle_conns": after.threads,
+        "idle_conns_opened": opened,
+    }
+
+
+def churn_slice(
+    kind: str, children: Children, server: Server, settings: Settings
+) -> tuple[dict[str, float], list[float]]:
+    """One slice of churn; under ``--workers``, the master's own CPU per connection too."""
+    pid = server.proc.pid
+    master_cpu = cpu_seconds(pid)  # the master's own, under --workers (else the server's)
+    metrics, latencies = churn_metrics(children, server, settings)
+    if kind == WORKERS_KIND:
+        master_ms = (cpu_seconds(pid) - master_cpu) / max(1, len(latencies)) * 1000
+        metrics["master_cpu_ms_per_conn"] = master_ms
+    return metrics, latencies
+
+
+def throughput_slice(children: Children, server: Server, settings: Settings) -> dict[str, float]:
+    """One slice of throughput, as sums: messages, seconds, server CPU, switches, errors."""
+    results, before, after = run_scenario(
+        children,
+        server,
+        settings,
+        "throughput",
+        procs=settings.client_procs,
+        concurrency=100,
+        duration=settings.throughput_seconds,
+    )
+    return {
+        "messages": sum(int(result["messages"]) for result in results),
+        "elapsed": max(float(result["elapsed"]) for result in results),
+        "cpu": after.cpu - before.cpu,
+        "switches": after.switches - before.switches,
+        "errors": _errors(results),
+    }
+
+
+def throughput_combined(parts: list[dict[str, float]]) -> dict[str, float]:
+    """Slices of one server's throughput as one run: its messages over its time and CPU."""
+    messages = max(1.0, sum(part["messages"] for part in parts))
+    elapsed = sum(part["elapsed"] for part in parts)
+    return {
+        "msgs_per_s": messages / elapsed if elapsed else 0.0,
+        "cpu_us_per_msg": sum(part["cpu"] for part in parts) / messages * 1e6,
+        "switches_per_msg": sum(part["switches"] for part in parts) / messages,
+        "throughput_errors": sum(part["errors"] for part in parts),
+    }
+
+
+def rtt_slice(children: Children, server: Server, settings: Settings) -> list[float]:
+    """One slice of sequential round trips on one connection (seconds)."""
+    results, _, _ = run_scenario(children, server, settings, "rtt")
+    return [value for result in results for value in result["rtts"]]
+
+
+def start_kind(kind: str, children: Children, settings: Settings, logdir: Path) -> Server:
+    """One server of the round: bare, supervised, or supervised with ``--workers``."""
     overrides = {"WS_SUPERVISOR_SERVER_APP": settings.app} if settings.app else None
     workers = settings.workers if kind == WORKERS_KIND else 1
-    server = start_server(
-        kind,
+    server_kind = "bare" if kind == "bare" else "supervised"
+    return start_server(
+        server_kind,
         children,
         settings.compression,
         logdir,
@@ -767,60 +847,60 @@ def bench_one(
         log_level=settings.log_level,
         workers=workers,
     )
-    metrics: dict[str, float] = {}
-    samples: dict[str, list[float]] = {}
+
+
+def bench_round(
+    kinds: Sequence[str], children: Children, settings: Settings, logdir: Path
+) -> dict[str, tuple[dict[str, float], dict[str, list[float]]]]:
+    """Every scenario against every kind, the servers side by side: {kind: (metrics, samples)}.
+
+    Idle memory and the memory scenario run one server after the other;
+    churn, throughput and round trips go in :data:`SLICES` ABBA slices each.
+    """
+    servers: dict[str, Server] = {}
+    metrics: dict[str, dict[str, float]] = {kind: {} for kind in kinds}
+    sliced = replace(
+        settings,
+        churn_seconds=settings.churn_seconds / SLICES,
+        throughput_seconds=settings.throughput_seconds / SLICES,
+        rtt_samples=max(1, settings.rtt_samples // SLICES),
+    )
     try:
-        server.wait_ready()
-        pid = server.proc.pid
-        metrics["rss_idle_mib"] = Probe.read(pid).rss_kib / 1024
-        run_scenario(
-            children, server, settings, "churn", concurrency=10, duration=settings.warmup_seconds
-        )
-        server.quiesce()
-
-        results, before, after = run_scenario(children, server, settings, "memory")
-        opened = sum(int(result["opened"]) for result in results)
-        metrics["rss_kib_per_conn"] = (after.rss_kib - before.rss_kib) / max(1, opened)
-        metrics["threads_with_idle_conns"] = after.threads
-        metrics["idle_conns_opened"] = opened
-        server.quiesce()
-
-        lines = count_lines(server.log)
-        master_cpu = cpu_seconds(pid)  # the master's own, under --workers (else the server's)
-        churn, latencies = churn_metrics(children, server, settings)
-        metrics.update(churn)
-        if kind == WORKERS_KIND:
-            master_ms = (cpu_seconds(pid) - master_cpu) / max(1, len(latencies)) * 1000
-            metrics["master_cpu_ms_per_conn"] = master_ms
-        samples["connect_ms"] = [value * 1000 for value in latencies]
-        server.quiesce()  # the log writer has written the churn's lines by now
-        metrics["log_lines_per_conn"] = (count_lines(server.log) - lines) / max(1, len(latencies))
-
-        results, before, after = run_scenario(
-            children,
-            server,
-            settings,
-            "throughput",
-            procs=settings.client_procs,
-            concurrency=100,
-            duration=settings.throughput_seconds,
-        )
-        messages = sum(int(result["messages"]) for result in results)
-        elapsed = max(float(result["elapsed"]) for result in results)
-        metrics["msgs_per_s"] = messages / elapsed
-        metrics["cpu_us_per_msg"] = (after.cpu - before.cpu) / max(1, messages) * 1e6
-        metrics["switches_per_msg"] = (after.switches - before.switches) / max(1, messages)
-        metrics["throughput_errors"] = _errors(results)
-        server.quiesce()
-
-        results, before, after = run_scenario(children, server, settings, "rtt")
-        rtts = [value for result in results for value in result["rtts"]]
-        metrics["rtt_p50_us"] = percentile(rtts, 50) * 1e6
-        metrics["rtt_p99_us"] = percentile(rtts, 99) * 1e6
-        samples["rtt_us"] = [value * 1e6 for value in rtts]
+        for kind in kinds:
+            servers[kind] = start_kind(kind, children, settings, logdir)
+        for kind, server in servers.items():
+            server.wait_ready()
+            metrics[kind]["rss_idle_mib"] = Probe.read(server.proc.pid).rss_kib / 1024
+        for kind, server in servers.items():
+            warmup = settings.warmup_seconds
+            run_scenario(children, server, settings, "churn", concurrency=10, duration=warmup)
+            server.quiesce()
+            metrics[kind].update(memory_metrics(children, server, settings))
+            server.quiesce()
+        lines = {kind: count_lines(server.log) for kind, server in servers.items()}
+        churns = interleaved(kinds, lambda kind: churn_slice(kind, children, servers[kind], sliced))
+        samples: dict[str, dict[str, list[float]]] = {}
+        for kind, server in servers.items():
+            churn, latencies = combined(churns[kind])
+            metrics[kind].update(churn)
+            samples[kind] = {"connect_ms": [value * 1000 for value in latencies]}
+            server.quiesce()  # the log writer has written the churn's lines by now
+            gained = count_lines(server.log) - lines[kind]
+            metrics[kind]["log_lines_per_conn"] = gained / max(1, len(latencies))
+        loads = interleaved(kinds, lambda kind: throughput_slice(children, servers[kind], sliced))
+        for kind, server in servers.items():
+            metrics[kind].update(throughput_combined(loads[kind]))
+            server.quiesce()
+        trips = interleaved(kinds, lambda kind: rtt_slice(children, servers[kind], sliced))
+        for kind in kinds:
+            rtts = [value for part in trips[kind] for value in part]
+            metrics[kind]["rtt_p50_us"] = percentile(rtts, 50) * 1e6
+            metrics[kind]["rtt_p99_us"] = percentile(rtts, 99) * 1e6
+            samples[kind]["rtt_us"] = [value * 1e6 for value in rtts]
     finally:
-        server.stop()
-    return metrics, samples
+        for server in servers.values():
+            server.stop()
+    return {kind: (metrics[kind], samples[kind]) for kind in kinds}
 
 
 # --- several worker processes (--workers N) -------------------------------------------
@@ -1012,10 +1092,6 @@ REDIS_ONLY: list[tuple[str, str]] = [
 ]
 
 
-SLICES = 4
-"""Churn slices per node in a round of the Sentinel pair (ABBA order)."""
-
-
 def sentinel_pair(
     children: Children, settings: Settings, logdir: Path, sentinels: SentinelSet
 ) -> dict[str, tuple[dict[str, float], list[float]]]:
@@ -1031,7 +1107,7 @@ def sentinel_pair(
     }
     servers: dict[str, Server] = {}
     sliced = replace(settings, churn_seconds=settings.churn_seconds / SLICES)
-    parts: dict[str, list[tuple[dict[str, float], list[float]]]] = {kind: [] for kind in urls}
+    parts: dict[str, list[tuple[dict[str, float], list[float]]]] = {}
     try:
         for kind, url in urls.items():
             servers[kind] = start_redis_node(kind, children, settings, logdir, url)
@@ -1046,10 +1122,7 @@ def sentinel_pair(
                 duration=settings.warmup_seconds,
             )
             server.quiesce()
-        for index in range(SLICES):
-            order = [MASTER_KIND, SENTINEL_KIND]
-            for kind in order if index % 2 == 0 else order[::-1]:
-                parts[kind].append(churn_metrics(children, servers[kind], sliced))
+        parts = interleaved(list(urls), lambda kind: churn_metrics(children, servers[kind], sliced))
     finally:
         for server in servers.values():
             server.stop()
@@ -1061,9 +1134,17 @@ def combined(
 ) -> tuple[dict[str, float], list[float]]:
     """Slices of one node's churn as one run: its connections over its time, its CPU over them."""
     conns = sum(metrics["churn_conns"] for metrics, _ in parts)
-    elapsed = sum(metrics["churn_conns"] / metrics["conns_per_s"] for metrics, _ in parts)
+    elapsed = sum(
+        metrics["churn_conns"] / metrics["conns_per_s"]
+        for metrics, _ in parts
+        if metrics["conns_per_s"]
+    )
     latencies = [value for _, found in parts for value in found]
-    per_conn = ("cpu_ms_per_conn", "switches_per_conn")
+    per_conn = [
+        key
+        for key in ("cpu_ms_per_conn", "switches_per_conn", "master_cpu_ms_per_conn")
+        if all(key in found for found, _ in parts)
+    ]
     metrics = {
         key: sum(found[key] * found["churn_conns"] for found, _ in parts) / max(1, conns)
         for key in per_conn
@@ -1464,17 +1545,16 @@ def run_rounds(
     per_round: dict[str, list[dict[str, float]]],
     samples: dict[str, dict[str, list[float]]],
 ) -> None:
-    """Every round: bare and supervised in alternating order, then the Redis runs."""
+    """Every round: bare and supervised side by side (:func:`bench_round`), then the Redis runs."""
     for number in range(settings.rounds):
         order = kinds if number % 2 == 0 else kinds[::-1]
-        for kind in order:
-            print(f"== round {number + 1}/{settings.rounds}: {kind}", file=sys.stderr)
-            metrics, found = bench_one(kind, children, settings, logdir)
+        print(f"== round {number + 1}/{settings.rounds}: {', '.join(order)}", file=sys.stderr)
+        for kind, (metrics, found) in bench_round(order, children, settings, logdir).items():
             per_round[kind].append(metrics)
             for key, values in found.items():
                 samples[kind].setdefault(key, []).extend(values)
             shown = ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
-            print(f"   {shown}", file=sys.stderr)
+            print(f"   {kind}: {shown}", file=sys.stderr)
         if targets is not None:
             redis_round(
                 children,
