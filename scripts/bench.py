@@ -3,9 +3,12 @@
 
 Both servers speak the same JSON protocol (a welcome frame on connect, then
 ``echo`` and ``ping`` answered) with the same compression and keepalive
-settings; they run one after the other (alternating, several rounds), each in
-its own process, and the load generator runs in separate processes too. The
-scenarios:
+settings, each in its own process, and the load generator runs in separate
+processes too. In each round both servers run side by side: idle memory and
+the memory scenario go one server after the other, and each timed scenario
+(churn, throughput, round trips) goes in :data:`SLICES` slices per server in
+ABBA order (bare, supervised, supervised, bare, ...), so that the host's
+drift within the round falls on both alike. The scenarios:
 
 - churn: 50 concurrent clients loop connect, welcome, one echo, close;
 - throughput: 100 connections ping-pong echo frames as fast as they can;
@@ -30,11 +33,9 @@ slow log, with every command logged: ACQUIRE per admission, RELEASE, renewals).
 Each round then churns the same way on a master with one replica watched by
 three sentinels (of its own; the sentinels at Redis's own periods), on two
 nodes running side by side, one with ``[redis] url`` a plain URL of the
-master and one a ``redis+sentinel://`` URL: the round's churn goes to them
-in :data:`SLICES` slices each, in ABBA order (plain, Sentinel, Sentinel,
-plain, ...), so that the host's drift within the round falls on both alike,
-and the bench reports their paired ratio: what configuring Sentinel costs
-in steady state.
+master and one a ``redis+sentinel://`` URL, in slices in ABBA order as
+above, and the bench reports their paired ratio: what configuring Sentinel
+costs in steady state.
 After the rounds: local and cross-node pushes' latencies on two nodes, and
 what a ``WAIT 1`` after every admission would add (``scripts/_cluster_bench.py``).
 
@@ -1408,8 +1409,8 @@ def summarize(per_round: dict[str, list[dict[str, float]]]) -> dict[str, dict[st
     """Medians over rounds, and supervised/bare ratios two ways.
 
     ``ratios``: the supervised median over the bare median. ``ratios_paired``:
-    the median of each round's own ratio, the two servers of a round having
-    run back to back; when the host's speed drifts between rounds, the two
+    the median of each round's own ratio, the servers of a round having run
+    side by side; when the host's speed drifts between rounds, the two
     medians can come from rounds far apart, and the paired ratio cancels it.
     """
     medians: dict[str, dict[str, float]] = {}
@@ -1667,7 +1668,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds, servers side by side (default 3)"
+    )
     parser.add_argument("--quick", action="store_true", help="1 round, short runs (< 60 s)")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds per timed scenario")
     parser.add_argument("--connections", type=int, default=0, help="idle connections (memory)")

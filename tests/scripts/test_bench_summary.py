@@ -100,3 +100,38 @@ def test_slices_of_one_node_combine_into_its_connections_over_its_time_and_cpu_o
     assert (metrics["churn_conns"], metrics["churn_errors"]) == (400, 1)
     assert metrics["connect_p50_ms"] == pytest.approx(20.0)
     assert latencies == [0.010, 0.030, 0.020]
+
+
+def test_servers_side_by_side_are_measured_in_abba_order_slice_after_slice(
+    bench: ModuleType,
+) -> None:
+    order: list[str] = []
+    parts = bench.interleaved(["bare", "supervised"], lambda kind: order.append(kind) or kind)
+    assert order == ["bare", "supervised", "supervised", "bare"] * (bench.SLICES // 2)
+    assert parts == {"bare": ["bare"] * bench.SLICES, "supervised": ["supervised"] * bench.SLICES}
+
+
+def test_a_master_share_is_combined_only_when_every_slice_measured_it(bench: ModuleType) -> None:
+    first = {"churn_conns": 100.0, "conns_per_s": 50.0, "cpu_ms_per_conn": 1.0,
+             "switches_per_conn": 0.0, "churn_errors": 0.0,
+             "master_cpu_ms_per_conn": 0.2}  # fmt: skip
+    second = {**first, "master_cpu_ms_per_conn": 0.4, "churn_conns": 300.0}
+    metrics, _ = bench.combined([(first, [0.01]), (second, [0.01])])
+    assert metrics["master_cpu_ms_per_conn"] == pytest.approx((100 * 0.2 + 300 * 0.4) / 400)
+    without = {key: value for key, value in first.items() if key != "master_cpu_ms_per_conn"}
+    metrics, _ = bench.combined([(without, [0.01]), (second, [0.01])])
+    assert "master_cpu_ms_per_conn" not in metrics
+
+
+def test_slices_of_throughput_combine_into_messages_over_time_and_cpu_over_messages(
+    bench: ModuleType,
+) -> None:
+    parts = [
+        {"messages": 1000.0, "elapsed": 2.0, "cpu": 0.05, "switches": 10.0, "errors": 1.0},
+        {"messages": 3000.0, "elapsed": 2.0, "cpu": 0.15, "switches": 30.0, "errors": 0.0},
+    ]
+    metrics = bench.throughput_combined(parts)
+    assert metrics["msgs_per_s"] == pytest.approx(1000.0)
+    assert metrics["cpu_us_per_msg"] == pytest.approx(50.0)
+    assert metrics["switches_per_msg"] == pytest.approx(0.01)
+    assert metrics["throughput_errors"] == 1
