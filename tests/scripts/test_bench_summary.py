@@ -106,7 +106,12 @@ def test_servers_side_by_side_are_measured_in_abba_order_slice_after_slice(
     bench: ModuleType,
 ) -> None:
     order: list[str] = []
-    parts = bench.interleaved(["bare", "supervised"], lambda kind: order.append(kind) or kind)
+
+    def measure(kind: str) -> str:
+        order.append(kind)
+        return kind
+
+    parts = bench.interleaved(["bare", "supervised"], measure)
     assert order == ["bare", "supervised", "supervised", "bare"] * (bench.SLICES // 2)
     assert parts == {"bare": ["bare"] * bench.SLICES, "supervised": ["supervised"] * bench.SLICES}
 
