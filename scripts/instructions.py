@@ -41,17 +41,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _sentinels import SentinelSet
-from _toolkit import HOST
-from bench import (  # scripts/ is on sys.path when run as a script
-    SHIPPED_LOG_LEVEL,
+from _bench_procs import (  # scripts/ is on sys.path when run as a script
     Children,
     Server,
-    Settings,
-    redis_env,
-    run_scenario,
     start_server,
 )
+from _bench_redis import redis_env
+from _bench_scenarios import SHIPPED_LOG_LEVEL, Settings, run_scenario
+from _sentinels import SentinelSet
+from _toolkit import HOST
 
 SCENARIOS = {"churn": 50, "throughput": 100}
 """Each scenario and its concurrent connections (as ``scripts/bench``'s)."""

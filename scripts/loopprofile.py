@@ -40,14 +40,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import (  # scripts/ is on sys.path when run as a script
-    SHIPPED_LOG_LEVEL,
+from _bench_procs import (  # scripts/ is on sys.path when run as a script
     Children,
     Server,
-    Settings,
-    run_scenario,
     start_server,
 )
+from _bench_scenarios import SHIPPED_LOG_LEVEL, Settings, run_scenario
 
 Row = tuple[float, float]
 """A function's (calls, own seconds) per connection."""

@@ -27,8 +27,10 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from _cluster_bench import push_latency  # scripts/ is on sys.path when run as a script
-from bench import Children, Settings, start_redis, start_redis_node
+from _bench_procs import Children  # scripts/ is on sys.path when run as a script
+from _bench_redis import start_redis, start_redis_node
+from _bench_scenarios import Settings
+from _cluster_bench import push_latency
 
 __all__ = ["added", "main"]
 

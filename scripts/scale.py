@@ -62,8 +62,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from _toolkit import exec_child, http_get  # scripts/ is on sys.path when run as a script
-from bench import Children, ClientProc, Probe, Server, StdinLines, process_tree, start_server
+from _bench_client import StdinLines  # scripts/ is on sys.path when run as a script
+from _bench_procs import Children, ClientProc, Probe, Server, process_tree, start_server
+from _toolkit import exec_child, http_get
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
