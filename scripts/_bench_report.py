@@ -120,7 +120,9 @@ def summarize(per_round: dict[str, list[dict[str, float]]]) -> dict[str, dict[st
 
 
 def table(summary: dict[str, dict[str, float]]) -> str:
-    rows = [("metric", "bare", "supervised", "ratio s/b", "paired", "better")]
+    rows: list[tuple[str, ...]] = [
+        ("metric", "bare", "supervised", "ratio s/b", "paired", "better")
+    ]
     for key, label, better in METRICS:
         bare, sup = summary["bare"].get(key), summary["supervised"].get(key)
         if bare is None or sup is None:
@@ -194,7 +196,9 @@ def workers_ratios(per_round: dict[str, list[dict[str, float]]]) -> dict[str, di
 
 
 def workers_table(summary: dict[str, dict[str, float]], workers: int) -> str:
-    rows = [("metric", "1 process", f"{workers} workers", "ratio w/1", "paired", "better")]
+    rows: list[tuple[str, ...]] = [
+        ("metric", "1 process", f"{workers} workers", "ratio w/1", "paired", "better")
+    ]
     for key, label, better in METRICS:
         one, many = summary["supervised"].get(key), summary[WORKERS_KIND].get(key)
         if one is None or many is None:

@@ -145,8 +145,8 @@ def wait_cost(master_port: int, acquire: str, release: str, samples: int) -> dic
                 took = time.perf_counter() - began
                 if wait and replies[-1] < 1:
                     unreplicated += 1
-                release = ("EVALSHA", shas["RELEASE"], 2, *keys, key, "bench", holder)
-                connection.send_packed_command(connection.pack_commands([release]))
+                undo = ("EVALSHA", shas["RELEASE"], 2, *keys, key, "bench", holder)
+                connection.send_packed_command(connection.pack_commands([undo]))
                 connection.read_response()
                 if index >= 20:
                     (waited if wait else plain).append(took)

@@ -1,7 +1,7 @@
 """A master, a replica and three sentinels on loopback: the Sentinel tests and ``bench --redis``.
 
-The tests import this file as ``scripts._sentinels`` (``tests/cluster/sentinels.py``),
-the scripts as ``_sentinels`` (scripts/ is on ``sys.path``).
+The tests (``tests/cluster/sentinels.py``) and the scripts import it as ``_sentinels``:
+scripts/ is on ``sys.path`` when a script runs, and pytest puts it there too.
 """
 
 from __future__ import annotations
@@ -19,16 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-
-try:  # imported by the tests, as a module of the scripts package
-    from scripts._toolkit import HOST, free_port, redis_server_binary, tail_file
-except ImportError:  # imported by a script, scripts/ on sys.path
-    from _toolkit import (  # type: ignore[import-not-found,no-redef]
-        HOST,
-        free_port,
-        redis_server_binary,
-        tail_file,
-    )
+from _toolkit import HOST, free_port, redis_server_binary, tail_file
 
 __all__ = ["MASTER_NAME", "Relay", "SentinelSet", "running_sentinels"]
 

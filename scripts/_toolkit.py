@@ -1,6 +1,7 @@
 """Helpers shared by scripts/bench.py, scripts/loadtest.py and the cluster tests (loopback only).
 
-The tests import this file as ``scripts._toolkit`` (``tests/cluster/redis_server.py``).
+The scripts and the tests (``tests/cluster/redis_server.py``) import it as ``_toolkit``:
+scripts/ is on ``sys.path`` when a script runs, and pytest puts it there too.
 """
 
 from __future__ import annotations

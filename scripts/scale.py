@@ -109,7 +109,7 @@ async def client_main(args: argparse.Namespace) -> None:
     url, first, count, source = args.url, args.first, args.count, args.source
     gate = asyncio.Semaphore(100)
     errors: dict[str, int] = {}
-    local = {"local_addr": (source, 0)} if source else {}
+    local: dict[str, Any] = {"local_addr": (source, 0)} if source else {}
 
     async def one(index: int) -> ClientConnection | None:
         async with gate:

@@ -7,6 +7,6 @@ fails with that advice (it never skips).
 
 from __future__ import annotations
 
-from scripts._toolkit import RedisServer, redis_server_binary, running_redis
+from _toolkit import RedisServer, redis_server_binary, running_redis
 
 __all__ = ["RedisServer", "redis_server_binary", "running_redis"]

@@ -7,6 +7,6 @@ installs redis-server, which is also the sentinel (``redis-server FILE --sentine
 
 from __future__ import annotations
 
-from scripts._sentinels import MASTER_NAME, Relay, SentinelSet, running_sentinels
+from _sentinels import MASTER_NAME, Relay, SentinelSet, running_sentinels
 
 __all__ = ["MASTER_NAME", "Relay", "SentinelSet", "running_sentinels"]
