@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 import threading
 import time
@@ -44,6 +45,16 @@ SCRIPTS = ROOT / "scripts"
 _VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 SCRIPT_PYTHON = str(_VENV_PYTHON) if _VENV_PYTHON.exists() else sys.executable
 """The interpreter a script runs under: the checkout's venv, else the one running the tests."""
+
+
+def run_script(name: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``scripts/<name>.py args`` from the checkout's root; assert it exits 0 (output shown)."""
+    argv = [SCRIPT_PYTHON, str(SCRIPTS / f"{name}.py"), *args]
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    return done
 
 
 def import_script(monkeypatch: pytest.MonkeyPatch, name: str) -> ModuleType:

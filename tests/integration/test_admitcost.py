@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import SCRIPT_PYTHON, SCRIPTS
+from tests.helpers import SCRIPT_PYTHON, SCRIPTS, run_script
 
 ADMITCOST = SCRIPTS / "admitcost.py"
 
@@ -18,11 +18,8 @@ ADMITCOST = SCRIPTS / "admitcost.py"
 @pytest.mark.timeout(60)
 def test_a_short_admitcost_run_times_every_admission_and_leaves_no_slot(tmp_path: Path) -> None:
     out = tmp_path / "admitcost.json"
-    argv = [SCRIPT_PYTHON, str(ADMITCOST), "--users", "3", "--held", "4", "--count", "300"]
-    done = subprocess.run(
-        [*argv, "--json", str(out)], capture_output=True, text=True, timeout=50, check=False
-    )
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    args = ["--users", "3", "--held", "4", "--count", "300", "--json", str(out)]
+    done = run_script("admitcost", *args, timeout=50)
     data: dict[str, Any] = json.loads(out.read_text())
     assert (data["users"], data["held"], data["count"]) == (3, 4, 300)
     assert data["cpu_us_per_connection"] > 0

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, SCRIPT_PYTHON, SCRIPTS
-
-BENCH = SCRIPTS / "bench.py"
+from tests.helpers import run_script
 
 POSITIVE = (
     "conns_per_s",
@@ -37,9 +34,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.mark.timeout(120)
 def test_a_quick_bench_writes_figures_for_both_servers_and_plots_them(tmp_path: Path) -> None:
     out, png = tmp_path / "out.json", tmp_path / "latency.png"
-    argv = [SCRIPT_PYTHON, str(BENCH), "--quick", "--json", str(out), "--plot", str(png)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=110, cwd=ROOT, check=False)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    done = run_script("bench", "--quick", "--json", str(out), "--plot", str(png), timeout=110)
     data: dict[str, Any] = json.loads(out.read_text())
     assert {"bare", "supervised", "ratios", "meta"} <= data.keys()
     for kind in ("bare", "supervised"):
@@ -69,10 +64,8 @@ def test_a_quick_bench_writes_figures_for_both_servers_and_plots_them(tmp_path: 
 @pytest.mark.timeout(240)
 def test_a_quick_bench_with_workers_compares_them_with_one_process(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
-    argv = [SCRIPT_PYTHON, str(BENCH), "--quick", "--workers", "2", "--duration", "1"]
-    argv += ["--connections", "60", "--json", str(out)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=230, cwd=ROOT, check=False)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    args = ["--quick", "--workers", "2", "--duration", "1", "--connections", "60"]
+    done = run_script("bench", *args, "--json", str(out), timeout=230)
     data: dict[str, Any] = json.loads(out.read_text())
     workers = data["supervised_workers"]
     for key in POSITIVE:

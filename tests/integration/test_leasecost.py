@@ -4,24 +4,19 @@ works; no speed is asserted)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, SCRIPT_PYTHON, SCRIPTS
-
-LEASECOST = SCRIPTS / "leasecost.py"
+from tests.helpers import run_script
 
 
 @pytest.mark.timeout(120)
 def test_a_small_run_counts_every_kind_of_call_and_leaves_redis_empty(tmp_path: Path) -> None:
     out = tmp_path / "lease.json"
-    argv = [SCRIPT_PYTHON, str(LEASECOST), "--users", "30", "--per-user", "5", "--rounds", "2"]
-    argv += ["--json", str(out)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=110, cwd=ROOT, check=False)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    args = ["--users", "30", "--per-user", "5", "--rounds", "2", "--json", str(out)]
+    done = run_script("leasecost", *args, timeout=110)
     data: dict[str, Any] = json.loads(out.read_text())
     assert data["slots"] == 150 and data["keys_left"] == 0
     assert data["memory_bytes_per_slot"] > 0

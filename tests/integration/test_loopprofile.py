@@ -4,15 +4,12 @@ works; no speed is asserted)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import SCRIPT_PYTHON, SCRIPTS
-
-LOOPPROFILE = SCRIPTS / "loopprofile.py"
+from tests.helpers import run_script
 
 
 @pytest.mark.timeout(180)
@@ -20,9 +17,8 @@ def test_a_short_run_counts_each_servers_calls_per_connection_and_ranks_the_diff
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "loopprofile.json"
-    argv = [SCRIPT_PYTHON, str(LOOPPROFILE), "--seconds", "2", "--top", "5", "--json", str(out)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=170, check=False)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    args = ["--seconds", "2", "--top", "5", "--json", str(out)]
+    done = run_script("loopprofile", *args, timeout=170)
     found: dict[str, dict[str, Any]] = json.loads(out.read_text())
     for kind in ("bare", "supervised"):
         assert found[kind]["connections"] > 10

@@ -4,15 +4,12 @@ its JSON (the tool works; no speed is asserted)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import SCRIPT_PYTHON, SCRIPTS
-
-PUSHCOST = SCRIPTS / "pushcost.py"
+from tests.helpers import run_script
 
 
 @pytest.mark.timeout(120)
@@ -20,9 +17,8 @@ def test_a_short_pushcost_run_times_local_and_cross_node_pushes_beside_a_ping(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "pushcost.json"
-    argv = [SCRIPT_PYTHON, str(PUSHCOST), "--runs", "2", "--samples", "20", "--json", str(out)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=110, check=False)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    args = ["--runs", "2", "--samples", "20", "--json", str(out)]
+    done = run_script("pushcost", *args, timeout=110)
     runs: list[dict[str, Any]] = json.loads(out.read_text())
     assert len(runs) == 2
     for run in runs:

@@ -4,15 +4,12 @@ works; no speed is asserted)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, SCRIPT_PYTHON, SCRIPTS
-
-SCALE = SCRIPTS / "scale.py"
+from tests.helpers import run_script
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists(), reason="the scale check reads /proc (Linux)"
@@ -22,10 +19,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.mark.timeout(150)
 def test_a_small_scale_run_opens_drops_and_frees_every_slot(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
-    argv = [SCRIPT_PYTHON, str(SCALE), "--connections", "200", "--client-procs", "2"]
-    argv += ["--ping-interval", "2", "--json", str(out)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=140, cwd=ROOT, check=False)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    args = ["--connections", "200", "--client-procs", "2", "--ping-interval", "2"]
+    done = run_script("scale", *args, "--json", str(out), timeout=140)
     data: dict[str, Any] = json.loads(out.read_text())
     for kind in ("bare", "supervised"):
         assert data[kind]["opened"] == 200, data[kind]
@@ -55,11 +50,9 @@ def test_a_small_scale_run_opens_drops_and_frees_every_slot(tmp_path: Path) -> N
 @pytest.mark.timeout(200)
 def test_a_run_with_workers_and_source_addresses_sums_the_process_tree(tmp_path: Path) -> None:
     out = tmp_path / "scale.json"
-    argv = [SCRIPT_PYTHON, str(SCALE), "--connections", "400", "--bare-connections", "100"]
-    argv += ["--client-procs", "2", "--sources", "--workers", "2", "--ping-interval", "2"]
-    argv += ["--json", str(out)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=190, cwd=ROOT, check=False)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
+    args = ["--connections", "400", "--bare-connections", "100", "--client-procs", "2"]
+    args += ["--sources", "--workers", "2", "--ping-interval", "2", "--json", str(out)]
+    done = run_script("scale", *args, timeout=190)
     data: dict[str, Any] = json.loads(out.read_text())
     assert (data["bare"]["opened"], data["supervised"]["opened"]) == (100, 400)
     supervised = data["supervised"]
