@@ -14,12 +14,15 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import redis
 from _toolkit import HOST, free_port, redis_server_binary, tail_file
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 __all__ = ["MASTER_NAME", "Relay", "SentinelSet", "running_sentinels"]
 
@@ -43,7 +46,14 @@ MASTER_NAME = "mymaster"
 
 
 def _client(port: int, timeout: float = 0.5) -> redis.Redis:
-    return redis.Redis(host=HOST, port=port, socket_timeout=timeout, socket_connect_timeout=timeout)
+    """A client that asks once: a poll's next turn is the retry (redis-py's own take seconds)."""
+    return redis.Redis(
+        host=HOST,
+        port=port,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def _answers(port: int) -> bool:
@@ -54,6 +64,19 @@ def _answers(port: int) -> bool:
         return False
     finally:
         client.close()
+
+
+_VIEW = ("ip", "port", "flags", "num-slaves", "num-other-sentinels", "quorum")
+
+
+def _distinct_ports(count: int) -> list[int]:
+    """``count`` loopback ports, each free a moment ago, no two alike."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> float:
@@ -151,8 +174,7 @@ class SentinelSet:
         fast: bool = True,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="ws-sentinels-"))
-        self.master_port, self.replica_port = free_port(), free_port()
-        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.master_port, self.replica_port, *self.sentinel_ports = _distinct_ports(5)
         self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
         self.launcher = list(launcher)
         self.fast = fast
@@ -172,10 +194,16 @@ class SentinelSet:
         config = self.dir / f"{port}.conf"
         config.write_text("\n".join(lines) + "\n")
         command = [*self.launcher, redis_server_binary(), str(config), *extra]
-        self.procs[port] = subprocess.Popen(
+        proc = self.procs[port] = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        _wait(lambda: _answers(port), 10, f"redis-server on {port}")
+
+        def up() -> bool:  # a port taken meanwhile: the process exits, another server answers
+            if proc.poll() is not None:
+                raise AssertionError(f"redis-server on {port} exited {proc.returncode}")
+            return _answers(port)
+
+        _wait(up, 10, f"redis-server on {port}")
 
     def _start_server(self, port: int, replica_of: int | None) -> None:
         lines = [
@@ -226,11 +254,33 @@ class SentinelSet:
             _wait(self._replica_linked, 15, "the replica's link to the master")
             for port in self.sentinel_ports:
                 self._start_sentinel(port)
-            _wait(self._agreed, 30, "the sentinels agree on the master and its replica")
+            try:
+                _wait(self._agreed, 30, "the sentinels agree on the master and its replica")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{self.views()}") from None
         except BaseException:
             self.cleanup()
             raise
         return self
+
+    def views(self) -> str:
+        """What each process says of itself and each sentinel of the master, with log tails."""
+        lines = []
+        for port, proc in self.procs.items():
+            state = "running" if proc.poll() is None else f"exited {proc.returncode}"
+            lines.append(f"process on {port}: {state}")
+        for port in self.sentinel_ports:
+            client = _client(port)
+            try:
+                master: Any = client.sentinel_master(MASTER_NAME)
+                seen = {key: master.get(key) for key in _VIEW}
+                lines.append(f"sentinel {port}: {seen}")
+            except redis.RedisError as exc:
+                lines.append(f"sentinel {port}: {exc!r}")
+            finally:
+                client.close()
+            lines.append(tail_file(self.dir / f"sentinel-{port}.log", 8))
+        return "\n".join(lines)
 
     def _replica_linked(self) -> bool:
         client = _client(self.replica_port)
@@ -336,8 +386,16 @@ class SentinelSet:
 
 @contextlib.contextmanager
 def running_sentinels(*, relay: bool = False) -> Iterator[SentinelSet]:
-    """A started set for the block; every process killed and its files removed after."""
-    sentinels = SentinelSet(relay=relay).start()
+    """A started set for the block; every process killed and its files removed after.
+
+    A set that does not start is started once more, on new ports, with a
+    warning that says why (the tests are of the failover, not of Redis's start).
+    """
+    try:
+        sentinels = SentinelSet(relay=relay).start()
+    except AssertionError as exc:
+        warnings.warn(f"a Sentinel set did not start, started again: {exc}", stacklevel=2)
+        sentinels = SentinelSet(relay=relay).start()
     try:
         yield sentinels
     finally:
