@@ -33,7 +33,7 @@ import http
 import logging
 import math
 import socket
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -47,7 +47,7 @@ from actors.clock import Clock, SystemClock
 from actors.context import UserExecutionContext
 from actors.errors import InvalidIdError
 from actors.handle import ConnectionHandle
-from actors.ports import Admission, Handle
+from actors.ports import Handle
 from actors.tree import SupervisionTree
 from supervisor.config.schema import Config
 from supervisor.errors import AuthError
@@ -71,15 +71,6 @@ from supervisor.front.session import admit, serve_connection
 __all__ = ["FrontObserver", "NullFrontObserver", "WebSocketFront"]
 
 log = logging.getLogger(__name__)
-
-Seen = tuple[str, str]
-"""Where a handshake came from: (the client's address, the socket peer's: its proxy, or itself)."""
-
-_REFUSALS = {
-    "rejected_quota": http.HTTPStatus.TOO_MANY_REQUESTS,
-    "rejected_node": http.HTTPStatus.SERVICE_UNAVAILABLE,
-    "rejected_unavailable": http.HTTPStatus.SERVICE_UNAVAILABLE,
-}
 
 
 class FrontObserver(Protocol):
@@ -142,7 +133,7 @@ class WebSocketFront:
             header=server.forwarded_header,
         )
         self._admitted: dict[ServerConnection, tuple[Handle, WebSocketPort]] = {}
-        self._addresses: dict[ServerConnection, Seen] = {}  # the admitted ones
+        self._addresses: dict[ServerConnection, access.Seen] = {}  # the admitted ones
         self.server: Server | None = None
         self._closes: DeferredCloses | None = None
 
@@ -166,7 +157,7 @@ class WebSocketFront:
             write_limit=WRITE_HIGH,
             compression=None,
             extensions=_deflate() if server.compression == "deflate" else None,
-            logger=_websockets_logger(),
+            logger=access.websockets_logger(log.isEnabledFor(logging.DEBUG)),
             create_connection=(
                 proxied_connection(self.proxies) if self.proxies else AcyclicConnection
             ).bounded(self.budget),
@@ -204,7 +195,7 @@ class WebSocketFront:
         for connection, (client, peer) in self._addresses.items():
             admitted = self._admitted.get(connection)
             if admitted is not None:
-                proxy = _proxy(client, peer)
+                proxy = access.proxy_of(client, peer)
                 entry = {"client": client} if proxy is None else {"client": client, "proxy": proxy}
                 found[admitted[0].websocket_id] = entry
         return found
@@ -238,30 +229,30 @@ class WebSocketFront:
         assert isinstance(connection, AcyclicConnection)  # the server's create_connection
         connection.call_when_answered(self.observer.handshake)
         handed = connection.handed_user  # the master checked the address rate and the user
-        peer = _remote_host(connection)  # the PROXY header's source, if any
+        peer = access.remote_host(connection)  # the PROXY header's source, if any
         address = self._client(peer, request)
-        seen = (address, _host(getattr(connection, "peer_address", None)) or peer)
+        seen = (address, access.host_of(getattr(connection, "peer_address", None)) or peer)
         if handed is None and not self.handshake_rate.allow(address):
             wait = self.handshake_rate.retry_after(address)
             too_many = http.HTTPStatus.TOO_MANY_REQUESTS
             text = "too many handshakes from this address"
-            response = _respond(connection, seen, too_many, text, flood=True)
+            response = access.respond(connection, seen, too_many, text, flood=True)
             response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
             return response
         url = urlsplit(request.path)
         if url.path != self.config.server.path:
-            return _respond(connection, seen, http.HTTPStatus.NOT_FOUND, "not found")
+            return access.respond(connection, seen, http.HTTPStatus.NOT_FOUND, "not found")
         if not is_upgrade(request):
             return None  # websockets refuses it (400, 426) with the precise reason; no admission
         try:
             # websockets checks the Origin only after this hook: check it here, before any slot
             connection.protocol.process_origin(request.headers)
         except InvalidHandshake:
-            return _respond(connection, seen, http.HTTPStatus.FORBIDDEN, "origin not allowed")
+            return access.respond(connection, seen, http.HTTPStatus.FORBIDDEN, "origin not allowed")
         if not self.handshakes.try_enter():
             self.observer.refused("rejected_busy", "handshakes_in_progress")
             busy = http.HTTPStatus.SERVICE_UNAVAILABLE
-            return _respond(connection, seen, busy, "too many handshakes in progress")
+            return access.respond(connection, seen, busy, "too many handshakes in progress")
         try:
             return await self._authenticate_and_admit(connection, seen, request, url.query, handed)
         finally:
@@ -277,7 +268,7 @@ class WebSocketFront:
     async def _authenticate_and_admit(
         self,
         connection: AcyclicConnection,
-        seen: Seen,
+        seen: access.Seen,
         request: Request,
         raw_query: str,
         handed: str | None,
@@ -287,14 +278,14 @@ class WebSocketFront:
             user_id = handed or self.auth.authenticate(request.headers, query)
             context = UserExecutionContext.from_websocket_request(user_id, query.get("thread_id"))
         except AuthError as error:
-            return _respond(connection, seen, http.HTTPStatus.UNAUTHORIZED, error.reason)
+            return access.respond(connection, seen, http.HTTPStatus.UNAUTHORIZED, error.reason)
         except InvalidIdError as error:
-            return _respond(connection, seen, http.HTTPStatus.BAD_REQUEST, str(error))
+            return access.respond(connection, seen, http.HTTPStatus.BAD_REQUEST, str(error))
         port = WebSocketPort(asyncio.get_running_loop(), connection, self.budget)
         admission = await admit(self.tree, context, port, self.config.server.admission_timeout)
         if admission.handle is None:
             self.observer.refused(admission.result, admission.reason)
-            return _refuse(connection, seen, admission, context)
+            return access.refuse(connection, seen, admission, context)
         handle = admission.handle
         if self.config.faults.close_under_foreign_id and isinstance(handle, ConnectionHandle):
             handle = handle.misreporting(UserExecutionContext.from_websocket_request(user_id))
@@ -345,7 +336,7 @@ class WebSocketFront:
                 connection,
                 handle,
                 address=client,
-                proxy=_proxy(client, peer),
+                proxy=access.proxy_of(client, peer),
                 shed_code=own,
                 now=self.tree.clock.wall(),
             )
@@ -390,26 +381,6 @@ def _close_dropped(connection: ServerConnection, handle: Handle) -> None:
         connection.transport.close()  # left open by eof_received for this; a no-op after a reset
 
 
-def _remote_host(connection: ServerConnection) -> str:
-    """The host of the connection's ``remote_address``."""
-    try:
-        return _host(connection.remote_address)
-    except (AttributeError, OSError):  # pragma: no cover - a transport already gone
-        return ""
-
-
-def _host(address: Any) -> str:
-    """The host of a socket address (without the port); "" for none."""
-    if isinstance(address, tuple | list) and address:
-        return str(address[0])
-    return str(address or "")
-
-
-def _proxy(client: str, peer: str) -> str | None:
-    """The trusted proxy that gave ``client`` (the socket's ``peer``); None for a direct client."""
-    return None if not peer or peer == client else peer
-
-
 def is_upgrade(request: Request) -> bool:
     """True if ``request`` asks for a WebSocket upgrade (checked again, fully, by websockets).
 
@@ -425,45 +396,3 @@ def is_upgrade(request: Request) -> bool:
         and len(headers.get_all("Sec-WebSocket-Key")) == 1
         and headers.get_all("Sec-WebSocket-Version") == ["13"]
     )
-
-
-def _respond(
-    connection: ServerConnection,
-    seen: Seen,
-    status: http.HTTPStatus,
-    text: str,
-    context: UserExecutionContext | None = None,
-    *,
-    flood: bool = False,
-) -> Response:
-    """The refusal of a handshake, with its one access line."""
-    client, peer = seen
-    proxy = _proxy(client, peer)
-    access.handshake_refused(client, status, text, context, flood=flood, proxy=proxy)
-    return connection.respond(status, text + "\n")
-
-
-def _refuse(
-    connection: ServerConnection,
-    seen: Seen,
-    admission: Admission,
-    context: UserExecutionContext,
-) -> Response:
-    status = _REFUSALS.get(admission.result, http.HTTPStatus.SERVICE_UNAVAILABLE)
-    response = _respond(connection, seen, status, admission.reason or admission.result, context)
-    if admission.retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, math.ceil(admission.retry_after)))
-    return response
-
-
-def _websockets_logger() -> logging.Logger:
-    """websockets' own logger, its per-connection INFO lines silenced unless the daemon logs DEBUG.
-
-    ``connection open``, ``connection closed``, ``connection rejected`` and
-    ``HTTP response sent``: the access log (:mod:`supervisor.front.access`)
-    has one line of ours per connection instead. websockets' warnings and
-    errors still come through.
-    """
-    logger = logging.getLogger("supervisor.front.server.websockets")
-    logger.setLevel(logging.NOTSET if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
-    return logger
