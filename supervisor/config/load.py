@@ -17,21 +17,28 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tomllib
-import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 import cattrs
 
+from supervisor.config.keys import (
+    SECTION_FIELDS,
+    SECTIONS,
+    TOP_FIELDS,
+    Field,
+    Key,
+    Kind,
+    apply_env,
+    read_env,
+)
 from supervisor.config.schema import Config
 from supervisor.errors import ConfigError, ConfigIssue
 
 __all__ = [
-    "ENV_PREFIX",
     "FILE_PATH",
     "PROFILES",
     "ROOT_PATH",
@@ -44,62 +51,10 @@ __all__ = [
     "profile_text",
 ]
 
-ENV_PREFIX = "WS_SUPERVISOR_"
 PROFILES = ("production", "staging", "ci", "dev")
 ROOT_PATH = "<root>"
 FILE_PATH = "<file>"
 _PROFILE_DIR = Path(__file__).parent / "profiles"  # config/ in a checkout, package data in a wheel
-
-_Kind = Literal["int", "float", "bool", "str", "choice"]
-_Key = tuple[str, ...]
-
-
-# --- the schema, read off the attrs classes ---------------------------------
-
-
-@attrs.frozen
-class _Field:
-    """One setting: its kind, its allowed values (for a Literal) and its attrs attribute."""
-
-    kind: _Kind
-    choices: tuple[str, ...]
-    attribute: attrs.Attribute[Any]
-
-
-def _field_of(attribute: attrs.Attribute[Any], hint: Any) -> _Field:
-    if typing.get_origin(hint) is Literal:
-        return _Field("choice", tuple(typing.get_args(hint)), attribute)
-    kinds: dict[Any, _Kind] = {int: "int", float: "float", bool: "bool", str: "str"}
-    return _Field(kinds[hint], (), attribute)
-
-
-def _fields_of(cls: type) -> dict[str, _Field]:
-    hints = typing.get_type_hints(cls)
-    return {a.name: _field_of(a, hints[a.name]) for a in attrs.fields(cls)}
-
-
-_ROOT_HINTS = typing.get_type_hints(Config)
-_TOP_FIELDS = {
-    a.name: _field_of(a, _ROOT_HINTS[a.name])
-    for a in attrs.fields(Config)
-    if not attrs.has(_ROOT_HINTS[a.name])
-}
-_SECTIONS: dict[str, type] = {k: h for k, h in _ROOT_HINTS.items() if attrs.has(h)}
-_SECTION_FIELDS = {name: _fields_of(cls) for name, cls in _SECTIONS.items()}
-
-
-def _env_names() -> dict[str, tuple[_Key, _Field]]:
-    names: dict[str, tuple[_Key, _Field]] = {
-        ENV_PREFIX + k.upper(): ((k,), f) for k, f in _TOP_FIELDS.items()
-    }
-    for section, fields in _SECTION_FIELDS.items():
-        for key, field in fields.items():
-            names[f"{ENV_PREFIX}{section.upper()}_{key.upper()}"] = ((section, key), field)
-    return names
-
-
-_ENV_NAMES = _env_names()
-
 
 # --- describing values and checking their types -----------------------------
 
@@ -129,7 +84,7 @@ def _describe(value: object) -> str:
     return f"{name} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
-def _type_problem(field: _Field, value: object) -> str | None:
+def _type_problem(field: Field, value: object) -> str | None:
     """Why ``value`` has the wrong type for ``field``, or None."""
     kind = field.kind
     if kind == "int" and type(value) is not int:
@@ -149,7 +104,7 @@ def _type_problem(field: _Field, value: object) -> str | None:
     return None
 
 
-def _field_problem(field: _Field, value: object) -> str | None:
+def _field_problem(field: Field, value: object) -> str | None:
     """The type problem, else the range problem (from the attrs validator), else None."""
     problem = _type_problem(field, value)
     if problem is not None or field.attribute.validator is None:
@@ -164,16 +119,16 @@ def _field_problem(field: _Field, value: object) -> str | None:
 # --- walking a document ------------------------------------------------------
 
 
-def _path(key: _Key, env_vars: Mapping[_Key, str]) -> str:
+def _path(key: Key, env_vars: Mapping[Key, str]) -> str:
     dotted = ".".join(key)
     var = env_vars.get(key)
     return dotted if var is None else f"{dotted} ({var})"
 
 
-def _check_section(section: str, table: object, env_vars: Mapping[_Key, str]) -> list[ConfigIssue]:
+def _check_section(section: str, table: object, env_vars: Mapping[Key, str]) -> list[ConfigIssue]:
     if not isinstance(table, Mapping):
         return [ConfigIssue(section, f"expected a table, got {_describe(table)}")]
-    fields = _SECTION_FIELDS[section]
+    fields = SECTION_FIELDS[section]
     issues: list[ConfigIssue] = []
     for raw_key, value in table.items():
         key = (section, str(raw_key))
@@ -189,98 +144,30 @@ def _check_section(section: str, table: object, env_vars: Mapping[_Key, str]) ->
 def _cross_check(section: str, table: Mapping[Any, object]) -> list[ConfigIssue]:
     """Build the section to run its cross-field check (its fields are known to be fine)."""
     try:
-        _SECTIONS[section](**table)
+        SECTIONS[section](**table)
     except (ValueError, TypeError) as exc:
         return [ConfigIssue(section, str(exc))]
     return []
 
 
-def _check_document(doc: Mapping[Any, object], env_vars: Mapping[_Key, str]) -> list[ConfigIssue]:
+def _check_document(doc: Mapping[Any, object], env_vars: Mapping[Key, str]) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     for raw_key, value in doc.items():
         key = str(raw_key)
-        if key in _SECTIONS:
+        if key in SECTIONS:
             issues.extend(_check_section(key, value, env_vars))
             continue
-        field = _TOP_FIELDS.get(key)
+        field = TOP_FIELDS.get(key)
         problem = "unknown key" if field is None else _field_problem(field, value)
         if problem is not None:
             issues.append(ConfigIssue(_path((key,), env_vars), problem))
     return issues
 
 
-# --- environment overrides ---------------------------------------------------
-
-_INT_RE = re.compile(r"-?[0-9]+")
-_FLOAT_RE = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
-
-
-def _parse_env_value(field: _Field, raw: str) -> object:
-    """The value of an env string for ``field``; ValueError with the reason when bad."""
-    if field.kind == "int":
-        if _INT_RE.fullmatch(raw) is None or len(raw) > 100:
-            raise ValueError(f"expected an integer, got {raw!r}")
-        return int(raw)
-    if field.kind == "float":
-        number = float(raw) if _FLOAT_RE.fullmatch(raw) else math.nan
-        if not math.isfinite(number):
-            raise ValueError(f"expected a finite number, got {raw!r}")
-        return number
-    if field.kind == "bool":
-        if raw.lower() not in ("true", "false"):
-            raise ValueError(f"expected true or false, got {raw!r}")
-        return raw.lower() == "true"
-    return raw
-
-
-def _unknown_env_message(name: str) -> str:
-    rest = name[len(ENV_PREFIX) :]
-    for section in _SECTIONS:
-        if rest.startswith(section.upper() + "_"):
-            key = rest[len(section) + 1 :].lower()
-            return f"unknown setting: section [{section}] has no key {key!r}"
-    return "unknown setting: matches no section or key"
-
-
-def _read_env(env: Mapping[str, str]) -> tuple[dict[_Key, tuple[object, str]], list[ConfigIssue]]:
-    """The overrides ``{key: (value, variable)}`` in ``env``, and the problems with them."""
-    overrides: dict[_Key, tuple[object, str]] = {}
-    issues: list[ConfigIssue] = []
-    for name in sorted(n for n in env if n.startswith(ENV_PREFIX)):
-        target = _ENV_NAMES.get(name)
-        if target is None:
-            issues.append(ConfigIssue(name, _unknown_env_message(name)))
-            continue
-        key, field = target
-        try:
-            overrides[key] = (_parse_env_value(field, env[name]), name)
-        except ValueError as exc:
-            issues.append(ConfigIssue(f"{'.'.join(key)} ({name})", str(exc)))
-    return overrides, issues
-
-
-def _apply_env(
-    data: Mapping[Any, object], overrides: Mapping[_Key, tuple[object, str]]
-) -> tuple[dict[Any, object], dict[_Key, str]]:
-    """``data`` with the overrides laid over it, and which key came from which variable."""
-    merged: dict[Any, object] = dict(data)
-    env_vars: dict[_Key, str] = {}
-    for key, (value, name) in overrides.items():
-        if len(key) == 1:
-            merged[key[0]] = value
-        else:
-            table = merged.get(key[0], {})
-            if not isinstance(table, Mapping):
-                continue  # the section itself is reported as not a table
-            merged[key[0]] = {**table, key[1]: value}
-        env_vars[key] = name
-    return merged, env_vars
-
-
 # --- structuring with cattrs -------------------------------------------------
 
 
-def _strict(field: _Field, python_type: type) -> Any:
+def _strict(field: Field, python_type: type) -> Any:
     def hook(value: object, _type: object) -> object:
         problem = _type_problem(field, value)
         if problem is not None:
@@ -290,14 +177,14 @@ def _strict(field: _Field, python_type: type) -> Any:
     return hook
 
 
-_STRICT_TYPES: dict[_Kind, type] = {"int": int, "float": float, "bool": bool, "str": str}
+_STRICT_TYPES: dict[Kind, type] = {"int": int, "float": float, "bool": bool, "str": str}
 
 
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     dummy = attrs.fields(Config).profile
     for kind, python_type in _STRICT_TYPES.items():
-        hook = _strict(_Field(kind, (), dummy), python_type)
+        hook = _strict(Field(kind, (), dummy), python_type)
         converter.register_structure_hook(python_type, hook)
     return converter
 
@@ -335,8 +222,8 @@ def parse_config(
     if not isinstance(data, Mapping):
         issue = ConfigIssue(ROOT_PATH, f"expected a table, got {_describe(data)}")
         raise ConfigError([issue], source)
-    overrides, issues = _read_env(env or {})
-    merged, env_vars = _apply_env(data, overrides)
+    overrides, issues = read_env(env or {})
+    merged, env_vars = apply_env(data, overrides)
     issues = _check_document(merged, env_vars) + issues
     if issues:
         raise ConfigError(issues, source)
