@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import pytest
+from websockets.datastructures import is_valid_header_value
 
 from supervisor.errors import HeadError
-from supervisor.workers.head import MAX_HEAD, head_length, parse_head
+from supervisor.workers.head import MAX_HEAD, head_length, parse_head, parse_query
 
 HEAD = (
     b"GET /ws?user_id=alice&thread_id=t1 HTTP/1.1\r\n"
@@ -77,3 +80,42 @@ def test_a_header_value_with_characters_http_does_not_allow_is_400() -> None:
         400,
         "a header value holds characters HTTP does not allow",
     )
+
+
+@pytest.mark.parametrize("byte", [b"\x00", b"\x08", b"\x0b", b"\x1f", b"\x7f", b"\x80", b"\xff"])
+def test_a_header_value_is_refused_for_any_byte_but_tab_and_printable_ascii(
+    byte: bytes,
+) -> None:
+    with pytest.raises(HeadError):
+        parse_head(b"GET / HTTP/1.1\r\nX-Name: a" + byte + b"b\r\n\r\n")
+    allowed = bytes([0x09, *range(0x20, 0x7F)])
+    head = parse_head(b"GET / HTTP/1.1\r\nX-Name: a" + allowed + b"b\r\n\r\n")
+    assert is_valid_header_value(head.headers["X-Name"])  # what websockets' Headers allows
+    assert head.headers["X-Name"] == "a" + allowed.decode() + "b"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "user_id=alice&thread_id=t1",
+        "a=1&a=2",
+        "a=&b=2",
+        "a&b=2",
+        "&&a=1&",
+        "=x",
+        "a=b=c",
+        "token=a%20b&x=1",
+        "name=a+b",
+        "k%3D=v",
+        "a=1;b=2",
+    ],
+)
+def test_a_query_reads_as_parse_qsl_reads_it(query: str) -> None:
+    assert parse_query(query) == dict(parse_qsl(query))
+    assert parse_head(f"GET /ws?{query} HTTP/1.1\r\n\r\n".encode()).query == parse_query(query)
+
+
+def test_a_target_of_two_slashes_has_the_path_urlsplit_gives() -> None:
+    head = parse_head(b"GET //host/ws?user_id=a HTTP/1.1\r\n\r\n")
+    assert (head.path, head.query) == ("/ws", {"user_id": "a"})
