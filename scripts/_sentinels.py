@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from _toolkit import HOST, free_port, redis_server_binary, tail_file
+from _toolkit import HOST, free_ports, redis_server_binary, tail_file
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -67,16 +67,6 @@ def _answers(port: int) -> bool:
 
 
 _VIEW = ("ip", "port", "flags", "num-slaves", "num-other-sentinels", "quorum")
-
-
-def _distinct_ports(count: int) -> list[int]:
-    """``count`` loopback ports, each free a moment ago, no two alike."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> float:
@@ -174,7 +164,7 @@ class SentinelSet:
         fast: bool = True,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="ws-sentinels-"))
-        self.master_port, self.replica_port, *self.sentinel_ports = _distinct_ports(5)
+        self.master_port, self.replica_port, *self.sentinel_ports = free_ports(5)
         self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
         self.launcher = list(launcher)
         self.fast = fast

@@ -29,6 +29,7 @@ __all__ = [
     "RedisServer",
     "exec_child",
     "free_port",
+    "free_ports",
     "http_get",
     "percentile",
     "raise_fd_limit",
@@ -49,6 +50,16 @@ def free_port() -> int:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` loopback ports, each free a moment ago, no two alike."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

@@ -37,15 +37,9 @@ import time
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from _toolkit import HOST, free_port  # scripts/ is on sys.path when run as a script
+from _toolkit import HOST, free_port, raise_fd_limit  # scripts/ is on sys.path when run as a script
 
 _REPORT_EVERY = 0.02  # seconds between a server's reports, when its counts moved
-
-
-def _raise_fd_limit() -> int:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 class _Counting(asyncio.Protocol):
@@ -194,11 +188,11 @@ def measure(connections: int, servers: int, clients: int, hold: float) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
     if args_in[:1] == ["--serve"]:
-        _raise_fd_limit()
+        raise_fd_limit()
         asyncio.run(_serve(int(args_in[1])))
         return 0
     if args_in[:1] == ["--hold"]:
-        _raise_fd_limit()
+        raise_fd_limit()
         _hold(int(args_in[1]), args_in[2], int(args_in[3]), float(args_in[4]))
         return 0
     parser = argparse.ArgumentParser(prog="scripts/dropfloor", description=__doc__.split("\n\n")[0])
@@ -210,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args(args_in)
-    limit = _raise_fd_limit() - 100
+    raise_fd_limit()
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 100
     busiest = max(_shares(args.connections, args.servers) + _shares(args.connections, args.clients))
     if not 1 <= args.clients <= 250 or busiest > limit:
         parser.error(f"at most {limit} connections per process and 1-250 clients: add processes")
