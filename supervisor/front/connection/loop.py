@@ -58,8 +58,7 @@ def adopt(server: Server, sock: socket.socket, prefix: bytes, handed_user: str) 
     listening = server.server
     connection = listening._protocol_factory()  # type: ignore[attr-defined]
     assert isinstance(connection, AcyclicConnection)  # the server's create_connection
-    connection._prefix = prefix
-    connection.handed_user = handed_user
+    connection.hand_over(prefix, handed_user)
     sock.setblocking(False)
     loop = listening.get_loop()
     owner = listening if listening.is_serving() else None  # a closed server takes no more

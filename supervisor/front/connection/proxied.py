@@ -40,28 +40,28 @@ class ProxiedConnection(AcyclicConnection):
     proxies: ClassVar[TrustedProxies] = TrustedProxies()
     max_header: ClassVar[int] = MAX_PROXY_HEADER
 
-    _proxy_buffer: bytearray | None = None  # None: nothing (more) to strip
-    _client: tuple[str, int] | None = None
-    peer_address: Any = None
-    """The socket's own peer: the proxy, when a PROXY header named the client."""
+    @property
+    def peer_address(self) -> Any:
+        """The socket's own peer: the proxy, when a PROXY header named the client."""
+        return self._front.peer_address
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.peer_address = transport.get_extra_info("peername")
-        peer = self.peer_address
+        peer = self._front.peer_address = transport.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple | list) and peer else ""
         if self.proxies.expects_header(host):
-            self._proxy_buffer = bytearray()
+            self._front.proxy_buffer = bytearray()  # None: nothing (more) to strip
 
     @property
     def remote_address(self) -> Any:
         """The client: the PROXY header's source, else the socket's peer."""
-        if self._client is not None:
-            return self._client
+        client = self._front.client
+        if client is not None:
+            return client
         return super().remote_address
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._proxy_buffer
+        buffer = self._front.proxy_buffer
         if buffer is None:
             super().data_received(data)
             return
@@ -74,18 +74,18 @@ class ProxiedConnection(AcyclicConnection):
         if isinstance(header, BadProxyHeader):
             self._drop(header.reason)
             return
-        self._proxy_buffer = None
-        self._client = header.client
+        self._front.proxy_buffer = None
+        self._front.client = header.client
         rest = bytes(buffer[header.length :])
         if rest:
             super().data_received(rest)
 
     def eof_received(self) -> bool:  # type: ignore[override]
-        self._proxy_buffer = None  # an EOF before the header: the handshake sees no request
+        self._front.proxy_buffer = None  # an EOF before the header: the handshake sees no request
         return super().eof_received()
 
     def _drop(self, reason: str) -> None:
-        self._proxy_buffer = None
+        self._front.proxy_buffer = None
         log.warning("dropped a connection from proxy %s: %s", self.peer_address, reason)
         self.transport.abort()  # connection_lost follows; the handshake ends with no answer
 

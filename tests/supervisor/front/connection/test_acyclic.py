@@ -22,7 +22,7 @@ from supervisor.front.budget import WRITE_HIGH, ConnectionBudget
 from supervisor.front.connection import AcyclicConnection
 from supervisor.front.limits import InboundRateLimit
 from tests.hostile import all_slots_free, close_frame, frame, handshake, open_raw, read_to_eof
-from tests.integration.harness import running_daemon, wait_for
+from tests.integration.harness import running_daemon, wait_for, ws_url
 
 Served = tuple[AcyclicConnection, WebSocketPort]
 
@@ -284,3 +284,34 @@ async def test_a_client_whose_close_frame_came_has_its_slot_freed_before_it_clos
         assert close_frame(await read_to_eof(reader)) == (1000, "bye")  # its close echoed
         writer.close()
         await all_slots_free(daemon)
+
+
+async def _plain_connection_attributes() -> set[str]:
+    """The attributes of a plain websockets server connection, open, after one echo."""
+    seen: list[ServerConnection] = []
+
+    async def echo(connection: ServerConnection) -> None:
+        seen.append(connection)
+        async for message in connection:
+            await connection.send(message)
+
+    async with serve(echo, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}") as client:
+            await client.send("hi")
+            assert await client.recv() == "hi"
+            return set(vars(seen[0]))
+
+
+@pytest.mark.asyncio
+async def test_an_open_connection_has_one_attribute_more_than_websockets_own() -> None:
+    # CPython shares the keys of up to 30 instance attributes among a class's instances; past
+    # them every connection gets a dict of its own (1.6 KiB more each, measured)
+    plain = await _plain_connection_attributes()
+    async with running_daemon() as daemon, connect(ws_url(daemon, "ada")) as client:
+        await client.recv()  # the welcome
+        await client.send('{"type": "echo", "data": 1}')
+        await client.recv()
+        [connection] = daemon.front.server.connections  # type: ignore[union-attr]
+        assert set(vars(connection)) - plain == {"_front"}
+        assert len(vars(connection)) <= 30
