@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -120,7 +121,7 @@ class _Servers:
     def last_lost(self) -> float:
         return max(float(report[2]) for report in self.last.values())
 
-    def wait_until(self, count: Any, wanted: int, timeout: float) -> bool:
+    def wait_until(self, count: Callable[[], int], wanted: int, timeout: float) -> bool:
         """Read until ``count()`` reaches ``wanted``; False at ``timeout``."""
         deadline = time.monotonic() + timeout
         while count() < wanted:

@@ -25,7 +25,7 @@ from websockets.datastructures import Headers
 
 from supervisor.errors import HeadError
 
-__all__ = ["MAX_HEAD", "RequestHead", "head_length", "parse_head", "parse_query"]
+__all__ = ["MAX_HEAD", "RequestHead", "head_length", "parse_head"]
 
 MAX_HEAD = 16 * 1024
 """The longest request head the master reads (431 beyond): room for an 8 KiB token."""
@@ -49,22 +49,6 @@ class RequestHead:
     headers: Headers
     path: str
     query: dict[str, str]
-
-
-def parse_query(query: str) -> dict[str, str]:
-    """``dict(parse_qsl(query))``, without its cost when nothing is escaped.
-
-    As :func:`~urllib.parse.parse_qsl`: pairs split at ``&``, a pair without
-    ``=`` or with an empty value dropped, the last of a repeated name kept.
-    """
-    if "%" in query or "+" in query:
-        return dict(parse_qsl(query))
-    found = {}
-    for pair in query.split("&"):
-        name, equals, value = pair.partition("=")
-        if equals and value:
-            found[name] = value
-    return found
 
 
 def head_length(received: bytes) -> int | None:
@@ -101,4 +85,4 @@ def parse_head(head: bytes) -> RequestHead:
             raise HeadError(400, "a header value holds characters HTTP does not allow")
         headers.set_insecure(name.decode("ascii"), value.decode("ascii"))  # checked just above
     url = urlsplit(target)
-    return RequestHead(method, target, headers, url.path, parse_query(url.query))
+    return RequestHead(method, target, headers, url.path, dict(parse_qsl(url.query)))
